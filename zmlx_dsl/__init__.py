@@ -1,0 +1,13 @@
+"""zmlx_dsl: MLX kernels written as Python functions, with generated gradients and backends.
+
+    @zmlx.elementwise
+    def silu(x):
+        return x * mx.sigmoid(x)
+"""
+from .frontend.errors import (ZMLXBackendError, ZMLXError, ZMLXNameError, ZMLXShapeError,
+                              ZMLXSyntaxError, ZMLXTypeError)
+from .kernels import Kernel, elementwise, map_reduce, reduce
+
+__all__ = ["elementwise", "reduce", "map_reduce", "Kernel", "ZMLXError", "ZMLXSyntaxError",
+           "ZMLXTypeError", "ZMLXNameError", "ZMLXShapeError", "ZMLXBackendError"]
+__version__ = "0.1.0"

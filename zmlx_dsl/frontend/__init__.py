@@ -1,0 +1,1 @@
+"""Frontends: Python functions and ZMLX C-like expression strings -> IR."""

@@ -1,0 +1,62 @@
+"""Errors with a source location: `file:line:col`, the line and a caret (as Triton's CompilationError)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Location:
+    """A point in user source: file, 1-based line and column, and the text of that line."""
+
+    file: str
+    line: int
+    col: int
+    text: str
+
+    def render(self) -> str:
+        stripped = self.text.rstrip()
+        return f"    {stripped}\n    {' ' * (self.col - 1)}^"
+
+
+class ZMLXError(Exception):
+    """Base of zmlx_dsl errors; `loc` (when known) points at the offending source."""
+
+    def __init__(self, message: str, loc: Optional[Location] = None) -> None:
+        self.message = message
+        self.loc = loc
+        super().__init__(self._full())
+
+    def _full(self) -> str:
+        if self.loc is None:
+            return self.message
+        return f"{self.loc.file}:{self.loc.line}:{self.loc.col}: {self.message}\n{self.loc.render()}"
+
+    def __str__(self) -> str:
+        return self._full()
+
+
+class ZMLXSyntaxError(ZMLXError, SyntaxError):
+    """A construct the kernel language does not support."""
+
+    def __init__(self, message: str, loc: Optional[Location] = None) -> None:
+        ZMLXError.__init__(self, message, loc)
+        self.msg = message
+        if loc is not None:
+            self.filename, self.lineno, self.offset, self.text = loc.file, loc.line, loc.col, loc.text
+
+
+class ZMLXNameError(ZMLXError, NameError):
+    """An unknown name or function in a kernel body."""
+
+
+class ZMLXTypeError(ZMLXError, TypeError):
+    """Wrong argument count or type, in the body or at call time."""
+
+
+class ZMLXShapeError(ZMLXError, ValueError):
+    """Shapes that do not broadcast or rows of different lengths."""
+
+
+class ZMLXBackendError(ZMLXError, RuntimeError):
+    """A kernel that the chosen backend cannot run (e.g. raw Metal on the portable backend)."""

@@ -1,0 +1,112 @@
+"""Symbolic differentiation on the IR: reverse mode (VJP) and forward mode (JVP).
+
+Both use the registry's derivative rules. A rule maps (args, y, g) to one adjoint per argument and
+is linear in g; for elementwise ops the Jacobian is diagonal, so the same rule gives the forward-mode
+tangent contribution of argument i when called with g = that argument's tangent. Row reductions
+carry an explicit `jvp` (their Jacobian is not diagonal).
+
+Row kernels: a node is per-row if it depends on inputs only through reductions. An adjoint that
+flows from a per-element use into a per-row node is summed over the row (the forward broadcast it).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from .build import apply, cast
+from .node import LEAF_OPS, Node, toposort
+from .passes import optimize
+from .registry import OPS, cast_grad
+
+
+def per_row(roots: Sequence[Node]) -> dict[Node, bool]:
+    """For each node: True when its value is the same along the row (a reduction result, a
+    constant, a parameter or anything computed only from those)."""
+    out: dict[Node, bool] = {}
+    for n in toposort(roots):
+        if n.op == "input":
+            out[n] = False
+        elif n.op in LEAF_OPS:
+            out[n] = True
+        elif n.op != "cast" and OPS[n.op].reduction:
+            out[n] = True
+        else:
+            out[n] = all(out[a] for a in n.args)
+    return out
+
+
+def _differentiable(n: Node) -> bool:
+    return n.dtype.is_float
+
+
+def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequence[Node]) -> list[Optional[Node]]:
+    """Gradients of sum(output_k * cotangent_k) with respect to each node in wrt (None = zero)."""
+    row = per_row(outputs)
+    adj: dict[Node, Node] = {}
+
+    def add(n: Node, g: Optional[Node]) -> None:
+        if g is None or not _differentiable(n) or n.op in ("const", "param", "rowsize"):
+            return
+        if row[n] and not _row_of(g, row):
+            g = apply("sum", g)
+        g = cast(g, n.dtype)
+        adj[n] = g if n not in adj else adj[n] + g
+
+    for out, ct in zip(outputs, cotangents):
+        add(out, ct)
+    for n in reversed(toposort(outputs)):
+        g = adj.get(n)
+        if g is None or n.op in LEAF_OPS:
+            continue
+        if n.op == "cast":
+            add(n.args[0], cast_grad(n.args[0], g))
+            continue
+        for a, ga in zip(n.args, OPS[n.op].grad(n.args, n, g)):
+            add(a, ga)
+    return [adj.get(w) for w in wrt]
+
+
+def _row_of(n: Node, known: dict) -> bool:
+    """per_row for a node built during differentiation (memoised into `known`)."""
+    for m in toposort([n]):
+        if m not in known:
+            if m.op == "input":
+                known[m] = False
+            elif m.op in LEAF_OPS or (m.op != "cast" and OPS[m.op].reduction):
+                known[m] = True
+            else:
+                known[m] = all(known[a] for a in m.args)
+    return known[n]
+
+
+def jvp(outputs: Sequence[Node], tangents: dict[Node, Node]) -> list[Optional[Node]]:
+    """Tangents of outputs given tangents of some leaves (None = zero)."""
+    tan: dict[Node, Node] = dict(tangents)
+    for n in toposort(outputs):
+        if n in tan or n.op in LEAF_OPS or not _differentiable(n):
+            continue
+        if n.op == "cast":
+            t = tan.get(n.args[0])
+            if t is not None and n.args[0].dtype.is_float:
+                tan[n] = cast(t, n.dtype)
+            continue
+        op = OPS[n.op]
+        total = None
+        for i, a in enumerate(n.args):
+            t = tan.get(a)
+            if t is None:
+                continue
+            contrib = op.jvp(n.args, n, t) if op.jvp else op.grad(n.args, n, t)[i]
+            if contrib is None:
+                continue
+            contrib = cast(contrib, n.dtype)
+            total = contrib if total is None else total + contrib
+        if total is not None:
+            tan[n] = total
+    return [tan.get(o) for o in outputs]
+
+
+def simplify(nodes: Sequence[Optional[Node]]) -> list[Optional[Node]]:
+    """Optimise a list of gradients together (CSE across them), keeping the None entries."""
+    present = [n for n in nodes if n is not None]
+    done = iter(optimize(present))
+    return [next(done) if n is not None else None for n in nodes]

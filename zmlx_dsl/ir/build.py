@@ -1,0 +1,60 @@
+"""Constructing typed IR: constants, op application with MLX's type rules, casts."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import dtypes as dt
+from .node import Node
+
+
+def const(value: Any, dtype: dt.DType) -> Node:
+    """A constant of dtype; the value is normalised to the matching Python type."""
+    if dtype == dt.bool_:
+        value = bool(value)
+    elif dtype.is_int:
+        value = int(value)
+    else:
+        value = float(value)
+    return Node("const", (), dtype, value)
+
+
+def cast(x: Node, dtype: dt.DType) -> Node:
+    """x converted to dtype (no node when it already has it)."""
+    return x if x.dtype == dtype else Node("cast", (x,), dtype)
+
+
+def lift(value: Any, like: dt.DType) -> Node:
+    """A Python scalar combined with an array of dtype `like`, typed as MLX's weak scalars are."""
+    return const(value, dt.promote_weak(like, dt.weak_kind(value)))
+
+
+def apply(name: str, *args: Any) -> Node:
+    """Apply a registry op; Python scalars among args are weak, arrays promote (MLX rules)."""
+    from .registry import OPS
+    op = OPS[name]
+    nodes = [a for a in args if isinstance(a, Node)]
+    if not nodes:
+        raise TypeError(f"{name}: at least one argument must be an IR node")
+    strong = nodes[0].dtype
+    for n in nodes[1:]:
+        strong = dt.promote(strong, n.dtype)
+    weak = [a for a in args if not isinstance(a, Node)]
+    common = strong
+    for w in weak:
+        common = dt.promote_weak(common, dt.weak_kind(w))
+    typed = tuple(a if isinstance(a, Node) else const(a, common) for a in args)
+    return make(op.name, typed)
+
+
+def make(name: str, args: tuple[Node, ...]) -> Node:
+    """Apply a registry op to typed nodes: operands are cast to the op's operand type."""
+    from .registry import OPS
+    op = OPS[name]
+    operand, result = op.types(tuple(a.dtype for a in args))
+    if operand is not None:
+        args = tuple(a if i in op.keep_type_args else cast(a, operand) for i, a in enumerate(args))
+    return Node(name, args, result)
+
+
+def where(c: Node, a: Any, b: Any) -> Node:
+    return apply("where", c, a, b)

@@ -1,0 +1,128 @@
+"""IR passes: CSE (hash-consing), constant folding, IEEE-safe simplification, compute-dtype widening."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from . import dtypes as dt
+from .build import cast, const, make
+from .node import LEAF_OPS, Node, toposort
+
+
+def rewrite(roots: Sequence[Node], fn: Callable[[Node], Node]) -> list[Node]:
+    """Rebuild roots bottom-up, applying fn to each node whose arguments are already rewritten.
+
+    Structurally equal nodes become one object, so this is CSE as well."""
+    memo: dict[Node, Node] = {}   # old node -> rewritten node
+    canon: dict[Node, Node] = {}  # rewritten node -> its one shared instance
+    for n in toposort(roots):
+        if n in memo:
+            continue
+        if n.op in LEAF_OPS:
+            new = n
+        else:
+            args = tuple(memo[a] for a in n.args)
+            new = n if all(a is b for a, b in zip(args, n.args)) else Node(n.op, args, n.dtype, n.arg)
+        new = fn(new)
+        memo[n] = canon.setdefault(new, new)
+    return [memo[r] for r in roots]
+
+
+def cse(roots: Sequence[Node]) -> list[Node]:
+    return rewrite(roots, lambda n: n)
+
+
+def _is_const(n: Node, value=None) -> bool:
+    return n.op == "const" and (value is None or (n.arg == value and not isinstance(n.arg, bool)))
+
+
+def _fold(n: Node) -> Node:
+    """Evaluate ops whose arguments are all constants (rounded to the node's dtype)."""
+    if n.op in LEAF_OPS or n.op == "rowsize" or not n.args or not all(a.op == "const" for a in n.args):
+        return n
+    from .interpret import interpret
+    from .registry import OPS
+    if n.op != "cast" and OPS[n.op].reduction:
+        return n
+    value = interpret([n], {}, mode="faithful")[0]
+    return const(value.item(), n.dtype)
+
+
+def _simplify(n: Node) -> Node:
+    """Rewrites that are exact in IEEE arithmetic (no x*0 -> 0, no x+0 -> x)."""
+    a = n.args
+    if n.op == "mul":
+        if _is_const(a[1], 1):
+            return a[0] if a[0].dtype == n.dtype else n
+        if _is_const(a[0], 1):
+            return a[1] if a[1].dtype == n.dtype else n
+        if _is_const(a[1], -1) and n.dtype.is_float:
+            return Node("neg", (a[0],), n.dtype)
+        if _is_const(a[0], -1) and n.dtype.is_float:
+            return Node("neg", (a[1],), n.dtype)
+    if n.op in ("div",) and _is_const(a[1], 1) and a[0].dtype == n.dtype:
+        return a[0]
+    if n.op == "sub" and _is_const(a[1], 0) and a[0].dtype == n.dtype:
+        return a[0]
+    if n.op == "add" and a[1].op == "neg":
+        return make("sub", (a[0], a[1].args[0]))
+    if n.op == "sub" and a[1].op == "neg":
+        return make("add", (a[0], a[1].args[0]))
+    if n.op == "neg" and a[0].op == "neg":
+        return a[0].args[0]
+    if n.op == "mul" and a[0].op == "neg" and a[1].op == "neg":
+        return make("mul", (a[0].args[0], a[1].args[0]))
+    if n.op == "cast" and a[0].op == "cast" and _widens(a[0].args[0].dtype, a[0].dtype):
+        inner = a[0].args[0]
+        return inner if inner.dtype == n.dtype else n
+    if n.op == "where" and a[0].op == "const":
+        return a[1] if a[0].arg else a[2]
+    if n.op == "where" and a[1] is a[2]:
+        return a[1]
+    return n
+
+
+def _widens(src: dt.DType, dst: dt.DType) -> bool:
+    """Every value of src is exactly representable in dst."""
+    if src == dst or src == dt.bool_:
+        return True
+    if dst == dt.float32:
+        return src in (dt.float16, dt.bfloat16) or (src.is_int and src.bits <= 16)
+    if dst.is_int and src.is_int:
+        return dst.bits > src.bits or (dst.kind == src.kind and dst.bits >= src.bits)
+    return False
+
+
+def optimize(roots: Sequence[Node]) -> list[Node]:
+    """Constant folding + simplification + CSE, to a fixed point."""
+    for _ in range(8):
+        new = rewrite(roots, lambda n: _simplify(_fold(n)))
+        if all(a is b for a, b in zip(new, roots)):
+            break
+        roots = new
+    return list(roots)
+
+
+def widen(roots: Sequence[Node], compute: dt.DType) -> list[Node]:
+    """Compute float16/bfloat16 arithmetic in `compute` (inputs cast up, outputs cast back down).
+
+    Explicit casts to a narrow type in the body still round (cast down, then up again)."""
+    narrow = (dt.float16, dt.bfloat16)
+    if compute in narrow:
+        return list(roots)
+
+    def up(n: Node) -> Node:
+        if n.op == "cast":
+            src = n.args[0]
+            if n.dtype in narrow:  # an explicit rounding the body asked for: keep it, compute wide
+                return cast(Node("cast", (src,), n.dtype), compute)
+            return cast(src, n.dtype) if src.dtype != n.dtype else src
+        if n.dtype not in narrow:
+            return n
+        if n.op in ("input", "param"):
+            return cast(n, compute)
+        if n.op == "const":
+            return const(n.arg, compute)
+        return Node(n.op, n.args, compute, n.arg)
+
+    widened = rewrite(roots, up)
+    return [cast(w, r.dtype) for w, r in zip(widened, roots)]

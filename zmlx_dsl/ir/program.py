@@ -1,0 +1,60 @@
+"""A Program: the unit every backend compiles (a kernel body's IR with its named leaves)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from .node import LEAF_OPS, Node, toposort
+
+
+@dataclass(frozen=True)
+class Program:
+    """IR outputs over named leaves. `inputs` are array leaves and `params` runtime scalars, both
+    in call order; `kind` is "elementwise" or "row" (reductions over the last axis allowed)."""
+
+    name: str
+    kind: str
+    inputs: tuple[Node, ...]
+    params: tuple[Node, ...]
+    outputs: tuple[Node, ...]
+
+    @cached_property
+    def digest(self) -> str:
+        """SHA-256 of the program text: stable across processes (never Python's salted hash)."""
+        return hashlib.sha256(self.text().encode()).hexdigest()
+
+    @cached_property
+    def kernel_name(self) -> str:
+        """A valid, deterministic identifier: the user's name plus a content hash."""
+        safe = "".join(c if c.isalnum() or c == "_" else "_" for c in self.name) or "kernel"
+        return f"{safe}_{self.digest[:12]}"
+
+    def text(self) -> str:
+        """Readable SSA listing: one line per node, leaves first."""
+        ids: dict[Node, str] = {}
+        count = 0
+        lines = [f"{self.kind} {self.name}(" + ", ".join(
+            f"{n.arg}: {n.dtype}" for n in self.inputs + self.params) + ")"]
+        for n in toposort(self.outputs):
+            if n in ids:
+                continue
+            if n.op in ("input", "param"):
+                ids[n] = str(n.arg)
+                continue
+            ids[n] = f"%{count}"
+            count += 1
+            if n.op == "const":
+                rhs = repr(n.arg)
+            elif n.op in LEAF_OPS:
+                rhs = n.op
+            else:
+                rhs = f"{n.op}({', '.join(ids[a] for a in n.args)})"
+            lines.append(f"  {ids[n]}: {n.dtype} = {rhs}")
+        lines.append("  return " + ", ".join(ids[o] for o in self.outputs))
+        return "\n".join(lines)
+
+    def depends(self, output: Node) -> tuple[int, ...]:
+        """Indices of the array inputs an output reads (its result shape broadcasts these)."""
+        used = {id(n) for n in toposort([output]) if n.op == "input"}
+        return tuple(i for i, n in enumerate(self.inputs) if id(n) in used)

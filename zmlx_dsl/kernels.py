@@ -1,0 +1,222 @@
+"""The decorators: `elementwise`, `reduce` and `map_reduce` over Python function bodies.
+
+A kernel is compiled once per (argument dtypes and kinds, keyword constants, backend); a cached
+call costs a tuple build and a dictionary lookup, plus re-reading the globals it baked in.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Optional
+
+import mlx.core as mx
+import numpy as np
+
+from . import backend as backends
+from .frontend.errors import ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
+from .frontend.python import Parser, Weak, source_of
+from .ir import dtypes as dt
+from .ir.autodiff import per_row
+from .ir.node import Node
+from .ir.passes import optimize, widen
+from .ir.program import Program
+from .runtime import Compiled
+
+_SCALARS = (bool, int, float)
+
+
+class _Entry:
+    """One compiled signature: the program, its compiled forms per backend, and how to call it."""
+
+    def __init__(self, program: Program, slots: list, is_tuple: bool, row_flags: list, baked: list) -> None:
+        self.program = program
+        self.slots = slots              # per positional argument: ("array", i) or ("param", dtype)
+        self.is_tuple = is_tuple
+        self.row_flags = row_flags      # per output: True when it holds one value per row
+        self.baked = baked
+        self.baked_values = tuple(v for _, v in baked)
+        self.compiled: dict[str, Compiled] = {}
+
+    def stale(self) -> bool:
+        return any(get() is not v and get() != v for get, v in self.baked)
+
+
+class Kernel:
+    """A kernel built from a Python function; call it like the function."""
+
+    def __init__(self, fn: Callable, *, kind: str, name: Optional[str] = None,
+                 compute_dtype: Any = mx.float32, backend: Optional[str] = None, axis: int = -1) -> None:
+        if not inspect.isfunction(fn):
+            raise ZMLXTypeError(f"{kind} expects a Python function, got {type(fn).__name__}")
+        functools.update_wrapper(self, fn)
+        self.kind = kind
+        self.name = name or fn.__name__
+        self.compute = dt.from_mx(compute_dtype)
+        self.backend = backends.check(backend) if backend else None
+        self.axis = axis
+        self.positional = [p.name for p in inspect.signature(fn).parameters.values()
+                           if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._cache: dict = {}
+        source_of(fn)  # fail early (at decoration) when the source cannot be read
+
+    # ---- calling -------------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        target = self.backend or backends.default()
+        entry = self._entry(args, kwargs)
+        compiled = entry.compiled.get(target) or self._compile(entry, target)
+        arrays, params = self._split(entry, args)
+        if self.kind == "elementwise":
+            outs = compiled(arrays + params)
+        else:
+            outs = self._call_rows(compiled, entry, arrays, params)
+        return tuple(outs) if entry.is_tuple else outs[0]
+
+    def _entry(self, args: tuple, kwargs: dict) -> _Entry:
+        key = (tuple(a.dtype if isinstance(a, mx.array) else type(a) for a in args),
+               tuple(sorted(kwargs.items())) if kwargs else ())
+        entry = self._cache.get(key)
+        if entry is None or (entry.baked and entry.stale()):
+            entry = self._cache[key] = self._build(args, kwargs)
+        return entry
+
+    def _compile(self, entry: _Entry, target: str) -> Compiled:
+        c = entry.compiled[target] = Compiled(entry.program, target)
+        return c
+
+    def _split(self, entry: _Entry, args: tuple) -> tuple[list, list]:
+        arrays, params = [], []
+        for a, slot in zip(args, entry.slots):
+            if slot[0] == "array":
+                arrays.append(a)
+            else:
+                params.append(mx.array(a, dtype=slot[1].mx))
+        return arrays, params
+
+    def _call_rows(self, compiled: Compiled, entry: _Entry, arrays: list, params: list) -> list:
+        shapes = [a.shape for a in arrays]
+        try:
+            shape = tuple(mx.broadcast_shapes(*shapes)) if shapes else ()
+        except ValueError:
+            raise ZMLXShapeError(f"{self.name}: input shapes {', '.join(map(str, shapes))} do not "
+                                 "broadcast together (row kernels broadcast their inputs first)") from None
+        if not shape:
+            raise ZMLXShapeError(f"{self.name}: row kernels need at least 1-D inputs (got 0-d)")
+        axis = self.axis % len(shape) if -len(shape) <= self.axis < len(shape) else None
+        if axis is None:
+            raise ZMLXShapeError(f"{self.name}: axis {self.axis} is out of range for inputs of shape {shape}")
+        rows = []
+        for a in arrays:
+            a = mx.broadcast_to(a, shape) if a.shape != shape else a
+            rows.append(mx.moveaxis(a, axis, -1) if axis != len(shape) - 1 else a)
+        outs = compiled(rows + params)
+        result = []
+        for o, flag in zip(outs, entry.row_flags):
+            if flag:
+                o = o.reshape(o.shape[:-1]) if o.ndim and o.shape[-1] == 1 else o
+            elif axis != len(shape) - 1:
+                o = mx.moveaxis(o, -1, axis)
+            result.append(o)
+        return result
+
+    # ---- building ------------------------------------------------------------------------
+    def _build(self, args: tuple, kwargs: dict) -> _Entry:
+        if len(args) > len(self.positional):
+            raise ZMLXTypeError(f"{self.name}() takes {len(self.positional)} positional arguments "
+                                f"but {len(args)} were given")
+        values, slots, inputs, params = [], [], [], []
+        for pname, a in zip(self.positional, args):
+            if isinstance(a, np.ndarray):
+                raise ZMLXTypeError(f"{self.name}(): argument '{pname}' is a NumPy array; pass mx.array({pname})")
+            if isinstance(a, mx.array):
+                n = Node("input", (), dt.from_mx(a.dtype), pname)
+                slots.append(("array", len(inputs)))
+                inputs.append(n)
+                values.append(n)
+            elif isinstance(a, _SCALARS):
+                n = Node("param", (), dt.weak_kind(a), pname)
+                slots.append(("param", n.dtype))
+                params.append(n)
+                values.append(Weak(n))
+            else:
+                raise ZMLXTypeError(f"{self.name}(): argument '{pname}' must be an mx.array or a Python "
+                                    f"scalar, got {type(a).__name__}")
+        if not inputs:
+            raise ZMLXTypeError(f"{self.name}(): at least one argument must be an mx.array")
+        parser = Parser("row" if self.kind != "elementwise" else "elementwise")
+        body = parser.parse(self.__wrapped__, values) if not kwargs else \
+            parser.parse(functools.partial(self.__wrapped__, **kwargs), values)
+        outputs = []
+        src = source_of(self.__wrapped__)
+        for k, o in enumerate(body.outputs):
+            if isinstance(o, Node):
+                outputs.append(o)
+                continue
+            what = "a Python constant" if isinstance(o, _SCALARS) else \
+                "only scalar arguments" if isinstance(o, Weak) else type(o).__name__
+            raise ZMLXTypeError(f"output {k} of '{self.name}' depends on {what}; a kernel output must be "
+                                "computed from at least one array argument", src.loc(src.fdef))
+        outs = optimize(widen(optimize(outputs), self.compute))
+        flags = [per_row(outs)[o] for o in outs] if self.kind != "elementwise" else [False] * len(outs)
+        if self.kind == "reduce" and not all(flags):
+            k = flags.index(False)
+            raise ZMLXSyntaxError(f"output {k} of reduce kernel '{self.name}' is not one value per row; "
+                                  "reduce it (e.g. .sum()) or use @zmlx.map_reduce to return rows",
+                                  src.loc(src.fdef))
+        kind = "elementwise" if self.kind == "elementwise" else "row"
+        program = Program(self.name, kind, tuple(inputs), tuple(params), tuple(outs))
+        return _Entry(program, slots, body.is_tuple, flags, body.baked)
+
+    # ---- inspection ----------------------------------------------------------------------
+    def program(self, *args: Any, **kwargs: Any) -> Program:
+        return self._entry(args, kwargs).program
+
+    def ir(self, *args: Any, **kwargs: Any) -> str:
+        """The kernel's IR for these argument types, as readable text."""
+        return self.program(*args, **kwargs).text()
+
+    def grad_ir(self, *args: Any, **kwargs: Any) -> str:
+        """The generated backward program's IR (cotangents are inputs cotan0, cotan1, …)."""
+        return self._compiled_for(args, kwargs, "mlx").backward[0].program.text()
+
+    def source(self, *args: Any, backend: Optional[str] = None, **kwargs: Any) -> str:
+        """The source the backend compiles for these arguments (full kernel text for C backends)."""
+        target = backend or self.backend or backends.default()
+        return backends.module(target).source(self.program(*args, **kwargs), target, self._launch_arrays(args))
+
+    def grad_source(self, *args: Any, backend: Optional[str] = None, **kwargs: Any) -> str:
+        """The backward kernel's source on a backend."""
+        target = backend or self.backend or backends.default()
+        bwd, roles = self._compiled_for(args, kwargs, target).backward[:2]
+        arrays = self._launch_arrays(args)
+        outs = self(*args, **kwargs)
+        outs = list(outs) if isinstance(outs, tuple) else [outs]
+        pick = {"x": arrays, "g": outs, "y": outs}
+        return backends.module(target).source(bwd.program, target, [pick[r][k] for r, k in roles])
+
+    def _compiled_for(self, args, kwargs, target) -> Compiled:
+        entry = self._entry(args, kwargs)
+        return entry.compiled.get(target) or self._compile(entry, target)
+
+    def _launch_arrays(self, args) -> list:
+        return [a for a in args if isinstance(a, mx.array)]
+
+    def __repr__(self) -> str:
+        return f"<zmlx_dsl {self.kind} kernel '{self.name}'>"
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else functools.partial(self, obj)
+
+
+def _decorator(kind: str):
+    def make(fn: Optional[Callable] = None, *, name: Optional[str] = None, compute_dtype: Any = mx.float32,
+             backend: Optional[str] = None, **extra: Any):
+        def wrap(f: Callable) -> Kernel:
+            return Kernel(f, kind=kind, name=name, compute_dtype=compute_dtype, backend=backend, **extra)
+        return wrap if fn is None else wrap(fn)
+    make.__name__ = kind
+    return make
+
+
+elementwise = _decorator("elementwise")
+reduce = _decorator("reduce")
+map_reduce = _decorator("map_reduce")

@@ -1,0 +1,215 @@
+"""Running programs: a compiled program made differentiable (vjp, jvp, vmap) with mx.custom_function.
+
+The backward and forward-mode derivatives are generated programs themselves (see ir/autodiff.py),
+compiled for the same backend, so derivatives of any order work.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Optional, Sequence
+
+import mlx.core as mx
+
+from . import backend as backends
+from .ir import dtypes as dt
+from .ir.autodiff import jvp as ir_jvp
+from .ir.autodiff import per_row, simplify, vjp as ir_vjp
+from .ir.build import cast
+from .ir.node import Node, toposort
+from .ir.passes import optimize, rewrite
+from .ir.program import Program
+from .ir.registry import OPS
+
+
+class Compiled:
+    """A program bound to a backend; call with (arrays, params) as lists of mx arrays."""
+
+    def __init__(self, program: Program, target: str) -> None:
+        self.program = program
+        self.target = target
+        self.runner = backends.module(target).compile(program, target)
+        fn = mx.custom_function(self._forward)
+        fn.vjp(self._vjp)
+        fn.jvp(self._jvp)
+        fn.vmap(self._vmap)
+        self.fn = fn
+        self.n_in = len(program.inputs)
+
+    def __call__(self, arrays: Sequence[mx.array]) -> list[mx.array]:
+        """arrays: the inputs then the params (0-d arrays); returns the outputs."""
+        return list(self.fn(*arrays))
+
+    def _forward(self, *arrays: mx.array) -> list[mx.array]:
+        return self.runner(list(arrays))
+
+    # ---- reverse mode --------------------------------------------------------------------
+    @cached_property
+    def backward(self) -> tuple["Compiled", list, list, list]:
+        """The generated backward program and the roles of its inputs: ("x", i) primal input i,
+        ("g", k) cotangent of output k, ("y", k) forward output k (reused when cheaper)."""
+        p = self.program
+        cots = [Node("input", (), o.dtype, _fresh(p, f"cotan{k}")) for k, o in enumerate(p.outputs)]
+        float_inputs = [x for x in p.inputs if x.dtype.is_float]
+        grads = ir_vjp(p.outputs, cots, float_inputs)
+        grads = [None if g is None else cast(g, x.dtype) for g, x in zip(grads, float_inputs)]
+        grads = simplify(grads)
+        grads, saved = _reuse_outputs(p, grads)
+        present = [g for g in grads if g is not None]
+        leaves = [n for n in toposort(present) if n.op == "input"]
+        roles = []
+        for leaf in dict.fromkeys(leaves):
+            if leaf in p.inputs:
+                roles.append((("x", p.inputs.index(leaf)), leaf))
+            elif leaf in cots:
+                roles.append((("g", cots.index(leaf)), leaf))
+            else:
+                roles.append((("y", saved[leaf]), leaf))
+        roles.sort(key=lambda r: ("xgy".index(r[0][0]), r[0][1]))
+        prog = Program(p.name + "_vjp", p.kind, tuple(leaf for _, leaf in roles), p.params, tuple(present))
+        slots = [float_inputs.index(x) if x in float_inputs else None for x in p.inputs]
+        which = [i for i, g in enumerate(grads) if g is not None]
+        return Compiled(prog, self.target), [r for r, _ in roles], slots, which
+
+    def _vjp(self, primals, cotangents, outputs):
+        primals, cotangents, outputs = _tuple(primals), _tuple(cotangents), _tuple(outputs)
+        compiled, roles, slots, which = self.backward
+        arrays = primals[: self.n_in]
+        params = primals[self.n_in:]
+        args = []
+        for kind, k in roles:
+            if kind == "x":
+                args.append(arrays[k])
+            elif kind == "g":
+                c = cotangents[k]
+                args.append(mx.zeros_like(outputs[k]) if c is None else c)
+            else:
+                args.append(outputs[k])
+        results = compiled(args + list(params)) if compiled.program.outputs else []
+        by_float = dict(zip(which, results))
+        grads = []
+        for x, slot in zip(arrays, slots):
+            g = by_float.get(slot) if slot is not None else None
+            grads.append(mx.zeros_like(x) if g is None else unbroadcast(g, x.shape, self.program.kind))
+        return grads + [mx.zeros_like(p) for p in params]
+
+    # ---- forward mode --------------------------------------------------------------------
+    @cached_property
+    def forward_mode(self) -> tuple["Compiled", list, list]:
+        p = self.program
+        tans = {x: Node("input", (), x.dtype, _fresh(p, f"tan_{x.arg}")) for x in p.inputs if x.dtype.is_float}
+        outs = ir_jvp(p.outputs, tans)
+        outs = simplify([None if t is None else cast(t, o.dtype) for t, o in zip(outs, p.outputs)])
+        present = [t for t in outs if t is not None]
+        used = {n for n in toposort(present) if n.op == "input"}
+        inputs = tuple(x for x in p.inputs if x in used) + tuple(t for t in tans.values() if t in used)
+        order = [("x", i) for i, x in enumerate(p.inputs) if x in used] + \
+                [("t", i) for i, x in enumerate(p.inputs) if x in tans and tans[x] in used]
+        prog = Program(p.name + "_jvp", p.kind, inputs, p.params, tuple(present))
+        return Compiled(prog, self.target), order, [i for i, t in enumerate(outs) if t is not None]
+
+    def _jvp(self, primals, tangents):
+        primals, tangents = _tuple(primals), _tuple(tangents)
+        compiled, order, which = self.forward_mode
+        arrays, params = primals[: self.n_in], primals[self.n_in:]
+        args = []
+        for kind, i in order:
+            if kind == "x":
+                args.append(arrays[i])
+            else:
+                t = tangents[i]
+                args.append(mx.zeros_like(arrays[i]) if t is None else t)
+        results = dict(zip(which, compiled(args + list(params)))) if which else {}
+        shapes = output_shapes(self.program, [a.shape for a in arrays])
+        return [results[k] if k in results else mx.zeros(shapes[k], o.dtype.mx)
+                for k, o in enumerate(self.program.outputs)]
+
+    # ---- vmap ----------------------------------------------------------------------------
+    def _vmap(self, inputs, axes):
+        inputs, axes = _tuple(inputs), _tuple(axes)
+        arrays, params = inputs[: self.n_in], inputs[self.n_in:]
+        if any(a is not None for a in axes[self.n_in:]):
+            raise ValueError("zmlx_dsl kernels cannot be vmapped over a scalar parameter")
+        ranks = [a.ndim - (ax is not None) for a, ax in zip(arrays, axes)]
+        top = max(ranks, default=0)
+        moved = []
+        for a, ax, r in zip(arrays, axes, ranks):
+            if ax is None:
+                moved.append(a)
+            else:
+                a = mx.moveaxis(a, ax, 0)
+                moved.append(a.reshape((a.shape[0],) + (1,) * (top - r) + a.shape[1:]))
+        outs = self(moved + list(params))
+        return outs, [0] * len(outs)
+
+
+def _tuple(x) -> tuple:
+    return tuple(x) if isinstance(x, (list, tuple)) else (x,)
+
+
+def _fresh(p: Program, base: str) -> str:
+    taken = {n.arg for n in p.inputs + p.params}
+    name = base
+    while name in taken:
+        name = "_" + name
+    return name
+
+
+def unbroadcast(g: mx.array, shape: tuple, kind: str = "elementwise") -> mx.array:
+    """Sum a gradient over the axes its input was broadcast along (as MLX does)."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = list(range(lead)) + [lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1]
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    g = g.reshape(g.shape[lead:]) if lead else g
+    return mx.broadcast_to(g, shape) if g.shape != tuple(shape) else g
+
+
+def output_shapes(p: Program, shapes: Sequence[tuple]) -> list[tuple]:
+    """Each output's shape: the broadcast of the input shapes it depends on."""
+    out = []
+    for o in p.outputs:
+        deps = [shapes[i] for i in p.depends(o)]
+        out.append(tuple(mx.broadcast_shapes(*deps)) if deps else ())
+    return out
+
+
+def _reuse_outputs(p: Program, grads: list) -> tuple[list, dict]:
+    """Replace forward values the backward recomputes by the saved outputs, when that is cheaper
+    (fewer arrays read counts 8 ops each; transcendental ops 4). ZMLX's use_output, automatic."""
+    present = [g for g in grads if g is not None]
+    slots: dict[Node, int] = {}  # saved-output leaf -> output index
+    if not present:
+        return grads, slots
+    subst: dict[Node, Node] = {}
+    for k, o in enumerate(p.outputs):
+        inner = o.args[0] if o.op == "cast" else o
+        if inner.op in ("input", "param", "const"):
+            continue
+        saved = Node("input", (), o.dtype, _fresh(p, f"out{k}"))
+        if inner not in subst:
+            subst[inner] = cast(saved, inner.dtype)
+            slots[saved] = k
+    if not subst:
+        return grads, slots
+    reused = optimize(rewrite(present, lambda n: subst.get(n, n)))
+    if _cost(reused) < _cost(present):
+        it = iter(reused)
+        return [next(it) if g is not None else None for g in grads], slots
+    return grads, slots
+
+
+_TRANSCENDENTAL = {"exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sigmoid", "erf", "erfinv",
+                   "sin", "cos", "tan", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "arcsinh",
+                   "arccosh", "arctanh", "power", "arctan2", "logaddexp", "sqrt", "rsqrt", "div"}
+
+
+def _cost(roots: Sequence[Node]) -> int:
+    total = 0
+    for n in toposort(roots):
+        if n.op == "input":
+            total += 8
+        elif n.op not in ("const", "param", "rowsize", "cast"):
+            total += 4 if n.op in _TRANSCENDENTAL else 1
+    return total
