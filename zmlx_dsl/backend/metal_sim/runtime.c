@@ -6,11 +6,13 @@
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 
 #if !defined(__x86_64__)
 #error "metal-sim: only x86-64 fibers are implemented"
@@ -30,7 +32,7 @@ typedef struct {
 } zsim_coll;
 
 typedef struct {
-  int code, sig, line, tg_bytes;
+  int code, sig, write, tg_bytes;
   uint64_t addr;
   zu3 thread, group;
   char msg[1024];
@@ -90,8 +92,9 @@ static void fiber_init(fiber *f, int i) {
   f->ncoll = 0;
 }
 
+static volatile sig_atomic_t fault_write;
 static void on_fault(int sig, siginfo_t *si, void *uc) {
-  (void)uc;
+  fault_write = (((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
   fault_sig = sig;
   fault_addr = si->si_addr;
   siglongjmp(fault_jmp, 1);
@@ -254,6 +257,7 @@ int zsim_launch(entry_fn entry, void **bufs, const uint32_t *grid, const uint32_
       e->code = 1;
       e->sig = fault_sig;
       e->addr = (uint64_t)(uintptr_t)fault_addr;
+      e->write = fault_write;
       uintptr_t a = (uintptr_t)fault_addr, s = (uintptr_t)stacks;
       if (a >= s && a < s + (size_t)MAX_THREADS * (STACK + GUARD) && (a - s) % (STACK + GUARD) < GUARD)
         e->code = 5; /* fiber stack overflow */

@@ -1,0 +1,120 @@
+"""metal-sim worker process: runs compiled kernels with guarded buffers (stdlib only, started by path).
+
+Protocol on stdin/stdout: 8-byte length + pickle. A request names the runtime and kernel shared
+objects, the buffers (name, bytes) and the launch; the reply carries the outputs or a fault report.
+"""
+
+import ctypes
+import os
+import pickle
+import struct
+import sys
+
+PAGE = os.sysconf("SC_PAGESIZE")
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+class U3(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_uint32), ("y", ctypes.c_uint32), ("z", ctypes.c_uint32)]
+
+
+class Err(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("sig", ctypes.c_int), ("write", ctypes.c_int),
+                ("tg_bytes", ctypes.c_int), ("addr", ctypes.c_uint64), ("thread", U3),
+                ("group", U3), ("msg", ctypes.c_char * 1024)]
+
+
+class Guarded:
+    """A buffer whose end touches a PROT_NONE page (and with one before it)."""
+
+    def __init__(self, data):
+        n = len(data)
+        body = (n + 15) // 16 * 16
+        self.pages = (body + PAGE - 1) // PAGE * PAGE
+        self.total = self.pages + 2 * PAGE
+        base = libc.mmap(None, self.total, 3, 0x22, -1, 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            raise MemoryError("mmap failed")
+        self.base = base
+        libc.mprotect(base, PAGE, 0)
+        libc.mprotect(base + PAGE + self.pages, PAGE, 0)
+        self.ptr = base + PAGE + self.pages - body
+        ctypes.memset(base + PAGE, 0xFF, self.pages)
+        ctypes.memmove(self.ptr, data, n)
+        self.n = n
+
+    def read(self):
+        return ctypes.string_at(self.ptr, self.n)
+
+    def free(self):
+        libc.munmap(self.base, self.total)
+
+
+_libs = {}
+
+
+def _lib(path, mode=os.RTLD_LOCAL):
+    if path not in _libs:
+        _libs[path] = ctypes.CDLL(path, mode=mode)
+    return _libs[path]
+
+
+def run(req):
+    ctypes.CDLL("libm.so.6", mode=os.RTLD_GLOBAL)
+    rt = _lib(req["runtime"], os.RTLD_GLOBAL)
+    kernel = _lib(req["kernel"])
+    entry = ctypes.cast(kernel.zsim_entry, ctypes.c_void_p)
+    results = []
+    for reverse in req["schedules"]:
+        bufs = [Guarded(data) for _, data in req["buffers"]]
+        try:
+            ptrs = (ctypes.c_void_p * max(1, len(bufs)))(*[b.ptr for b in bufs])
+            grid = (ctypes.c_uint32 * 3)(*req["grid"])
+            tg = (ctypes.c_uint32 * 3)(*req["threadgroup"])
+            err = Err()
+            rt.zsim_launch(entry, ptrs, grid, tg, reverse, ctypes.byref(err))
+            if err.code:
+                return {"ok": False, "code": err.code, "sig": err.sig, "write": err.write,
+                        "tg_bytes": err.tg_bytes, "thread": (err.thread.x, err.thread.y, err.thread.z),
+                        "group": (err.group.x, err.group.y, err.group.z),
+                        "msg": err.msg.decode(errors="replace"), "reverse": reverse,
+                        "fault": _locate(err.addr, bufs, req["buffers"])}
+            results.append([bufs[i].read() for i in req["outputs"]])
+        finally:
+            for b in bufs:
+                b.free()
+    return {"ok": True, "outputs": results}
+
+
+def _locate(addr, bufs, named):
+    """(buffer name, byte offset, size) of a fault address inside a buffer's guarded region, else the address."""
+    for b, (name, _) in zip(bufs, named):
+        if b.base <= addr < b.base + b.total:
+            return (name, addr - b.ptr, b.n)
+    return addr
+
+
+def main():
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints from kernels must not corrupt the protocol
+    inp = sys.stdin.buffer
+    while True:
+        head = inp.read(8)
+        if len(head) < 8:
+            return
+        req = pickle.loads(inp.read(struct.unpack("<Q", head)[0]))
+        try:
+            rep = run(req)
+        except Exception as e:  # reported to the caller, the worker stays up
+            rep = {"ok": False, "code": -1, "msg": f"{type(e).__name__}: {e}"}
+        data = pickle.dumps(rep, protocol=5)
+        out.write(struct.pack("<Q", len(data)) + data)
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
