@@ -1,0 +1,379 @@
+"""One C-style renderer for every C backend: IR -> kernel source for MLX's custom-kernel APIs.
+
+Metal and CUDA subclass `CStyle` and differ only in data and a few hooks (type names, qualifiers,
+thread indices, barrier and simd spellings) — tinygrad's renderer/cstyle.py is the model.
+A kernel is (header, body): the header holds the helpers the ops need and one `<name>_body`
+function computing the program per element; the body is the launch logic MLX wraps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..ir import dtypes as dt
+from ..ir.autodiff import per_row
+from ..ir.node import LEAF_OPS, Node, toposort
+from ..ir.program import Program
+from ..ir.registry import HELPERS, OPS, helper_deps
+
+# Elementwise launch: threads per group, and bytes each thread moves per array (vector width).
+THREADS = 256
+VECTOR_BYTES = 16
+# Row kernels: a row is held in registers when each thread needs at most this many elements.
+MAX_REGISTER_ELEMENTS = 8
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Launch-time facts a kernel is specialised for (part of its cache key)."""
+
+    scalar_inputs: tuple[bool, ...]   # per program input: size 1, read as x[0]
+    wide_index: bool                  # 64-bit indexing (an array has >= 2**31 elements)
+    rowsize: int = 0                  # row kernels: the row length D
+
+
+class CStyle:
+    """Renders programs to C-like kernel text; subclasses fill in the spellings."""
+
+    backend = "c"
+    fn_qual = "inline"
+    kernel_prefix = ""
+    device_ptr = "device"           # address-space qualifier of a global pointer
+    thread_ref = "thread"           # of a reference to a local
+    shared = "threadgroup"          # of block-shared memory
+    barrier = "threadgroup_barrier(mem_flags::mem_threadgroup);"
+    types = {"bool": "bool", "int32": "int", "int64": "long", "uint32": "uint",
+             "float16": "half", "bfloat16": "bfloat16_t", "float32": "float"}
+    global_id = "thread_position_in_grid.x"
+    group_id = "threadgroup_position_in_grid.x"
+    local_id = "thread_position_in_threadgroup.x"
+    group_size = "threads_per_threadgroup.x"
+    simd_helpers = ""
+    uint = "uint"                   # 32-bit unsigned index type
+    vector_struct = False           # fast path through an aligned 16-byte struct (else scalar accesses)
+
+    # ---- expressions ---------------------------------------------------------------------
+    def ctype(self, d: dt.DType) -> str:
+        return self.types[d.name]
+
+    def literal(self, n: Node) -> str:
+        v, d = n.arg, n.dtype
+        if d == dt.bool_:
+            return "true" if v else "false"
+        if d.is_int:
+            return f"{v}" + ("u" if d.kind == "u" else "") + ("l" if d.bits == 64 else "")
+        if np.isnan(v):
+            text = "NAN"
+        elif np.isinf(v):
+            text = "INFINITY" if v > 0 else "-INFINITY"
+        else:
+            text = repr(float(np.float32(v)))
+            text = (text if ("." in text or "e" in text) else text + ".0") + "f"
+        return text if d == dt.float32 else f"{self.ctype(d)}({text})"
+
+    def cast(self, text: str, src: dt.DType, d: dt.DType) -> str:
+        return f"{self.ctype(d)}({text})"
+
+    def render_values(self, roots: list[Node], names: dict[Node, str], lines: list[str], indent: str,
+                      helpers: set[str], prefix: str = "") -> dict[Node, str]:
+        """Emit statements computing roots; returns node -> C expression. Values used once are
+        inlined into their consumer; shared ones get a named `const` temporary."""
+        order = [n for n in toposort(roots) if n not in names]
+        uses: dict[Node, int] = {}
+        for n in order:
+            for a in n.args:
+                uses[a] = uses.get(a, 0) + 1
+        expr: dict[Node, tuple[str, float]] = {n: (v, 9) for n, v in names.items()}
+        counter = [0]
+        for n in order:
+            if n.op == "const":
+                expr[n] = (self.literal(n), 9)
+                continue
+            if n.op in LEAF_OPS:
+                raise KeyError(f"unbound leaf {n}")
+            text, prec = self._op_text(n, expr, helpers)
+            if uses.get(n, 0) > 1 or len(text) > 72:
+                name = f"{prefix}{_short(n.op)}{counter[0]}"
+                counter[0] += 1
+                lines.append(f"{indent}const {self.ctype(n.dtype)} {name} = {text};")
+                expr[n] = (name, 9)
+            else:
+                expr[n] = (text, prec)
+        return {n: expr[n][0] for n in expr}
+
+    def _op_text(self, n: Node, expr: dict, helpers: set[str]) -> tuple[str, float]:
+        if n.op == "cast":
+            return self.cast(expr[n.args[0]][0], n.args[0].dtype, n.dtype), 9
+        op = OPS[n.op]
+        operand_kind = n.args[0].dtype.kind if n.op != "where" else n.dtype.kind
+        template = op.spelling(self.backend, operand_kind)
+        if template is None:
+            raise NotImplementedError(f"op {n.op} has no C spelling")
+        for h in HELPERS.values():
+            if h.name in template:
+                helpers.add(h.name)
+        parts = []
+        for i, a in enumerate(n.args):
+            text, aprec = expr[a]
+            repeated = template.count("{%d}" % i) > 1
+            needs = op.prec and aprec != 9 and (aprec < op.prec or (aprec == op.prec and i > 0)
+                                                 or op.prec >= 6)
+            if repeated and aprec != 9:
+                needs = True
+            parts.append(f"({text})" if needs else text)
+        return template.format(*parts), (op.prec or 9)
+
+    def helper_text(self, names: set[str]) -> str:
+        out, done = [], set()
+
+        def emit(name):
+            if name in done:
+                return
+            for dep in helper_deps(name):
+                emit(dep)
+            done.add(name)
+            out.append(HELPERS[name].code.format(q=self.fn_qual))
+        for name in sorted(names):
+            emit(name)
+        return "\n".join(out)
+
+    # ---- the per-element body function ---------------------------------------------------
+    def body_function(self, fname: str, params: list[tuple[Node, str]], outputs: list[Node],
+                      helpers: set[str]) -> str:
+        """`<fname>(inputs..., outputs&...)`: the program for one element (or one row element)."""
+        sig = [f"const {self.ctype(n.dtype)} {name}" for n, name in params]
+        sig += [f"{self.thread_ref} {self.ctype(o.dtype)}& out{k}".strip().replace("  ", " ")
+                for k, o in enumerate(outputs)]
+        lines: list[str] = []
+        names = {n: name for n, name in params}
+        vals = self.render_values(outputs, names, lines, "  ", helpers)
+        for k, o in enumerate(outputs):
+            lines.append(f"  out{k} = {vals[o]};")
+        head = f"{self.fn_qual} void {fname}(" + ", ".join(sig) + ") {"
+        return "\n".join([head] + lines + ["}"])
+
+    # ---- elementwise kernels -------------------------------------------------------------
+    def elementwise(self, p: Program, plan: Plan) -> tuple[str, str, int]:
+        """(header, body, elements per thread) of an elementwise kernel.
+
+        Every non-scalar input has the output's shape (the launcher broadcasts views). When all are
+        row-contiguous (checked at run time from their strides), each thread moves one vector of
+        `per_thread` elements with 16-byte accesses; otherwise it indexes through the strides."""
+        helpers: set[str] = set()
+        leaves = list(p.inputs) + list(p.params)
+        params = [(n, n.arg) for n in leaves]
+        fname = f"{p.kernel_name}_body"
+        body_fn = self.body_function(fname, params, list(p.outputs), helpers)
+        arrays = [x for x, s in zip(p.inputs, plan.scalar_inputs) if not s] 
+        widest = max([a.dtype.itemsize for a in arrays] + [o.dtype.itemsize for o in p.outputs])
+        per = max(1, VECTOR_BYTES // widest)
+        idx = "size_t" if plan.wide_index else self.uint
+        ref = arrays[0].arg
+        L = [f"  // {p.name}: {per} elements per thread; contiguous inputs take the vector path",
+             f"  const {idx} base = {idx}({self.global_id}) * {per};",
+             f"  const {idx} n = {idx}(zmlx_numel({ref}_shape, {ref}_ndim));",
+             "  const bool contiguous = " + " && ".join(
+                 f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";"]
+        scalar_reads = {x: f"{x.arg}[0]" for x, s in zip(p.inputs, plan.scalar_inputs) if s}
+        scalar_reads.update({q: f"{q.arg}[0]" for q in p.params})
+
+        def vec(d):
+            return f"zmlx_vec<{self.ctype(d)}, {per}>"
+        dev = f"{self.device_ptr} " if self.device_ptr else ""
+        L.append(f"  if (contiguous && base + {per} <= n) {{")
+        if self.vector_struct:  # one aligned 16-byte access per array
+            for a in arrays:
+                L.append(f"    const {vec(a.dtype)} {a.arg}_v = *(const {dev}{vec(a.dtype)}*)({a.arg} + base);")
+            for k, o in enumerate(p.outputs):
+                L.append(f"    {vec(o.dtype)} res{k}_v;")
+            L.append(f"    for (int k = 0; k < {per}; ++k) {{")
+            args = [f"{n.arg}_v.v[k]" if n in arrays else scalar_reads[n] for n in leaves]
+            args += [f"res{k}_v.v[k]" for k in range(len(p.outputs))]
+            L.append(f"      {fname}({', '.join(args)});")
+            L.append("    }")
+            for k, o in enumerate(p.outputs):
+                L.append(f"    *({dev}{vec(o.dtype)}*)({self.out_name(k)} + base) = res{k}_v;")
+        else:  # adjacent scalar accesses in an unrolled loop (the compiler merges them)
+            L.append(f"    for (int k = 0; k < {per}; ++k) {{")
+            for k, o in enumerate(p.outputs):
+                L.append(f"      {self.ctype(o.dtype)} res{k};")
+            args = [f"{n.arg}[base + k]" if n in arrays else scalar_reads[n] for n in leaves]
+            args += [f"res{k}" for k in range(len(p.outputs))]
+            L.append(f"      {fname}({', '.join(args)});")
+            for k in range(len(p.outputs)):
+                L.append(f"      {self.out_name(k)}[base + k] = res{k};")
+            L.append("    }")
+        L.append("  } else {")
+        L.append(f"    for ({idx} i = base; i < n && i < base + {per}; ++i) {{")
+        for k, o in enumerate(p.outputs):
+            L.append(f"      {self.ctype(o.dtype)} res{k};")
+        args = []
+        for n in leaves:
+            if n in arrays:
+                args.append(f"{n.arg}[contiguous ? i : zmlx_loc(i, {n.arg}_shape, {n.arg}_strides, {n.arg}_ndim)]")
+            else:
+                args.append(scalar_reads[n])
+        args += [f"res{k}" for k in range(len(p.outputs))]
+        L.append(f"      {fname}({', '.join(args)});")
+        for k in range(len(p.outputs)):
+            L.append(f"      {self.out_name(k)}[i] = res{k};")
+        L.append("    }")
+        L.append("  }")
+        header = "\n".join(x for x in (self.common_header(), self.helper_text(helpers), body_fn) if x)
+        return header + "\n", "\n".join(L) + "\n", per
+
+    def out_name(self, k: int) -> str:
+        return f"out{k}"
+
+    def common_header(self) -> str:
+        q = self.fn_qual
+        return f"""\
+template <typename S> {q} size_t zmlx_numel(S shape, int ndim) {{
+  size_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= size_t(shape[d]);
+  return n;
+}}
+
+template <typename S, typename St> {q} bool zmlx_row_contiguous(S shape, St strides, int ndim) {{
+  long expected = 1;
+  for (int d = ndim - 1; d >= 0; --d) {{
+    if (shape[d] != 1 && long(strides[d]) != expected) return false;
+    expected *= long(shape[d]);
+  }}
+  return true;
+}}
+
+template <typename I, typename S, typename St> {q} I zmlx_loc(I index, S shape, St strides, int ndim) {{
+  // memory offset of the index-th element in row-major order, through arbitrary strides
+  I loc = 0;
+  for (int d = ndim - 1; d >= 0; --d) {{
+    loc += (index % I(shape[d])) * I(strides[d]);
+    index /= I(shape[d]);
+  }}
+  return loc;
+}}
+"""
+
+    # ---- row kernels ---------------------------------------------------------------------
+    def row(self, p: Program, plan: Plan, threads: int) -> tuple[str, str]:
+        """(header, body) of a row kernel: one threadgroup per row (rows contiguous on the last
+        axis). Reductions are grouped by dependency level, one pass over the row per level, all
+        reductions of a level fused into that pass; the row is read once into registers when it fits."""
+        D = plan.rowsize
+        helpers: set[str] = set()
+        rows = per_row(p.outputs)
+        reductions = [n for n in toposort(p.outputs) if n.op != "cast" and n.op in OPS and OPS[n.op].reduction]
+        level: dict[Node, int] = {}
+        for n in toposort(p.outputs):
+            lv = max((level.get(a, 0) for a in n.args), default=0)
+            level[n] = lv + 1 if n in reductions else lv
+        per = -(-D // threads) if D else 0
+        cached = 0 < per <= MAX_REGISTER_ELEMENTS
+        idx = "size_t" if plan.wide_index else self.uint
+        u = self.uint
+        L = [f"  // {p.name}: one row of {D} per threadgroup, {threads} threads, "
+             + (f"row held in registers ({per} per thread)" if cached else "row re-read per pass"),
+             f"  constexpr int D = {D};",
+             f"  const {idx} row = {idx}({self.group_id});",
+             f"  const {u} lid = {self.local_id};",
+             f"  const {u} lane = lid % 32;",
+             f"  const {u} warp = lid / 32;",
+             f"  {self.shared} float zmlx_scratch[32];"]
+        names: dict[Node, str] = {}
+        for q in p.params:
+            names[q] = f"{q.arg}[0]"
+        rowsize = Node("rowsize", (), dt.int32)
+        names[rowsize] = "D"
+        elem_inputs = []
+        for x, s in zip(p.inputs, plan.scalar_inputs):
+            if s:
+                names[x] = f"{x.arg}[0]"
+            else:
+                elem_inputs.append(x)
+        if cached:
+            for x in elem_inputs:
+                L.append(f"  {self.ctype(x.dtype)} {x.arg}_r[{per}];")
+            L.append(f"  for (int k = 0; k < {per}; ++k) {{")
+            L.append(f"    const {u} i = lid + k * {threads};")
+            for x in elem_inputs:
+                L.append(f"    {x.arg}_r[k] = i < D ? {x.arg}[row * D + i] : {self.ctype(x.dtype)}(0);")
+            L.append("  }")
+
+        def element_loop(targets: list[Node], emit_tail) -> None:
+            """A loop over this thread's elements computing targets (per-element values)."""
+            if cached:
+                L.append(f"  for (int k = 0; k < {per}; ++k) {{")
+                L.append(f"    const {u} i = lid + k * {threads};")
+                L.append("    if (i < D) {")
+                local = dict(names)
+                for x in elem_inputs:
+                    local[x] = f"{x.arg}_r[k]"
+            else:
+                L.append(f"  for ({u} i = lid; i < D; i += {threads}) {{")
+                L.append("    {")
+                local = dict(names)
+                for x in elem_inputs:
+                    local[x] = f"{x.arg}[row * D + i]"
+            vals = self.render_values(targets, local, L, "      ", helpers)
+            emit_tail(vals, "      ")
+            L.append("    }")
+            L.append("  }")
+
+        max_level = max((level[r] for r in reductions), default=0)
+        for lv in range(1, max_level + 1):
+            group = [r for r in reductions if level[r] == lv]
+            accs = {}
+            for j, r in enumerate(group):
+                acc = f"{_short(r.op)}{lv}_{j}"
+                accs[r] = acc
+                L.append(f"  {self.ctype(r.dtype)} {acc} = {self.identity(r)};")
+
+            def tail(vals, ind, group=group, accs=accs):
+                for r in group:
+                    L.append(f"{ind}{accs[r]} = {self.combine(r.op, accs[r], vals[r.args[0]])};")
+            element_loop([r.args[0] for r in group], tail)
+            for r in group:
+                L.extend(self.block_reduce(r, accs[r]))
+                names[r] = accs[r]
+        row_outputs = [(k, o) for k, o in enumerate(p.outputs) if rows[o]]
+        elem_outputs = [(k, o) for k, o in enumerate(p.outputs) if not rows[o]]
+        if row_outputs:
+            vals = self.render_values([o for _, o in row_outputs], names, L, "  ", helpers, prefix="row_")
+            L.append("  if (lid == 0) {")
+            for k, o in row_outputs:
+                L.append(f"    {self.out_name(k)}[row] = {vals[o]};")
+            L.append("  }")
+        if elem_outputs:
+            def store(vals, ind):
+                for k, o in elem_outputs:
+                    L.append(f"{ind}{self.out_name(k)}[row * D + i] = {vals[o]};")
+            element_loop([o for _, o in elem_outputs], store)
+        header = "\n".join(x for x in (self.simd_helpers.format(q=self.fn_qual), self.helper_text(helpers)) if x)
+        return header + "\n", "\n".join(L) + "\n"
+
+    def identity(self, r: Node) -> str:
+        if r.op == "sum":
+            return self.literal(Node("const", (), r.dtype, 0 if not r.dtype.is_float else 0.0))
+        big = "INFINITY" if r.dtype.is_float else ("2147483647" if r.dtype.bits == 32 else "9223372036854775807l")
+        if r.dtype == dt.bool_:
+            return "true" if r.op == "min" else "false"
+        return big if r.op == "min" else ("-" + big if r.dtype.is_float else f"(-{big} - 1)")
+
+    def combine(self, op: str, acc: str, v: str) -> str:
+        return {"sum": f"{acc} + {v}", "max": f"max({acc}, {v})", "min": f"min({acc}, {v})"}[op]
+
+    def block_reduce(self, r: Node, acc: str) -> list[str]:
+        """Reduce acc over the threadgroup: within each simdgroup, then across them via shared memory."""
+        f = {"sum": "zmlx_simd_sum", "max": "zmlx_simd_max", "min": "zmlx_simd_min"}[r.op]
+        t = self.ctype(r.dtype)
+        return [f"  {acc} = {f}({acc});",
+                f"  if (lane == 0) zmlx_scratch[warp] = float({acc});",
+                f"  {self.barrier}",
+                f"  {acc} = {f}(lane < ({self.group_size} + 31) / 32 ? {t}(zmlx_scratch[lane]) : {self.identity(r)});",
+                f"  {self.barrier}"]
+
+
+def _short(op: str) -> str:
+    return {"sigmoid": "sig", "where": "sel", "logical_and": "and", "logical_or": "or"}.get(op, op)

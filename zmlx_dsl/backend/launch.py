@@ -1,0 +1,155 @@
+"""Launching rendered C kernels through an MLX custom-kernel factory (Metal, metal-sim or CUDA).
+
+Kernels are specialised per launch plan (which inputs are size-1, 64-bit indexing, row length),
+cached per plan; the per-call path is shape arithmetic and one dictionary lookup.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import mlx.core as mx
+
+from ..ir.autodiff import per_row
+from ..ir.node import Node
+from ..ir.passes import rewrite
+from ..ir.program import Program
+from . import mlx as portable
+from .cstyle import THREADS, CStyle, Plan
+
+# Names the generated kernels use for their own locals (and C keywords): user names are suffixed.
+RESERVED = {"base", "n", "contiguous", "i", "k", "row", "lid", "lane", "warp", "D", "int", "float",
+            "half", "bool", "uint", "long", "char", "short", "double", "auto", "const", "device",
+            "thread", "threadgroup", "constant", "kernel", "vec", "signed", "unsigned", "void",
+            "return", "if", "else", "for", "while", "do", "switch", "case", "default", "break",
+            "continue", "struct", "union", "enum", "static", "inline", "template", "typename",
+            "using", "namespace", "class", "true", "false", "this", "operator", "new", "delete",
+            "sizeof", "volatile", "register", "extern", "goto", "typedef", "bfloat", "uint3", "float4"}
+
+
+def c_safe(p: Program) -> Program:
+    """The program with input/param names that cannot clash with generated code or C keywords."""
+    leaves = p.inputs + p.params
+    if not any(n.arg in RESERVED or n.arg.startswith(("out", "res", "zmlx")) for n in leaves):
+        return p
+    ren = {n: Node(n.op, (), n.dtype, n.arg + "_") for n in leaves}
+    outs = rewrite(p.outputs, lambda n: ren.get(n, n))
+    return Program(p.name, p.kind, tuple(ren[n] for n in p.inputs), tuple(ren[n] for n in p.params), tuple(outs))
+
+
+def row_threads(D: int) -> int:
+    """Threads per row: about 8 elements each, a power of two between 32 and 1024."""
+    want = max(1, -(-D // 8))
+    return min(1024, max(32, 1 << (want - 1).bit_length()))
+
+
+class Launcher:
+    """Runs one program with a renderer and a kernel factory (mx.fast.metal_kernel's signature)."""
+
+    def __init__(self, program: Program, renderer: CStyle, factory: Callable, target: str) -> None:
+        self.program = c_safe(program)
+        self.renderer = renderer
+        self.factory = factory
+        self.target = target
+        self.kernels: dict = {}
+        self.fallback = None
+        p = self.program
+        self.row_flags = per_row(p.outputs) if p.kind == "row" else {}
+        groups: dict[tuple, list[int]] = {}
+        for k, o in enumerate(p.outputs):
+            groups.setdefault(p.depends(o), []).append(k)
+        # elementwise outputs reading different inputs have different shapes: one launch per group
+        self.groups = [(deps, ks, Program(p.name, p.kind, tuple(p.inputs[i] for i in deps), p.params,
+                                          tuple(p.outputs[k] for k in ks))) for deps, ks in groups.items()]
+
+    def __call__(self, arrays: Sequence[mx.array]) -> list[mx.array]:
+        n_in = len(self.program.inputs)
+        inputs, params = list(arrays[:n_in]), [q.reshape((1,)) for q in arrays[n_in:]]
+        if self.program.kind == "row":
+            return self.rows(inputs, params)
+        outs: list = [None] * len(self.program.outputs)
+        for deps, ks, sub in self.groups:
+            for k, o in zip(ks, self.elementwise(sub, [inputs[i] for i in deps], params)):
+                outs[k] = o
+        return outs
+
+    def elementwise(self, p: Program, inputs: list, params: list) -> list[mx.array]:
+        shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
+        size = math.prod(shape)
+        if size == 0:
+            return [mx.zeros(shape, o.dtype.mx) for o in p.outputs]
+        scalars = [x.size == 1 for x in inputs]
+        if all(scalars):
+            scalars[0] = False
+        plan = Plan(tuple(scalars), size >= 2**31)
+        kernel, per = self.kernel(p, plan)
+        args = [x.reshape((1,)) if s else (x if x.shape == shape else mx.broadcast_to(x, shape))
+                for x, s in zip(inputs, scalars)]
+        threads = -(-size // per)
+        return kernel(inputs=args + params, output_shapes=[shape] * len(p.outputs),
+                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(threads, 1, 1),
+                      threadgroup=(min(THREADS, threads), 1, 1))
+
+    def rows(self, inputs: list, params: list) -> list[mx.array]:
+        p = self.program
+        shape = inputs[0].shape
+        D = shape[-1]
+        nrows = math.prod(shape[:-1])
+        if D == 0 or nrows == 0:
+            return self.portable(inputs, params)
+        plan = Plan(tuple(False for _ in inputs), math.prod(shape) >= 2**31, D)
+        threads = row_threads(D)
+        kernel, _ = self.kernel(p, plan, threads)
+        out_shapes = [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs]
+        return kernel(inputs=inputs + params, output_shapes=out_shapes,
+                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(nrows * threads, 1, 1),
+                      threadgroup=(threads, 1, 1))
+
+    def portable(self, inputs, params):
+        if self.fallback is None:
+            self.fallback = portable.compile(self.program)
+        return self.fallback(inputs + [q.reshape(()) for q in params])
+
+    def render(self, p: Program, plan: Plan, threads: int = 0) -> tuple[str, str, int]:
+        """(header, body, elements per thread) for a plan."""
+        if p.kind == "row":
+            header, body = self.renderer.row(p, plan, threads)
+            return header, body, 1
+        return self.renderer.elementwise(p, plan)
+
+    def kernel(self, p: Program, plan: Plan, threads: int = 0):
+        key = (p.outputs, plan, threads)
+        hit = self.kernels.get(key)
+        if hit is None:
+            header, body, per = self.render(p, plan, threads)
+            k = self.factory(name=p.kernel_name, input_names=[x.arg for x in p.inputs + p.params],
+                             output_names=[self.renderer.out_name(i) for i in range(len(p.outputs))],
+                             source=body, header=header,
+                             ensure_row_contiguous=p.kind == "row")
+            hit = self.kernels[key] = (k, per)
+        return hit
+
+    def source(self, arrays: Sequence[mx.array], full: Callable) -> str:
+        """The full kernel text(s) for these inputs, as the factory would compile them."""
+        n_in = len(self.program.inputs)
+        inputs = list(arrays[:n_in])
+        texts = []
+        p = self.program
+        if p.kind == "row":
+            shape = inputs[0].shape
+            plan = Plan(tuple(False for _ in inputs), False, shape[-1])
+            groups = [(p, inputs, plan, row_threads(shape[-1]))]
+        else:
+            groups = []
+            for deps, ks, sub in self.groups:
+                xs = [inputs[i] for i in deps]
+                scalars = [x.size == 1 for x in xs]
+                if all(scalars):
+                    scalars[0] = False
+                groups.append((sub, xs, Plan(tuple(scalars), False), 0))
+        for sub, xs, plan, threads in groups:
+            header, body, _ = self.render(sub, plan, threads)
+            params = [mx.zeros((1,), q.dtype.mx) for q in sub.params]
+            texts.append(full(sub, header, body, xs + params,
+                              [self.renderer.out_name(i) for i in range(len(sub.outputs))]))
+        return "\n".join(texts)

@@ -1,0 +1,57 @@
+"""The Metal backend: MSL for mx.fast.metal_kernel (and for metal-sim, which runs it on the CPU)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import mlx.core as mx
+
+from ..ir.program import Program
+from .cstyle import CStyle
+from .launch import Launcher
+from .metal_source import build_metal_source
+
+
+class MetalRenderer(CStyle):
+    """MSL spellings: address spaces, Metal attributes, simd_* collectives."""
+
+    backend = "metal"
+    fn_qual = "inline"
+    device_ptr = "device"
+    thread_ref = "thread"
+    shared = "threadgroup"
+    barrier = "threadgroup_barrier(mem_flags::mem_threadgroup);"
+    types = {"bool": "bool", "int32": "int", "int64": "long", "uint32": "uint",
+             "float16": "half", "bfloat16": "bfloat16_t", "float32": "float"}
+    global_id = "thread_position_in_grid.x"
+    group_id = "threadgroup_position_in_grid.x"
+    local_id = "thread_position_in_threadgroup.x"
+    group_size = "threads_per_threadgroup.x"
+    simd_helpers = """\
+template <typename T> {q} T zmlx_simd_sum(T v) {{ return simd_sum(v); }}
+template <typename T> {q} T zmlx_simd_max(T v) {{ return simd_max(v); }}
+template <typename T> {q} T zmlx_simd_min(T v) {{ return simd_min(v); }}
+"""
+
+
+RENDERER = MetalRenderer()
+
+
+def _factory(target: str):
+    if target == "metal-sim":
+        from .metal_sim import metal_kernel
+        return metal_kernel
+    return mx.fast.metal_kernel
+
+
+def compile(program: Program, target: str = "metal"):
+    """A runner launching the program's MSL (on a Mac's GPU, or on the CPU for metal-sim)."""
+    return Launcher(program, RENDERER, _factory(target), target)
+
+
+def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
+    """The full Metal kernel text MLX compiles for these inputs (wrapper included)."""
+    def full(p, header, body, inputs, out_names):
+        return build_metal_source(p.kernel_name, [x.arg for x in p.inputs + p.params], out_names, body,
+                                  header, inputs, output_dtypes=[o.dtype.mx for o in p.outputs],
+                                  ensure_row_contiguous=p.kind == "row")
+    return Launcher(program, RENDERER, _factory(target), target).source(arrays, full)
