@@ -365,7 +365,8 @@ template <class T> METAL_FUNC const zsim_coll* zsim_arrive(int line, int kind, T
 // Reduce over the participating lanes of the simdgroup (quad: of the lane's quad), in lane order.
 template <class T, class F> METAL_FUNC T zsim_reduce(int line, int kind, T x, F f) {
   const zsim_coll* c = zsim_arrive(line, kind, x);
-  uint lo = kind == ZSIM_QUAD ? (c->lane & ~3u) : 0, hi = kind == ZSIM_QUAD ? lo + 4 : 32;
+  bool quad = (kind & 15) == ZSIM_QUAD;
+  uint lo = quad ? (c->lane & ~3u) : 0, hi = quad ? lo + 4 : 32;
   bool first = true;
   T r = x;
   for (uint j = lo; j < hi; ++j) {
@@ -376,8 +377,8 @@ template <class T, class F> METAL_FUNC T zsim_reduce(int line, int kind, T x, F 
   }
   return r;
 }
-template <class T, class F> METAL_FUNC T zsim_scan(int line, T x, T init, bool inclusive, F f) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_SIMD, x);
+template <class T, class F> METAL_FUNC T zsim_scan(int line, int site, T x, T init, bool inclusive, F f) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_SIMD, x);
   T r = init;
   for (uint j = 0; j < c->lane + (inclusive ? 1 : 0); ++j)
     if (c->mask >> j & 1) r = f(r, zsim::load<T>(c->vals[j]));
@@ -394,76 +395,77 @@ struct zsim_min { template <class T> T operator()(T a, T b) const { return min(a
 struct zsim_and { template <class T> T operator()(T a, T b) const { return a & b; } };
 struct zsim_or { template <class T> T operator()(T a, T b) const { return a | b; } };
 struct zsim_xor { template <class T> T operator()(T a, T b) const { return a ^ b; } };
-template <class T> METAL_FUNC T zsim_simd_shuffle_down(int line, T x, ushort d) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_SIMD, x);
+template <class T> METAL_FUNC T zsim_simd_shuffle_down(int line, int site, T x, ushort d) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_SIMD, x);
   uint s = c->lane + d;
   return s >= 32 ? x : (c->mask >> s & 1) ? zsim::load<T>(c->vals[s]) : zsim::load<T>(0);
 }
-template <class T> METAL_FUNC T zsim_simd_shuffle_up(int line, T x, ushort d) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_SIMD, x);
+template <class T> METAL_FUNC T zsim_simd_shuffle_up(int line, int site, T x, ushort d) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_SIMD, x);
   return c->lane < d ? x : (c->mask >> (c->lane - d) & 1) ? zsim::load<T>(c->vals[c->lane - d]) : zsim::load<T>(0);
 }
-template <class T> METAL_FUNC T zsim_simd_shuffle_xor(int line, T x, ushort m) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_SIMD, x);
+template <class T> METAL_FUNC T zsim_simd_shuffle_xor(int line, int site, T x, ushort m) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_SIMD, x);
   uint s = (c->lane ^ m) & 31;
   return (c->mask >> s & 1) ? zsim::load<T>(c->vals[s]) : zsim::load<T>(0);
 }
-template <class T> METAL_FUNC T zsim_quad_shuffle_xor(int line, T x, ushort m) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_QUAD, x);
+template <class T> METAL_FUNC T zsim_quad_shuffle_xor(int line, int site, T x, ushort m) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_QUAD, x);
   uint s = (c->lane & ~3u) | ((c->lane ^ m) & 3u);
   return (c->mask >> s & 1) ? zsim::load<T>(c->vals[s]) : zsim::load<T>(0);
 }
-template <class T> METAL_FUNC T zsim_quad_shuffle_down(int line, T x, ushort d) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_QUAD, x);
+template <class T> METAL_FUNC T zsim_quad_shuffle_down(int line, int site, T x, ushort d) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_QUAD, x);
   uint q = c->lane & 3u, s = (c->lane & ~3u) + q + d;
   return q + d >= 4 ? x : (c->mask >> s & 1) ? zsim::load<T>(c->vals[s]) : zsim::load<T>(0);
 }
-template <class T> METAL_FUNC T zsim_simd_broadcast_first(int line, T x) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_SIMD, x);
+template <class T> METAL_FUNC T zsim_simd_broadcast_first(int line, int site, T x) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_SIMD, x);
   return zsim::load<T>(c->vals[__builtin_ctz(c->mask)]);
 }
 METAL_FUNC bool zsim_simd_is_first(int line) {
   const zsim_coll* c = zsim_arrive(line, ZSIM_VOTE, 0);
   return (uint)__builtin_ctz(c->mask) == c->lane;
 }
-METAL_FUNC bool zsim_simd_all(int line, bool b) { return zsim_reduce(line, ZSIM_VOTE, (int)b, zsim_and()); }
-METAL_FUNC bool zsim_simd_any(int line, bool b) { return zsim_reduce(line, ZSIM_VOTE, (int)b, zsim_or()); }
-METAL_FUNC bool zsim_quad_all(int line, bool b) { return zsim_reduce(line, ZSIM_QUAD, (int)b, zsim_and()); }
-METAL_FUNC bool zsim_quad_any(int line, bool b) { return zsim_reduce(line, ZSIM_QUAD, (int)b, zsim_or()); }
+METAL_FUNC bool zsim_simd_all(int line, int site, bool b) { return zsim_reduce(line, site | ZSIM_VOTE, (int)b, zsim_and()); }
+METAL_FUNC bool zsim_simd_any(int line, int site, bool b) { return zsim_reduce(line, site | ZSIM_VOTE, (int)b, zsim_or()); }
+METAL_FUNC bool zsim_quad_all(int line, int site, bool b) { return zsim_reduce(line, site | ZSIM_QUAD, (int)b, zsim_and()); }
+METAL_FUNC bool zsim_quad_any(int line, int site, bool b) { return zsim_reduce(line, site | ZSIM_QUAD, (int)b, zsim_or()); }
 }  // namespace metal
-#define simd_sum(x) zsim_reduce(__LINE__, ZSIM_SIMD, (x), zsim_add())
-#define simd_product(x) zsim_reduce(__LINE__, ZSIM_SIMD, (x), zsim_mul())
-#define simd_max(x) zsim_reduce(__LINE__, ZSIM_SIMD, (x), zsim_max())
-#define simd_min(x) zsim_reduce(__LINE__, ZSIM_SIMD, (x), zsim_min())
-#define simd_and(x) zsim_reduce(__LINE__, ZSIM_SIMD, (x), zsim_and())
-#define simd_or(x) zsim_reduce(__LINE__, ZSIM_SIMD, (x), zsim_or())
-#define simd_xor(x) zsim_reduce(__LINE__, ZSIM_SIMD, (x), zsim_xor())
-#define simd_prefix_inclusive_sum(x) zsim_scan(__LINE__, (x), decltype(x)(0), true, zsim_add())
-#define simd_prefix_exclusive_sum(x) zsim_scan(__LINE__, (x), decltype(x)(0), false, zsim_add())
-#define simd_prefix_inclusive_product(x) zsim_scan(__LINE__, (x), decltype(x)(1), true, zsim_mul())
-#define simd_prefix_exclusive_product(x) zsim_scan(__LINE__, (x), decltype(x)(1), false, zsim_mul())
-#define simd_shuffle(x, l) zsim_lane(__LINE__, ZSIM_SIMD, (x), (int)(l))
-#define simd_broadcast(x, l) zsim_lane(__LINE__, ZSIM_SIMD, (x), (int)(l))
-#define simd_broadcast_first(x) zsim_simd_broadcast_first(__LINE__, (x))
-#define simd_shuffle_down(x, d) zsim_simd_shuffle_down(__LINE__, (x), (d))
-#define simd_shuffle_up(x, d) zsim_simd_shuffle_up(__LINE__, (x), (d))
-#define simd_shuffle_xor(x, m) zsim_simd_shuffle_xor(__LINE__, (x), (m))
+#define ZSIM_SITE(k) ((k) | (__COUNTER__ << 4))
+#define simd_sum(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), zsim_add())
+#define simd_product(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), zsim_mul())
+#define simd_max(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), zsim_max())
+#define simd_min(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), zsim_min())
+#define simd_and(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), zsim_and())
+#define simd_or(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), zsim_or())
+#define simd_xor(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), zsim_xor())
+#define simd_prefix_inclusive_sum(x) zsim_scan(__LINE__, ZSIM_SITE(0), (x), decltype(x)(0), true, zsim_add())
+#define simd_prefix_exclusive_sum(x) zsim_scan(__LINE__, ZSIM_SITE(0), (x), decltype(x)(0), false, zsim_add())
+#define simd_prefix_inclusive_product(x) zsim_scan(__LINE__, ZSIM_SITE(0), (x), decltype(x)(1), true, zsim_mul())
+#define simd_prefix_exclusive_product(x) zsim_scan(__LINE__, ZSIM_SITE(0), (x), decltype(x)(1), false, zsim_mul())
+#define simd_shuffle(x, l) zsim_lane(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), (int)(l))
+#define simd_broadcast(x, l) zsim_lane(__LINE__, ZSIM_SITE(ZSIM_SIMD), (x), (int)(l))
+#define simd_broadcast_first(x) zsim_simd_broadcast_first(__LINE__, ZSIM_SITE(0), (x))
+#define simd_shuffle_down(x, d) zsim_simd_shuffle_down(__LINE__, ZSIM_SITE(0), (x), (d))
+#define simd_shuffle_up(x, d) zsim_simd_shuffle_up(__LINE__, ZSIM_SITE(0), (x), (d))
+#define simd_shuffle_xor(x, m) zsim_simd_shuffle_xor(__LINE__, ZSIM_SITE(0), (x), (m))
 #define simd_is_first() zsim_simd_is_first(__LINE__)
-#define simd_all(b) zsim_simd_all(__LINE__, (b))
-#define simd_any(b) zsim_simd_any(__LINE__, (b))
-#define quad_sum(x) zsim_reduce(__LINE__, ZSIM_QUAD, (x), zsim_add())
-#define quad_product(x) zsim_reduce(__LINE__, ZSIM_QUAD, (x), zsim_mul())
-#define quad_max(x) zsim_reduce(__LINE__, ZSIM_QUAD, (x), zsim_max())
-#define quad_min(x) zsim_reduce(__LINE__, ZSIM_QUAD, (x), zsim_min())
-#define quad_shuffle(x, l) zsim_quad_lane(__LINE__, (x), (l))
-#define quad_broadcast(x, l) zsim_quad_lane(__LINE__, (x), (l))
-#define quad_shuffle_xor(x, m) zsim_quad_shuffle_xor(__LINE__, (x), (m))
-#define quad_shuffle_down(x, d) zsim_quad_shuffle_down(__LINE__, (x), (d))
-#define quad_all(b) zsim_quad_all(__LINE__, (b))
-#define quad_any(b) zsim_quad_any(__LINE__, (b))
+#define simd_all(b) zsim_simd_all(__LINE__, ZSIM_SITE(0), (b))
+#define simd_any(b) zsim_simd_any(__LINE__, ZSIM_SITE(0), (b))
+#define quad_sum(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_QUAD), (x), zsim_add())
+#define quad_product(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_QUAD), (x), zsim_mul())
+#define quad_max(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_QUAD), (x), zsim_max())
+#define quad_min(x) zsim_reduce(__LINE__, ZSIM_SITE(ZSIM_QUAD), (x), zsim_min())
+#define quad_shuffle(x, l) zsim_quad_lane(__LINE__, ZSIM_SITE(0), (x), (l))
+#define quad_broadcast(x, l) zsim_quad_lane(__LINE__, ZSIM_SITE(0), (x), (l))
+#define quad_shuffle_xor(x, m) zsim_quad_shuffle_xor(__LINE__, ZSIM_SITE(0), (x), (m))
+#define quad_shuffle_down(x, d) zsim_quad_shuffle_down(__LINE__, ZSIM_SITE(0), (x), (d))
+#define quad_all(b) zsim_quad_all(__LINE__, ZSIM_SITE(0), (b))
+#define quad_any(b) zsim_quad_any(__LINE__, ZSIM_SITE(0), (b))
 namespace metal {
-template <class T> METAL_FUNC T zsim_quad_lane(int line, T x, ushort q) {
-  const zsim_coll* c = zsim_arrive(line, ZSIM_QUAD, x);
+template <class T> METAL_FUNC T zsim_quad_lane(int line, int site, T x, ushort q) {
+  const zsim_coll* c = zsim_arrive(line, site | ZSIM_QUAD, x);
   uint s = (c->lane & ~3u) + (q & 3u);
   return (c->mask >> s & 1) ? zsim::load<T>(c->vals[s]) : zsim::load<T>(0);
 }
