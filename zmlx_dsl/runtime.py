@@ -5,12 +5,14 @@ compiled for the same backend, so derivatives of any order work.
 """
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import Optional, Sequence
 
 import mlx.core as mx
 
 from . import backend as backends
+from . import stats
 from .ir import dtypes as dt
 from .ir.autodiff import jvp as ir_jvp
 from .ir.autodiff import per_row, simplify, vjp as ir_vjp
@@ -27,7 +29,9 @@ class Compiled:
     def __init__(self, program: Program, target: str) -> None:
         self.program = program
         self.target = target
+        self.stat_key, start = (program.name, target), time.perf_counter()  # for profile.kernel_stats
         self.runner = backends.module(target).compile(program, target)
+        stats.record_compile(self.stat_key, time.perf_counter() - start)
         fn = mx.custom_function(self._forward)
         fn.vjp(self._vjp)
         fn.jvp(self._jvp)
@@ -37,6 +41,7 @@ class Compiled:
 
     def __call__(self, arrays: Sequence[mx.array]) -> list[mx.array]:
         """arrays: the inputs then the params (0-d arrays); returns the outputs."""
+        stats.record_run(self.stat_key)
         return list(self.fn(*arrays))
 
     def _forward(self, *arrays: mx.array) -> list[mx.array]:
