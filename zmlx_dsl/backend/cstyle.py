@@ -80,7 +80,7 @@ class CStyle:
                       helpers: set[str], prefix: str = "") -> dict[Node, str]:
         """Emit statements computing roots; returns node -> C expression. Values used once are
         inlined into their consumer; shared ones get a named `const` temporary."""
-        order = [n for n in toposort(roots) if n not in names]
+        order = [n for n in toposort(roots, stop=names) if n not in names]
         uses: dict[Node, int] = {}
         for n in order:
             for a in n.args:

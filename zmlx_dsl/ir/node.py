@@ -1,7 +1,7 @@
 """IR nodes: immutable, typed, structurally hashed (so CSE and cache keys are dictionary lookups)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, Container, Iterable, Iterator
 
 from .dtypes import DType
 
@@ -72,12 +72,13 @@ def _apply(name: str, *args: Any) -> Node:
     return apply(name, *args)
 
 
-def toposort(roots: Iterable[Node]) -> list[Node]:
-    """Every node reachable from roots, each after its arguments (iterative, so deep IR is fine)."""
+def toposort(roots: Iterable[Node], stop: Container = ()) -> list[Node]:
+    """Every node reachable from roots, each after its arguments (iterative, so deep IR is fine).
+    Nodes in `stop` are listed but not entered (their arguments are already computed)."""
     order: list[Node] = []
     seen: set[int] = set()
     for root in roots:
-        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(root.args))]
+        stack: list[tuple[Node, Iterator[Node]]] = [(root, iter(() if root in stop else root.args))]
         if id(root) in seen:
             continue
         seen.add(id(root))
@@ -89,7 +90,7 @@ def toposort(roots: Iterable[Node]) -> list[Node]:
                 order.append(node)
             elif id(child) not in seen:
                 seen.add(id(child))
-                stack.append((child, iter(child.args)))
+                stack.append((child, iter(() if child in stop else child.args)))
     return order
 
 

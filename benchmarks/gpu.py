@@ -1,0 +1,215 @@
+"""GPU benchmark (MLX's CUDA backend): correctness first, then the issue-8 table.
+
+Each row: our kernel vs the MLX baseline in the same run; bandwidth against a vectorised copy
+kernel. Timings: warm-up, mx.eval + mx.synchronize around each call, median of repetitions.
+Usage (device machine): source .mlx-cuda/activate && python3 benchmarks/gpu.py [--quick]
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import mlx.core as mx
+
+import zmlx_dsl as zmlx
+
+QUICK = "--quick" in sys.argv
+ITERS = 5 if QUICK else 15
+
+
+def timed(fn, *args) -> float:
+    """Median seconds of fn(*args), synchronised."""
+    for _ in range(3):
+        mx.eval(fn(*args))
+    mx.synchronize()
+    ts = []
+    for _ in range(ITERS):
+        t = time.perf_counter()
+        mx.eval(fn(*args))
+        mx.synchronize()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+_COPY = """
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const size_t n4 = x_shape[0] / 4;
+  if (i < n4) reinterpret_cast<float4*>(y)[i] = reinterpret_cast<const float4*>(x)[i];
+"""
+
+
+def copy(x):
+    """The bandwidth baseline: a float4 (16-byte) copy kernel."""
+    k = mx.fast.cuda_kernel(name="copy_vec4", input_names=["x"], output_names=["y"], source=_COPY)
+    n = x.size * x.itemsize // 4
+    flat = x.reshape(-1).view(mx.float32) if x.dtype != mx.float32 else x.reshape(-1)
+    return k(inputs=[flat], output_shapes=[(n,)], output_dtypes=[mx.float32],
+             grid=(n // 4, 1, 1), threadgroup=(256, 1, 1))[0]
+
+
+# ---- kernels under test (bodies are the MLX references too) ---------------------------------
+def silu_body(x):
+    return x * mx.sigmoid(x)
+
+
+def gelu_body(x):
+    return 0.5 * x * (1 + mx.erf(x * 0.7071067811865476))
+
+
+def swiglu_body(a, b):
+    return a * mx.sigmoid(a) * b
+
+
+def softmax_body(x):
+    e = mx.exp(x - x.max())
+    return e / e.sum()
+
+
+def rmsnorm_body(x, w, eps):
+    return x * mx.rsqrt(mx.mean(x * x) + eps) * w
+
+
+def layernorm_body(x, w, b, eps):
+    mu = mx.mean(x)
+    d = x - mu
+    return d * mx.rsqrt(mx.mean(d * d) + eps) * w + b
+
+
+def logsumexp_body(x):
+    m = x.max()
+    return m + mx.log(mx.exp(x - m).sum())
+
+
+def scaled_softmax_body(x, bias, scale):
+    z = x * scale + bias
+    e = mx.exp(z - z.max())
+    return e / e.sum()
+
+
+def add_rmsnorm_body(x, r, w, eps):
+    h = x + r
+    return h * mx.rsqrt(mx.mean(h * h) + eps) * w, h
+
+
+def xent_body(logits, onehot):
+    m = logits.max()
+    lse = m + mx.log(mx.exp(logits - m).sum())
+    return lse - (logits * onehot).sum()
+
+
+silu = zmlx.elementwise(silu_body)
+gelu = zmlx.elementwise(gelu_body)
+swiglu = zmlx.elementwise(swiglu_body)
+softmax = zmlx.map_reduce(softmax_body)
+rmsnorm = zmlx.map_reduce(rmsnorm_body)
+layernorm = zmlx.map_reduce(layernorm_body)
+logsumexp = zmlx.reduce(logsumexp_body)
+scaled_softmax = zmlx.map_reduce(scaled_softmax_body)
+add_rmsnorm = zmlx.map_reduce(add_rmsnorm_body)
+xent = zmlx.reduce(xent_body)
+
+
+def rows_ref(body):
+    """The body applied row by row, compiled: what an MLX user writes with mx.compile."""
+    def ref(*args):
+        return body(*args)
+    return mx.compile(ref)
+
+
+def check() -> list[str]:
+    """Correctness on cuda against MLX references before any timing."""
+    fails = []
+    x = mx.random.normal((37, 1000))
+    w = mx.random.normal((1000,))
+    b = mx.random.normal((1000,))
+    cases = [
+        ("silu", silu(x), silu_body(x)), ("gelu", gelu(x), gelu_body(x)),
+        ("swiglu", swiglu(x, x * 2), swiglu_body(x, x * 2)),
+        ("softmax", softmax(x), mx.softmax(x, axis=-1)),
+        ("rmsnorm", rmsnorm(x, w, 1e-5), mx.fast.rms_norm(x, w, 1e-5)),
+        ("layernorm", layernorm(x, w, b, 1e-5), mx.fast.layer_norm(x, w, b, 1e-5)),
+        ("logsumexp", logsumexp(x), mx.logsumexp(x, axis=-1)),
+        ("grad silu", mx.grad(lambda z: (silu(z) * x).sum())(x), mx.grad(lambda z: (silu_body(z) * x).sum())(x)),
+        ("grad softmax", mx.grad(lambda z: (softmax(z) * x).sum())(x),
+         mx.grad(lambda z: (mx.softmax(z, axis=-1) * x).sum())(x)),
+        ("grad rmsnorm", mx.grad(lambda z: (rmsnorm(z, w, 1e-5) * x).sum())(x),
+         mx.grad(lambda z: (mx.fast.rms_norm(z, w, 1e-5) * x).sum())(x)),
+    ]
+    for name, got, want in cases:
+        err = mx.max(mx.abs(got.astype(mx.float32) - want.astype(mx.float32))).item()
+        status = "ok" if err < 1e-3 else "FAIL"
+        if status != "ok":
+            fails.append(name)
+        print(f"check {name:14s} max err {err:.2e} {status}")
+    return fails
+
+
+def main() -> None:
+    print(f"device: {mx.default_device()}, cuda available: {mx.cuda.is_available()}")
+    fails = check()
+    rows = []
+    n = (1 << 24) if QUICK else (1 << 26)
+    xc = mx.random.normal((n,))
+    t_copy = timed(copy, xc)
+    copy_bw = 2 * xc.nbytes / t_copy / 1e9
+    print(f"copy kernel: {copy_bw:.0f} GB/s")
+
+    def row(workload, dtype, moved, ours, base, base_name):
+        bw = moved / ours / 1e9
+        rows.append((workload, dtype, ours * 1e6, base * 1e6, base / ours, bw, 100 * bw / copy_bw, base_name))
+
+    for dtype in (mx.float32, mx.float16, mx.bfloat16):
+        x = mx.random.normal((n,)).astype(dtype)
+        y = mx.random.normal((n,)).astype(dtype)
+        name = str(dtype).split(".")[-1]
+        for label, k, body, args in (("silu", silu, silu_body, (x,)), ("gelu", gelu, gelu_body, (x,)),
+                                     ("swiglu", swiglu, swiglu_body, (x, y))):
+            moved = sum(a.nbytes for a in args) + x.nbytes
+            row(label, name, moved, timed(k, *args), timed(mx.compile(body), *args), "mx.compile(body)")
+    total = (1 << 24) if QUICK else (1 << 26)
+    for D in (1024, 4096, 32768):
+        for dtype in (mx.float32, mx.bfloat16):
+            name = str(dtype).split(".")[-1]
+            x = mx.random.normal((total // D, D)).astype(dtype)
+            w = mx.random.normal((D,)).astype(dtype)
+            b = mx.random.normal((D,)).astype(dtype)
+            io = 2 * x.nbytes
+            row(f"softmax D={D}", name, io, timed(softmax, x), timed(lambda z: mx.softmax(z, axis=-1), x), "mx.softmax")
+            row(f"rmsnorm D={D}", name, io, timed(rmsnorm, x, w, 1e-5),
+                timed(lambda z: mx.fast.rms_norm(z, w, 1e-5), x), "mx.fast.rms_norm")
+            row(f"layernorm D={D}", name, io, timed(layernorm, x, w, b, 1e-5),
+                timed(lambda z: mx.fast.layer_norm(z, w, b, 1e-5), x), "mx.fast.layer_norm")
+            row(f"logsumexp D={D}", name, x.nbytes, timed(logsumexp, x),
+                timed(lambda z: mx.logsumexp(z, axis=-1), x), "mx.logsumexp")
+    D = 4096
+    x = mx.random.normal((total // D, D))
+    r = mx.random.normal((total // D, D))
+    w = mx.random.normal((D,))
+    bias = mx.random.normal((D,))
+    onehot = (mx.random.randint(0, D, (total // D, 1)) == mx.arange(D)).astype(mx.float32)
+    row("softmax(x*s+b)", "float32", 2 * x.nbytes, timed(scaled_softmax, x, bias, 0.125),
+        timed(mx.compile(lambda z: mx.softmax(z * 0.125 + bias, axis=-1)), x), "mx.compile(body)")
+    row("add+rmsnorm", "float32", 4 * x.nbytes, timed(add_rmsnorm, x, r, w, 1e-5),
+        timed(mx.compile(lambda a, c: ((a + c) * mx.rsqrt(mx.mean((a + c) ** 2, axis=-1, keepdims=True) + 1e-5) * w, a + c)), x, r),
+        "mx.compile(body)")
+    row("cross-entropy", "float32", 2 * x.nbytes, timed(xent, x, onehot),
+        timed(mx.compile(lambda z, o: mx.logsumexp(z, axis=-1) - (z * o).sum(-1)), x, onehot), "mx.compile(body)")
+    ct = mx.random.normal(x.shape)
+    for label, k, ref in (("bwd silu", silu, silu_body), ("bwd softmax", softmax, lambda z: mx.softmax(z, axis=-1)),
+                          ("bwd rmsnorm", lambda z: rmsnorm(z, w, 1e-5), lambda z: mx.fast.rms_norm(z, w, 1e-5))):
+        ours = mx.grad(lambda z: (k(z) * ct).sum())
+        base = mx.compile(mx.grad(lambda z: (ref(z) * ct).sum()))
+        row(label, "float32", 3 * x.nbytes, timed(ours, x), timed(base, x), "mx.compile(mx.grad(body))")
+    print()
+    print(f"| workload | dtype | ours µs | baseline µs | speedup (baseline/ours) | ours GB/s | % of copy ({copy_bw:.0f} GB/s) | baseline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for w_, d, o, bl, s, bw, pc, bn in rows:
+        print(f"| {w_} | {d} | {o:.1f} | {bl:.1f} | {s:.2f}x | {bw:.0f} | {pc:.0f}% | {bn} |")
+    if fails:
+        print("FAILED checks:", ", ".join(fails))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
