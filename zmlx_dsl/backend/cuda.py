@@ -28,7 +28,7 @@ class CUDARenderer(CStyle):
     group_id = "blockIdx.x"
     local_id = "threadIdx.x"
     group_size = "blockDim.x"
-    uint = "unsigned int"
+    uint = "uint32_t"
     vector_struct = True
     simd_helpers = """\
 #ifndef INFINITY

@@ -37,9 +37,11 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
 
 
 def compile(program: Program, target: str = name) -> Callable[[Sequence[mx.array]], list[mx.array]]:
-    """The runner for a program: mx.compile of its MLX-op form."""
-    fn = mx.compile(to_mlx(program))
-    return lambda arrays: fn(*arrays)
+    """The runner for a program: mx.compile of its MLX-op form (empty arrays skip the compiled
+    path: MLX 0.32.4's CUDA backend crashes launching a fused kernel over zero elements)."""
+    plain = to_mlx(program)
+    fn = mx.compile(plain)
+    return lambda arrays: (plain if any(a.size == 0 for a in arrays) else fn)(*arrays)
 
 
 def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
