@@ -189,8 +189,10 @@ class _Parser:
         return kind(message, self.loc(pos))
 
     def raw(self, what: str, pos: int) -> RawMetal:
-        return RawMetal(f"{what} is Metal code outside the portable expression subset; it runs on the "
-                        "'metal' and 'metal-sim' backends only", self.loc(pos))
+        e = RawMetal(f"{what} is Metal code outside the portable expression subset; it runs on the "
+                     "'metal' and 'metal-sim' backends only", self.loc(pos))
+        e.what = what
+        return e
 
     def scan_metal(self, allowed: tuple[str, ...] = ()) -> None:
         """Raise RawMetal at the first token only Metal code uses (before any name is resolved)."""
