@@ -73,7 +73,7 @@ class Kernel:
 
     def _entry(self, args: tuple, kwargs: dict) -> _Entry:
         key = (tuple(a.dtype if isinstance(a, mx.array) else type(a) for a in args),
-               tuple(sorted(kwargs.items())) if kwargs else ())
+               tuple(sorted((k, type(v), v) for k, v in kwargs.items())) if kwargs else ())
         entry = self._cache.get(key)
         if entry is None or (entry.baked and entry.stale()):
             entry = self._cache[key] = self._build(args, kwargs)
@@ -143,8 +143,7 @@ class Kernel:
         if not inputs:
             raise ZMLXTypeError(f"{self.name}(): at least one argument must be an mx.array")
         parser = Parser("row" if self.kind != "elementwise" else "elementwise")
-        body = parser.parse(self.__wrapped__, values) if not kwargs else \
-            parser.parse(functools.partial(self.__wrapped__, **kwargs), values)
+        body = parser.parse(self.__wrapped__, values, kwargs)
         outputs = []
         src = source_of(self.__wrapped__)
         for k, o in enumerate(body.outputs):

@@ -175,8 +175,9 @@ class Parser:
         self.src: _Source
 
     # ---- entry -----------------------------------------------------------------------------
-    def parse(self, fn: Callable, args: Sequence[Any]) -> ParsedBody:
-        result = self.inline(fn, list(args), {}, None)
+    def parse(self, fn: Callable, args: Sequence[Any], kwargs: Optional[dict] = None) -> ParsedBody:
+        """Parse fn applied to positional values and keyword constants (baked into the IR)."""
+        result = self.inline(fn, list(args), dict(kwargs or {}), None)
         outs = list(result) if isinstance(result, tuple) else [result]
         return ParsedBody(outs, isinstance(result, tuple), self.baked)
 
@@ -280,7 +281,12 @@ class Parser:
             if not isinstance(s.target, ast.Name):
                 self.assign(s.target, None, env)  # raises the located error
             cur = self.name(s.target.id, s.target, env)
-            self.assign(s.target, self.binop(op, cur, self.expr(s.value, env), s), env)
+            new = self.binop(op, cur, self.expr(s.value, env), s)
+            if isinstance(cur, Node):  # MLX's `a += b` updates the array in place: aliases see it
+                for n, v in list(env.items()):
+                    if v is cur:
+                        env[n] = new
+            self.assign(s.target, new, env)
             return False
         if isinstance(s, ast.If):
             return self.if_stmt(s, env, cond, returns)
