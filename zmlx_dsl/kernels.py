@@ -66,7 +66,11 @@ class Kernel:
         compiled = entry.compiled.get(target) or self._compile(entry, target)
         arrays, params = self._split(entry, args)
         if self.kind == "elementwise":
-            outs = compiled(arrays + params)
+            try:
+                outs = compiled(arrays + params)
+            except ValueError:
+                self._check_shapes(arrays)
+                raise
         else:
             outs = self._call_rows(compiled, entry, arrays, params)
         return tuple(outs) if entry.is_tuple else outs[0]
@@ -91,6 +95,16 @@ class Kernel:
             else:
                 params.append(mx.array(a, dtype=slot[1].mx))
         return arrays, params
+
+    def _check_shapes(self, arrays: list) -> None:
+        """Raise ZMLXShapeError when the array arguments do not broadcast together (checked only
+        after the launch failed, so a successful call pays nothing for it)."""
+        shapes = [tuple(a.shape) for a in arrays]
+        try:
+            mx.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ZMLXShapeError(f"{self.name}: input shapes {', '.join(map(str, shapes))} do not "
+                                 "broadcast together") from None
 
     def _call_rows(self, compiled: Compiled, entry: _Entry, arrays: list, params: list) -> list:
         shapes = [a.shape for a in arrays]
@@ -121,8 +135,8 @@ class Kernel:
     # ---- building ------------------------------------------------------------------------
     def _build(self, args: tuple, kwargs: dict) -> _Entry:
         if len(args) > len(self.positional):
-            raise ZMLXTypeError(f"{self.name}() takes {len(self.positional)} positional arguments "
-                                f"but {len(args)} were given")
+            raise ZMLXTypeError(f"{self.name}() takes {len(self.positional)} positional argument"
+                                f"{'s' * (len(self.positional) != 1)} but {len(args)} were given")
         values, slots, inputs, params = [], [], [], []
         for pname, a in zip(self.positional, args):
             if isinstance(a, np.ndarray):

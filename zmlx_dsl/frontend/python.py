@@ -210,8 +210,8 @@ class Parser:
         env: dict = {}
         if len(args) > len(names):
             where = outer.loc(call_node) if call_node is not None and outer else None
-            raise ZMLXTypeError(f"{fn.__name__}() takes {len(names)} positional arguments but "
-                                f"{len(args)} were given", where)
+            raise ZMLXTypeError(f"{fn.__name__}() takes {len(names)} positional argument"
+                                f"{'s' * (len(names) != 1)} but {len(args)} were given", where)
         for i, n in enumerate(names):
             if i < len(args):
                 env[n] = args[i]
@@ -551,8 +551,8 @@ class Parser:
         name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
         module = getattr(target, "__module__", None)
         full = f"{module}.{name}" if module and module not in ("builtins",) else name
-        raise ZMLXNameError(f"function '{full}' is not supported in kernels (see zmlx_dsl.ops() for the "
-                            "supported operations)", self.src.loc(e.func))
+        raise ZMLXNameError(f"function '{full}' is not supported in kernels (the supported "
+                            "operations are listed in zmlx_dsl.ir.registry.OPS)", self.src.loc(e.func))
 
     def method(self, m: "_BoundMethod", args: list, kwargs: dict, e: ast.AST) -> Any:
         if m.name == "astype":
