@@ -1,0 +1,401 @@
+"""Bad input (issue 2): every unsupported construct, unknown name, wrong argument count, bad shape
+and non-array argument raises a specific exception; source problems read
+`file:line:col: message`, the source line and a caret. The expected text is built from this
+file's own line numbers, so the tests assert the exact message."""
+from __future__ import annotations
+
+import inspect
+import math  # noqa: F401  (bodies below)
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import zmlx_dsl as zmlx
+from zmlx_dsl import ZMLXNameError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
+
+FILE = inspect.getsourcefile(lambda: None)
+X = mx.array([1.0, -2.0, 3.0])
+
+
+def located(fn, snippet: str, message: str, at: str = "") -> str:
+    """The full message for an error on the first line of fn's source holding `snippet`, at the
+    column where `snippet` starts (or where the last `at` on that line starts)."""
+    lines, first = inspect.getsourcelines(fn)
+    i, line = next((i, line) for i, line in enumerate(lines) if snippet in line)
+    col = (line.rindex(at) if at else line.index(snippet)) + 1
+    text = line.rstrip("\n").rstrip()
+    return f"{FILE}:{first + i}:{col}: {message}\n    {text}\n    {' ' * (col - 1)}^"
+
+
+def line_of(fn, snippet: str) -> int:
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, line in enumerate(lines) if snippet in line)
+
+
+def check(fn, exc, expected: str, *args):
+    k = zmlx.elementwise(fn, backend="mlx")
+    with pytest.raises(exc) as ei:
+        mx.eval(k(*(args or (X,))))
+    assert str(ei.value) == expected
+    return ei.value
+
+
+# ---- unsupported statements and expressions ------------------------------------------------------
+
+
+def b_while(x):
+    while x > 0:
+        x = x - 1
+    return x
+
+
+def b_try(x):
+    try:
+        y = x + 1
+    except Exception:
+        y = x
+    return y
+
+
+def b_with(x):
+    with open("f"):
+        y = x
+    return y
+
+
+def b_lambda(x):
+    g = lambda a: a * 2  # noqa: E731
+    return g(x)
+
+
+def b_listcomp(x):
+    return sum([x * i for i in range(3)])
+
+
+def b_genexp(x):
+    return max(x * i for i in range(3))
+
+
+def b_dictcomp(x):
+    d = {i: x for i in range(2)}
+    return d
+
+
+def b_setcomp(x):
+    s = {x * i for i in range(2)}
+    return s
+
+
+def b_nested_def(x):
+    def inner(a):
+        return a + 1
+    return inner(x)
+
+
+COUNTER = 0
+
+
+def b_global(x):
+    global COUNTER
+    return x
+
+
+def b_nonlocal_outer():
+    state = 1.0
+
+    def b_nonlocal(x):
+        nonlocal state
+        return x * state
+    return b_nonlocal
+
+
+class _Holder:
+    value = 1.0
+
+
+HOLDER = _Holder()
+
+
+def b_attr_assign(x):
+    HOLDER.value = 2.0
+    return x
+
+
+def b_subscript_assign(x):
+    x[0] = 1.0
+    return x
+
+
+def b_string(x):
+    return x * "2"
+
+
+def b_fstring(x):
+    return f"{x}"
+
+
+def b_string_compare(x):
+    s = "abc"
+    return x
+
+
+def _recurse(a):
+    return _recurse(a - 1) + 1
+
+
+def b_recursion(x):
+    return _recurse(x)
+
+
+def _ping(a):
+    return _pong(a) * 2
+
+
+def _pong(a):
+    return _ping(a) + 1
+
+
+def b_mutual_recursion(x):
+    return _ping(x)
+
+
+def b_list_literal(x):
+    t = [x, x]
+    return t
+
+
+def b_walrus(x):
+    return (y := x + 1) * y
+
+
+def b_raise(x):
+    raise ValueError("no")
+
+
+def b_loop_exit(x):
+    for i in range(3):
+        break
+    return x
+
+
+@pytest.mark.parametrize("fn,snippet,message", [
+    (b_while, "while x > 0:", "'while' loops are not supported; use 'for i in range(N)' with a constant N"),
+    (b_try, "try:", "'try' is not supported in kernels"),
+    (b_with, "with open", "'with' is not supported in kernels"),
+    (b_lambda, "lambda a", "lambda expressions are not supported; define a helper function at module level"),
+    (b_listcomp, "[x * i", "list comprehensions are not supported in kernels"),
+    (b_genexp, "(x * i for", "generator expressions are not supported in kernels"),
+    (b_dictcomp, "{i: x", "dict comprehensions are not supported in kernels"),
+    (b_setcomp, "{x * i", "set comprehensions are not supported in kernels"),
+    (b_nested_def, "def inner", "nested function definitions are not supported; define the helper at module level"),
+    (b_global, "global COUNTER", "'global' is not supported; kernels cannot write module state"),
+    (b_nonlocal_outer(), "nonlocal state", "'nonlocal' is not supported; kernels cannot write enclosing state"),
+    (b_attr_assign, "HOLDER.value", "attribute assignment is not supported in kernels"),
+    (b_subscript_assign, "x[0]", "subscript assignment is not supported; kernels compute values, "
+                                 "they do not write into arrays"),
+    (b_string, '"2"', "strings are not supported in kernels"),
+    (b_fstring, 'f"{x}"', "strings are not supported in kernels"),
+    (b_string_compare, '"abc"', "strings are not supported in kernels"),
+    (b_list_literal, "[x, x]", "lists are not supported in kernels; use a tuple of values"),
+    (b_walrus, "y := x", "':=' is not supported in kernels; use an assignment"),
+    (b_raise, "raise ValueError", "'raise' is not supported in kernels"),
+    (b_loop_exit, "break", "'break' is not supported; loops are unrolled over a constant range"),
+], ids=lambda v: v.__name__ if callable(v) else None)
+def test_unsupported_construct(fn, snippet, message):
+    err = check(fn, ZMLXSyntaxError, located(fn, snippet, message))
+    assert isinstance(err, SyntaxError)
+    assert err.lineno == line_of(fn, snippet) and err.filename == FILE
+
+
+def test_recursion():
+    msg = "recursive call of '_recurse' (b_recursion -> _recurse -> _recurse); kernels are inlined and cannot recurse"
+    check(b_recursion, ZMLXSyntaxError, located(_recurse, "_recurse(a - 1)", msg))
+    msg = "recursive call of '_ping' (b_mutual_recursion -> _ping -> _pong -> _ping); kernels are inlined and cannot recurse"
+    check(b_mutual_recursion, ZMLXSyntaxError, located(_pong, "_ping(a)", msg))
+
+
+# ---- names, branches, calls ---------------------------------------------------------------------
+
+
+def b_undefined_after_if(x):
+    if x > 0:
+        z = x * 2
+    return z
+
+
+def b_undefined_after_else(x):
+    if x > 0:
+        pass
+    else:
+        w = x
+    return w + 1
+
+
+def b_unknown_name(x):
+    return x + not_defined_anywhere  # noqa: F821
+
+
+def b_unknown_function(x):
+    return mx.matmul(x, x)
+
+
+def b_unknown_module_attr(x):
+    return mx.no_such_function(x)
+
+
+def b_unknown_method(x):
+    return x.reshape(3)
+
+
+def b_intrinsic_arity(x):
+    return mx.exp(x, x)
+
+
+def _two(a, b):
+    return a * b
+
+
+def b_helper_too_many(x):
+    return _two(x, x, x)
+
+
+def b_helper_missing(x):
+    return _two(x)
+
+
+def b_captured_array(x):
+    return x + X
+
+
+def test_variable_undefined_on_one_branch():
+    if_line = line_of(b_undefined_after_if, "if x > 0")
+    msg = (f"'z' may be undefined here: line {if_line} assigns it only in the 'if' branch; "
+           "assign it on both sides of the 'if' (or before it)")
+    err = check(b_undefined_after_if, ZMLXNameError, located(b_undefined_after_if, "return z", msg, at="z"))
+    assert isinstance(err, NameError)
+    if_line = line_of(b_undefined_after_else, "if x > 0")
+    msg = (f"'w' may be undefined here: line {if_line} assigns it only in the 'else' branch; "
+           "assign it on both sides of the 'if' (or before it)")
+    check(b_undefined_after_else, ZMLXNameError, located(b_undefined_after_else, "w + 1", msg))
+
+
+@pytest.mark.parametrize("fn,exc,snippet,message", [
+    (b_unknown_name, ZMLXNameError, "not_defined_anywhere", "name 'not_defined_anywhere' is not defined"),
+    (b_unknown_function, ZMLXNameError, "mx.matmul",
+     "function 'mlx.core.matmul' is not supported in kernels (the supported operations are listed in "
+     "zmlx_dsl.ir.registry.OPS)"),
+    (b_unknown_module_attr, ZMLXNameError, "mx.no_such_function", "module 'mlx.core' has no attribute 'no_such_function'"),
+    (b_unknown_method, ZMLXNameError, "x.reshape(3)", "array method 'reshape' is not supported in kernels"),
+    (b_intrinsic_arity, ZMLXTypeError, "mx.exp(x, x)", "exp() takes 1 argument (2 given)"),
+    (b_helper_too_many, ZMLXTypeError, "_two(x, x, x)", "_two() takes 2 positional arguments but 3 were given"),
+    (b_helper_missing, ZMLXTypeError, "_two(x)", "_two() missing required argument 'b'"),
+], ids=lambda v: v.__name__ if inspect.isfunction(v) else None)
+def test_names_and_calls(fn, exc, snippet, message):
+    check(fn, exc, located(fn, snippet, message))
+
+
+def test_captured_array():
+    msg = "'X' is an array captured from outside the kernel; pass it as an argument instead"
+    check(b_captured_array, ZMLXTypeError, located(b_captured_array, "return x + X", msg, at="X"))
+
+
+# ---- call-time errors ----------------------------------------------------------------------------
+
+
+def add2(x, y):
+    return x + y
+
+
+def test_wrong_argument_count_at_call():
+    k = zmlx.elementwise(add2, backend="mlx")
+    with pytest.raises(ZMLXTypeError) as ei:
+        k(X, X, X)
+    assert str(ei.value) == "add2() takes 2 positional arguments but 3 were given"
+    with pytest.raises(ZMLXTypeError) as ei:
+        k(X)
+    assert str(ei.value) == "add2() missing required argument 'y'"
+    assert isinstance(ei.value, TypeError)
+
+
+def test_incompatible_shapes_at_call():
+    k = zmlx.elementwise(add2, backend="mlx")
+    with pytest.raises(ZMLXShapeError) as ei:
+        mx.eval(k(mx.ones((3,)), mx.ones((4,))))
+    assert str(ei.value) == "add2: input shapes (3,), (4,) do not broadcast together"
+    assert isinstance(ei.value, ValueError)
+    with pytest.raises(ZMLXShapeError) as ei:
+        mx.eval(k(mx.ones((2, 3)), mx.ones((3, 2))))
+    assert str(ei.value) == "add2: input shapes (2, 3), (3, 2) do not broadcast together"
+
+
+def rowdot(x, y):
+    return (x * y).sum()
+
+
+def test_incompatible_shapes_row_kernel():
+    k = zmlx.reduce(rowdot, backend="mlx")
+    with pytest.raises(ZMLXShapeError) as ei:
+        k(mx.ones((2, 3)), mx.ones((2, 4)))
+    assert str(ei.value) == ("rowdot: input shapes (2, 3), (2, 4) do not broadcast together "
+                             "(row kernels broadcast their inputs first)")
+
+
+def one(x):
+    return x + 1
+
+
+def test_one_argument_grammar():
+    k = zmlx.elementwise(one, backend="mlx")
+    with pytest.raises(ZMLXTypeError) as ei:
+        k(X, X)
+    assert str(ei.value) == "one() takes 1 positional argument but 2 were given"
+
+
+@pytest.mark.parametrize("bad,kind", [([1.0, 2.0, 3.0], "list"), ((1.0, 2.0), "tuple"), ("abc", "str"),
+                                      (None, "NoneType")])
+def test_non_array_argument(bad, kind):
+    k = zmlx.elementwise(add2, backend="mlx")
+    with pytest.raises(ZMLXTypeError) as ei:
+        k(bad, X)
+    assert str(ei.value) == f"add2(): argument 'x' must be an mx.array or a Python scalar, got {kind}"
+    with pytest.raises(ZMLXTypeError) as ei:
+        k(X, bad)
+    assert str(ei.value) == f"add2(): argument 'y' must be an mx.array or a Python scalar, got {kind}"
+
+
+def test_numpy_array_argument():
+    k = zmlx.elementwise(add2, backend="mlx")
+    with pytest.raises(ZMLXTypeError) as ei:
+        k(np.ones(3, dtype=np.float32), X)
+    assert str(ei.value) == "add2(): argument 'x' is a NumPy array; pass mx.array(x)"
+
+
+def test_only_scalars():
+    k = zmlx.elementwise(add2, backend="mlx")
+    with pytest.raises(ZMLXTypeError) as ei:
+        k(1.0, 2.0)
+    assert str(ei.value) == "add2(): at least one argument must be an mx.array"
+
+
+def test_not_a_function():
+    with pytest.raises(ZMLXTypeError) as ei:
+        zmlx.elementwise(abs)
+    assert str(ei.value) == "elementwise expects a Python function, got builtin_function_or_method"
+
+
+def test_unreadable_source():
+    ns: dict = {}
+    exec("def f(x):\n    return x\n", ns)
+    with pytest.raises(ZMLXSyntaxError) as ei:
+        zmlx.elementwise(ns["f"])
+    assert str(ei.value).startswith("cannot read the source of 'f': ")
+    assert str(ei.value).endswith("; kernels must be defined in a file (not typed into a REPL or exec'd)")
+
+
+def test_error_is_raised_from_none():
+    """One clean error: no chained internal traceback (raise ... from None)."""
+    k = zmlx.elementwise(b_unknown_name, backend="mlx")
+    with pytest.raises(ZMLXNameError) as ei:
+        k(X)
+    assert ei.value.__cause__ is None
