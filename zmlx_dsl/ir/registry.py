@@ -147,6 +147,11 @@ def _np_round(x):
     return np.round(x)  # half to even, as MLX
 
 
+def _np_sign(x):
+    x = np.asarray(x)
+    return x if x.dtype == np.bool_ else np.sign(x)  # NumPy has no bool sign; MLX's is the identity
+
+
 def _np_sigmoid(x):
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-x))
@@ -348,7 +353,7 @@ _register(Op("where", 3, ("where",), select, np.where, mx.where, "{0} ? {1} : {2
 _unary("neg", ("negative",), same, np.negative, mx.negative, "-{0}", lambda a, y, g: (-g,), prec=6)
 _unary("abs", ("abs", "fabs", "absolute"), same, np.abs, mx.abs, "abs({0})",
        lambda a, y, g: (g * apply("sign", a[0]),))
-_unary("sign", ("sign",), same, np.sign, mx.sign,
+_unary("sign", ("sign",), same, _np_sign, mx.sign,
        {"f": "({0} > 0.0f ? 1.0f : ({0} < 0.0f ? -1.0f : 0.0f))", "*": "(({0} > 0) - ({0} < 0))"}, _zero_grad)
 _unary("square", ("square",), same, np.square, mx.square, "{0} * {0}", lambda a, y, g: (2.0 * g * a[0],), prec=5)
 _unary("reciprocal", ("reciprocal",), floating, np.reciprocal, mx.reciprocal, "1.0f / {0}",
