@@ -119,9 +119,10 @@ class Kernel:
         if axis is None:
             raise ZMLXShapeError(f"{self.name}: axis {self.axis} is out of range for inputs of shape {shape}")
         rows = []
-        for a in arrays:
-            a = mx.broadcast_to(a, shape) if a.shape != shape else a
-            rows.append(mx.moveaxis(a, axis, -1) if axis != len(shape) - 1 else a)
+        for a in arrays:  # on the last axis, backends broadcast (without copies) themselves
+            if axis != len(shape) - 1:
+                a = mx.moveaxis(mx.broadcast_to(a, shape) if a.shape != shape else a, axis, -1)
+            rows.append(a)
         outs = compiled(rows + params)
         result = []
         for o, flag in zip(outs, entry.row_flags):

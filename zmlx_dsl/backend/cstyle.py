@@ -32,6 +32,7 @@ class Plan:
     scalar_inputs: tuple[bool, ...]   # per program input: size 1, read as x[0]
     wide_index: bool                  # 64-bit indexing (an array has >= 2**31 elements)
     rowsize: int = 0                  # row kernels: the row length D
+    row_modes: tuple[str, ...] = ()   # row kernels, per input: full / shared (one row for all) / per_row / scalar
 
 
 class CStyle:
@@ -230,13 +231,13 @@ class CStyle:
     def common_header(self) -> str:
         q = self.fn_qual
         return f"""\
-template <typename S> {q} size_t zmlx_numel(S shape, int ndim) {{
+template <typename S> {q} size_t zmlx_numel(const S& shape, int ndim) {{
   size_t n = 1;
   for (int d = 0; d < ndim; ++d) n *= size_t(shape[d]);
   return n;
 }}
 
-template <typename S, typename St> {q} bool zmlx_row_contiguous(S shape, St strides, int ndim) {{
+template <typename S, typename St> {q} bool zmlx_row_contiguous(const S& shape, const St& strides, int ndim) {{
   long expected = 1;
   for (int d = ndim - 1; d >= 0; --d) {{
     if (shape[d] != 1 && long(strides[d]) != expected) return false;
@@ -245,7 +246,7 @@ template <typename S, typename St> {q} bool zmlx_row_contiguous(S shape, St stri
   return true;
 }}
 
-template <typename I, typename S, typename St> {q} I zmlx_loc(I index, S shape, St strides, int ndim) {{
+template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {{
   // memory offset of the index-th element in row-major order, through arbitrary strides
   I loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {{
@@ -286,19 +287,20 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, S shape, 
             names[q] = f"{q.arg}[0]"
         rowsize = Node("rowsize", (), dt.int32)
         names[rowsize] = "D"
-        elem_inputs = []
-        for x, s in zip(p.inputs, plan.scalar_inputs):
-            if s:
-                names[x] = f"{x.arg}[0]"
+        elem_inputs, access = [], {}
+        for x, mode in zip(p.inputs, plan.row_modes):
+            if mode in ("scalar", "per_row"):
+                names[x] = f"{x.arg}[{'0' if mode == 'scalar' else 'row'}]"
             else:
                 elem_inputs.append(x)
+                access[x] = f"{x.arg}[{'row * D + ' if mode == 'full' else ''}i]"
         if cached:
             for x in elem_inputs:
                 L.append(f"  {self.ctype(x.dtype)} {x.arg}_r[{per}];")
             L.append(f"  for (int k = 0; k < {per}; ++k) {{")
             L.append(f"    const {u} i = lid + k * {threads};")
             for x in elem_inputs:
-                L.append(f"    {x.arg}_r[k] = i < D ? {x.arg}[row * D + i] : {self.ctype(x.dtype)}(0);")
+                L.append(f"    {x.arg}_r[k] = i < D ? {access[x]} : {self.ctype(x.dtype)}(0);")
             L.append("  }")
 
         def element_loop(targets: list[Node], emit_tail) -> None:
@@ -315,7 +317,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, S shape, 
                 L.append("    {")
                 local = dict(names)
                 for x in elem_inputs:
-                    local[x] = f"{x.arg}[row * D + i]"
+                    local[x] = access[x]
             vals = self.render_values(targets, local, L, "      ", helpers)
             emit_tail(vals, "      ")
             L.append("    }")

@@ -37,6 +37,21 @@ def c_safe(p: Program) -> Program:
     return Program(p.name, p.kind, tuple(ren[n] for n in p.inputs), tuple(ren[n] for n in p.params), tuple(outs))
 
 
+def row_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
+    """How a row kernel reads an input broadcast to `shape` without materialising the broadcast:
+    full rows, one row shared by all (a (D,) weight), one value per row ((B, 1)), or one scalar."""
+    if x.shape == shape:
+        return x, "full"
+    if x.size == 1:
+        return x.reshape((1,)), "scalar"
+    if x.shape[-1] == shape[-1] and x.size == shape[-1]:
+        return x.reshape((shape[-1],)), "shared"
+    lead = (1,) * (len(shape) - x.ndim) + x.shape[:-1]
+    if x.shape[-1] == 1 and lead == shape[:-1]:
+        return x.reshape((math.prod(lead),)), "per_row"
+    return mx.broadcast_to(x, shape), "full"
+
+
 def row_threads(D: int) -> int:
     """Threads per row: about 8 elements each, a power of two between 32 and 1024."""
     want = max(1, -(-D // 8))
@@ -92,16 +107,17 @@ class Launcher:
 
     def rows(self, inputs: list, params: list) -> list[mx.array]:
         p = self.program
-        shape = inputs[0].shape
+        shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
         D = shape[-1]
         nrows = math.prod(shape[:-1])
         if D == 0 or nrows == 0:
             return self.portable(inputs, params)
-        plan = Plan(tuple(False for _ in inputs), math.prod(shape) >= 2**31, D)
+        inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
+        plan = Plan(tuple(m == "scalar" for m in modes), math.prod(shape) >= 2**31, D, tuple(modes))
         threads = row_threads(D)
         kernel, _ = self.kernel(p, plan, threads)
         out_shapes = [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs]
-        return kernel(inputs=inputs + params, output_shapes=out_shapes,
+        return kernel(inputs=list(inputs) + params, output_shapes=out_shapes,
                       output_dtypes=[o.dtype.mx for o in p.outputs], grid=(nrows * threads, 1, 1),
                       threadgroup=(threads, 1, 1))
 
@@ -136,9 +152,10 @@ class Launcher:
         texts = []
         p = self.program
         if p.kind == "row":
-            shape = inputs[0].shape
-            plan = Plan(tuple(False for _ in inputs), False, shape[-1])
-            groups = [(p, inputs, plan, row_threads(shape[-1]))]
+            shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
+            inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
+            plan = Plan(tuple(m == "scalar" for m in modes), False, shape[-1], tuple(modes))
+            groups = [(p, list(inputs), plan, row_threads(shape[-1]))]
         else:
             groups = []
             for deps, ks, sub in self.groups:

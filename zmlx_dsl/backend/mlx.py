@@ -27,7 +27,7 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
             if n.op == "const":
                 return mx.array(n.arg, dtype=n.dtype.mx)
             if n.op == "rowsize":
-                return mx.array(arrays[0].shape[-1], dtype=n.dtype.mx)
+                return mx.array(max(a.shape[-1] for a in arrays[:len(program.inputs)]), dtype=n.dtype.mx)
             return env[n]
 
         return evaluate(program.outputs, leaf, lambda v, n: v.astype(n.dtype.mx),
