@@ -51,7 +51,7 @@ _METAL_ONLY = {";": "a statement", "{": "a block", "}": "a block", "[": "indexin
                ".": "member access", "->": "member access", "=": "an assignment", "++": "an increment",
                "--": "a decrement", "&": "a bitwise operator", "|": "a bitwise operator",
                "^": "a bitwise operator", "~": "a bitwise operator", "<<": "a shift", ">>": "a shift",
-               "%": "'%' (write fmod or a Python kernel)", "#": "a preprocessor directive"}
+               "%": "the remainder operator", "#": "a preprocessor directive"}
 _METAL_ONLY.update({op: "an assignment" for op in ("+=", "-=", "*=", "/=", "%=", "&=", "|=", "^=", "<<=", ">>=")})
 
 # Binary operators: precedence (higher binds tighter) and registry op.
