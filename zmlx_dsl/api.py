@@ -237,10 +237,9 @@ def _accumulate(update: str, init: str, acc_names: Sequence[str], env: dict, com
     else:
         raise ZMLXSyntaxError(f"update must accumulate as {_FORMS}; got {update!r}", loc)
     kind = _COMBINE[u.op]
-    if per_row([f])[f]:   # f is the same for every element: sum is D*f, max/min is f
-        red = apply("mul", f, Node("rowsize", (), dt.int32)) if kind == "sum" else f
-    else:
-        red = apply(kind, f)
+    if per_row([f])[f]:  # f(v) ignores the element (e.g. a count): reduce it over the row anyway
+        f = apply("add", f, apply("mul", cast(apply("isnan", env["x"]), f.dtype), 0.0))
+    red = apply(kind, f)
     start = _parse(init, {}, compute, f"{where} init", header)
     if isinstance(start, Node) and leaves([start], "input"):
         raise ZMLXSyntaxError(f"init must be a constant, got {init!r}", Location(f"<{where} init>", 1, 1, init))
