@@ -94,7 +94,8 @@ def _sig(x):
     ("pow(x * x, 1.5f)", lambda x: (x * x) ** 1.5), ("powr(x * x, 0.5f)", np.abs),
     ("rint(x)", np.round), ("floor(x)", np.floor), ("ceil(x)", np.ceil), ("sign(x)", np.sign),
     ("atan2(x, 2.0f)", lambda x: np.arctan2(x, 2)), ("sigmoid(x)", _sig), ("erf(x)", np.vectorize(math.erf)),
-    ("log1p(x * x)", lambda x: np.log1p(x * x)), ("expm1(x)", np.expm1), ("sin(x) + cos(x)", lambda x: np.sin(x) + np.cos(x)),
+    ("log1p(x * x)", lambda x: np.log1p(x * x)), ("expm1(x)", np.expm1),
+    ("sin(x) + cos(x)", lambda x: np.sin(x) + np.cos(x)),
 ])
 def test_helpers_compute_what_c_and_metal_do(text, ref):
     np.testing.assert_allclose(ev(text, XS), ref(XS.astype(np.float64)), rtol=1e-6, atol=1e-6)

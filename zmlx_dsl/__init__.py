@@ -10,5 +10,6 @@ from .kernels import Kernel, elementwise, map_reduce, reduce
 from . import api, autograd, bench, msl, profile, testing  # noqa: E402  (the ZMLX-compatible modules)
 
 __all__ = ["elementwise", "reduce", "map_reduce", "Kernel", "ZMLXError", "ZMLXSyntaxError",
-           "ZMLXTypeError", "ZMLXNameError", "ZMLXShapeError", "ZMLXBackendError", "api", "autograd", "msl", "testing", "bench", "profile"]
+           "ZMLXTypeError", "ZMLXNameError", "ZMLXShapeError", "ZMLXBackendError",
+           "api", "autograd", "msl", "testing", "bench", "profile"]
 __version__ = "0.1.0"

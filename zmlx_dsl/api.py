@@ -12,7 +12,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import mlx.core as mx
 
 from . import backend as backends
-from . import raw
 from .frontend import cexpr
 from .frontend.errors import Location, ZMLXSyntaxError, ZMLXTypeError
 from .ir import dtypes as dt
