@@ -64,20 +64,6 @@ def test_string_form_of_the_decorator(backend):
     assert silu.name == "str_silu"
 
 
-def grad_check_known_metal_bug(backend, check):
-    """The row launch of a backward program reads the per-row cotangent (shape (..., 1)) as a full
-    row and sums it: reduce-kernel gradients come out D times too large on metal/metal-sim (the
-    decorator form too; ir/autodiff + backend/launch.py, not this API). Fails once that is fixed,
-    so this guard gets removed."""
-    if backend == "mlx":
-        return check()
-    try:
-        check()
-    except AssertionError:
-        pytest.xfail("metal row launch sums the per-row cotangent over the row (gradient x D)")
-    raise AssertionError("reduce gradients are right on metal now: remove grad_check_known_metal_bug")
-
-
 def test_entropy_loss(backend):
     entropy = reduce(init="0.0f", update="acc + (-v * log(v + 1e-8f))", name="entropy")
     ref = lambda p: (-p * mx.log(p + 1e-8)).sum(axis=-1)  # noqa: E731
@@ -85,8 +71,7 @@ def test_entropy_loss(backend):
     h = entropy(probs)
     assert h.shape == (4,)
     assert mx.allclose(h, ref(probs), atol=1e-4)
-    grad_check_known_metal_bug(backend, lambda: assert_gradient_matches(entropy, ref, shapes=[(4, 100)],
-                                                                        domain=(0.01, 1.0), atol=1e-4))
+    assert_gradient_matches(entropy, ref, shapes=[(4, 100)], domain=(0.01, 1.0), atol=1e-4)
 
 
 def test_row_max(backend):
@@ -94,8 +79,7 @@ def test_row_max(backend):
     x = mx.random.normal((8, 2048))
     assert row_max(x).shape == (8,) and mx.array_equal(row_max(x), x.max(axis=-1))
     assert_matches(row_max, lambda z: z.max(axis=-1), shapes=[(3, 5, 33)], dtypes=[mx.float32, mx.float16])
-    grad_check_known_metal_bug(backend, lambda: assert_gradient_matches(row_max, lambda z: z.max(axis=-1),
-                                                                        shapes=[(4, 64)]))
+    assert_gradient_matches(row_max, lambda z: z.max(axis=-1), shapes=[(4, 64)])
 
 
 def test_reduce_forms_and_finalize(backend):

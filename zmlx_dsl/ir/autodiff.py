@@ -41,6 +41,9 @@ def _differentiable(n: Node) -> bool:
 def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequence[Node]) -> list[Optional[Node]]:
     """Gradients of sum(output_k * cotangent_k) with respect to each node in wrt (None = zero)."""
     row = per_row(outputs)
+    for out, ct in zip(outputs, cotangents):
+        if ct is not None and ct.op == "input":
+            row[ct] = row[out]  # a per-row output's cotangent holds one value per row
     adj: dict[Node, Node] = {}
 
     def add(n: Node, g: Optional[Node]) -> None:
