@@ -52,13 +52,25 @@ class Compiled:
     def backward(self) -> tuple["Compiled", list, list, list]:
         """The generated backward program and the roles of its inputs: ("x", i) primal input i,
         ("g", k) cotangent of output k, ("y", k) forward output k (reused when cheaper)."""
+        return self.backward_for(tuple(range(len(self.program.outputs))))
+
+    def backward_for(self, picked: tuple[int, ...]) -> tuple["Compiled", list, list, list]:
+        """The backward program for the outputs `picked` only (the others' cotangents are zero).
+
+        Elementwise outputs of different shapes need one backward per shape: a single program
+        would broadcast every output's contribution to the largest shape, and summing the
+        gradient back over the broadcast axes would count a smaller output's part repeatedly."""
+        cache = self.__dict__.setdefault("_backward_by_outputs", {})
+        if picked in cache:
+            return cache[picked]
         p = self.program
-        cots = [Node("input", (), o.dtype, _fresh(p, f"cotan{k}")) for k, o in enumerate(p.outputs)]
+        cots = [Node("input", (), o.dtype, _fresh(p, f"cotan{k}")) if k in picked else None
+                for k, o in enumerate(p.outputs)]
         float_inputs = [x for x in p.inputs if x.dtype.is_float]
         grads = ir_vjp(p.outputs, cots, float_inputs)
         grads = [None if g is None else cast(g, x.dtype) for g, x in zip(grads, float_inputs)]
         grads = simplify(grads)
-        grads, saved = _reuse_outputs(p, grads)
+        grads, saved = _reuse_outputs(p, grads, picked)
         present = [g for g in grads if g is not None]
         leaves = [n for n in toposort(present) if n.op == "input"]
         roles = []
@@ -73,11 +85,24 @@ class Compiled:
         prog = Program(p.name + "_vjp", p.kind, tuple(leaf for _, leaf in roles), p.params, tuple(present))
         slots = [float_inputs.index(x) if x in float_inputs else None for x in p.inputs]
         which = [i for i, g in enumerate(grads) if g is not None]
-        return Compiled(prog, self.target), [r for r, _ in roles], slots, which
+        cache[picked] = Compiled(prog, self.target), [r for r, _ in roles], slots, which
+        return cache[picked]
 
     def _vjp(self, primals, cotangents, outputs):
         primals, cotangents, outputs = _tuple(primals), _tuple(cotangents), _tuple(outputs)
-        compiled, roles, slots, which = self.backward
+        groups: dict[tuple, list[int]] = {}
+        for k, o in enumerate(outputs):
+            groups.setdefault(tuple(o.shape), []).append(k)
+        if self.program.kind != "elementwise" or len(groups) == 1:
+            return self._vjp_outputs(self.backward, primals, cotangents, outputs)
+        total = None
+        for picked in groups.values():
+            part = self._vjp_outputs(self.backward_for(tuple(picked)), primals, cotangents, outputs)
+            total = part if total is None else [a + b for a, b in zip(total, part)]
+        return total
+
+    def _vjp_outputs(self, backward, primals, cotangents, outputs):
+        compiled, roles, slots, which = backward
         arrays = primals[: self.n_in]
         params = primals[self.n_in:]
         args = []
@@ -180,15 +205,18 @@ def output_shapes(p: Program, shapes: Sequence[tuple]) -> list[tuple]:
     return out
 
 
-def _reuse_outputs(p: Program, grads: list) -> tuple[list, dict]:
-    """Replace forward values the backward recomputes by the saved outputs, when that is cheaper
-    (fewer arrays read counts 8 ops each; transcendental ops 4). ZMLX's use_output, automatic."""
+def _reuse_outputs(p: Program, grads: list, picked: Sequence[int]) -> tuple[list, dict]:
+    """Replace forward values the backward recomputes by the saved outputs (among `picked`), when
+    that is cheaper (fewer arrays read counts 8 ops each; transcendental ops 4). ZMLX's
+    use_output, automatic."""
     present = [g for g in grads if g is not None]
     slots: dict[Node, int] = {}  # saved-output leaf -> output index
     if not present:
         return grads, slots
     subst: dict[Node, Node] = {}
     for k, o in enumerate(p.outputs):
+        if k not in picked:
+            continue
         inner = o.args[0] if o.op == "cast" else o
         if inner.op in ("input", "param", "const"):
             continue
