@@ -38,19 +38,18 @@ class Plan:
 class CStyle:
     """Renders programs to C-like kernel text; subclasses fill in the spellings."""
 
-    backend = "c"
-    fn_qual = "inline"
-    kernel_prefix = ""
-    device_ptr = "device"           # address-space qualifier of a global pointer
-    thread_ref = "thread"           # of a reference to a local
-    shared = "threadgroup"          # of block-shared memory
-    barrier = "threadgroup_barrier(mem_flags::mem_threadgroup);"
-    types = {"bool": "bool", "int32": "int", "int64": "long", "uint32": "uint",
-             "float16": "half", "bfloat16": "bfloat16_t", "float32": "float"}
-    global_id = "thread_position_in_grid.x"
-    group_id = "threadgroup_position_in_grid.x"
-    local_id = "thread_position_in_threadgroup.x"
-    group_size = "threads_per_threadgroup.x"
+    # the spellings each backend supplies (see metal.MetalRenderer, cuda.CUDARenderer)
+    backend: str                    # key of the registry's per-backend spellings and helpers
+    fn_qual: str                    # qualifier of helper functions
+    device_ptr: str                 # address-space qualifier of a global pointer
+    thread_ref: str                 # of a reference to a local
+    shared: str                     # of block-shared memory
+    barrier: str
+    types: dict                     # IR dtype name -> C type
+    global_id: str                  # thread index expressions
+    group_id: str
+    local_id: str
+    group_size: str
     simd_helpers = ""
     uint = "uint"                   # 32-bit unsigned index type
     vector_struct = False           # fast path through an aligned 16-byte struct (else scalar accesses)
