@@ -541,6 +541,10 @@ class Parser:
             return self.special(special, args, kwargs, e)
         op = _INTRINSIC.get(id(target))
         if op is not None:
+            if args and all(_is_python(a) for a in args) and \
+                    (getattr(target, "__module__", None) or "").startswith("mlx"):
+                # mx.f(3) is an int32 array in MLX (strongly typed), not a weak Python number
+                args = [const(a, dt.weak_kind(a)) for a in args]
             return self.intrinsic(op, args, kwargs, e)
         if isinstance(target, type) and issubclass(target, (mx.Dtype,)):
             raise ZMLXTypeError("dtype objects are not callable", self.src.loc(e))
@@ -597,7 +601,9 @@ class Parser:
             c = args[0]
             if _is_python(c):
                 return args[1] if c else args[2]
-            return self._select(self.to_bool(c, e), args[1], args[2], e)
+            if isinstance(args[1], tuple) or isinstance(args[2], tuple):
+                return self._select(self.to_bool(c, e), args[1], args[2], e)
+            return self.op("where", [self.to_bool(c, e), args[1], args[2]], e)  # broadcasts all three
         if name == "clip":
             if len(args) != 3:
                 raise ZMLXTypeError(f"clip() takes 3 arguments (x, a_min, a_max), {len(args)} given", loc)

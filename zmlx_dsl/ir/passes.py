@@ -76,9 +76,14 @@ def _simplify(n: Node) -> Node:
         return inner if inner.dtype == n.dtype else n
     if n.op == "where" and a[0].op == "const":
         return a[1] if a[0].arg else a[2]
-    if n.op == "where" and a[1] is a[2]:
-        return a[1]
+    if n.op == "where" and a[1] is a[2] and _inputs(a[0]) <= _inputs(a[1]):
+        return a[1]  # only when dropping the condition drops no input (its shape broadcasts)
     return n
+
+
+def _inputs(n: Node) -> set:
+    """The array inputs a node reads (they decide its broadcast shape)."""
+    return {m for m in toposort([n]) if m.op == "input"}
 
 
 def _widens(src: dt.DType, dst: dt.DType) -> bool:
