@@ -169,7 +169,7 @@ class Kernel:
                 "only scalar arguments" if isinstance(o, Weak) else type(o).__name__
             raise ZMLXTypeError(f"output {k} of '{self.name}' depends on {what}; a kernel output must be "
                                 "computed from at least one array argument", src.loc(src.fdef))
-        outs = optimize(widen(optimize(outputs), self.compute))
+        outs = optimize(widen(outputs, self.compute))
         flags = [per_row(outs)[o] for o in outs] if self.kind != "elementwise" else [False] * len(outs)
         if self.kind == "reduce" and not all(flags):
             k = flags.index(False)

@@ -18,11 +18,16 @@ def default() -> str:
     env = os.environ.get("ZMLX_DSL_BACKEND")
     if env:
         return check(env)
-    if mx.metal.is_available():
-        return "metal"
-    if mx.cuda.is_available():
-        return "cuda"
-    return "mlx"
+    return _AUTO[0] if _AUTO else _auto()
+
+
+_AUTO: list[str] = []
+
+
+def _auto() -> str:
+    """The best backend of this machine (asked of MLX once per process)."""
+    _AUTO.append("metal" if mx.metal.is_available() else "cuda" if mx.cuda.is_available() else "mlx")
+    return _AUTO[0]
 
 
 def check(name: str) -> str:

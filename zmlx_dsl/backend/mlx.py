@@ -41,7 +41,13 @@ def compile(program: Program, target: str = name) -> Callable[[Sequence[mx.array
     path: MLX 0.32.4's CUDA backend crashes launching a fused kernel over zero elements)."""
     plain = to_mlx(program)
     fn = mx.compile(plain)
-    return lambda arrays: (plain if any(a.size == 0 for a in arrays) else fn)(*arrays)
+
+    def run(arrays: Sequence[mx.array]) -> list[mx.array]:
+        for a in arrays:
+            if a.size == 0:
+                return plain(*arrays)
+        return fn(*arrays)
+    return run
 
 
 def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:

@@ -98,12 +98,18 @@ def _widens(src: dt.DType, dst: dt.DType) -> bool:
 
 
 def optimize(roots: Sequence[Node]) -> list[Node]:
-    """Constant folding + simplification + CSE, to a fixed point."""
+    """Constant folding + simplification + CSE, to a fixed point (a pass that rewrote nothing)."""
     for _ in range(8):
-        new = rewrite(roots, lambda n: _simplify(_fold(n)))
-        if all(a is b for a, b in zip(new, roots)):
+        changed = []
+
+        def step(n: Node) -> Node:
+            new = _simplify(_fold(n))
+            if new is not n:
+                changed.append(n)
+            return new
+        roots = rewrite(roots, step)
+        if not changed:
             break
-        roots = new
     return list(roots)
 
 
