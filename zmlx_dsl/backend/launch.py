@@ -52,6 +52,13 @@ def row_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
     return mx.broadcast_to(x, shape), "full"
 
 
+def launch_views(inputs: Sequence[mx.array], scalars: Sequence[bool], shape: tuple) -> list[mx.array]:
+    """The arrays an elementwise launch passes: size-1 inputs as (1,), the others broadcast to `shape`
+    (views; MLX's signature -- constant vs device, the kernel name -- depends on these shapes)."""
+    return [x.reshape((1,)) if s else (x if x.shape == shape else mx.broadcast_to(x, shape))
+            for x, s in zip(inputs, scalars)]
+
+
 def row_threads(D: int) -> int:
     """Threads per row: about 8 elements each, a power of two between 32 and 1024."""
     want = max(1, -(-D // 8))
@@ -98,8 +105,7 @@ class Launcher:
             scalars[0] = False
         plan = Plan(tuple(scalars), size >= 2**31)
         kernel, per = self.kernel(p, plan)
-        args = [x.reshape((1,)) if s else (x if x.shape == shape else mx.broadcast_to(x, shape))
-                for x, s in zip(inputs, scalars)]
+        args = launch_views(inputs, scalars, shape)
         threads = -(-size // per)
         return kernel(inputs=args + params, output_shapes=[shape] * len(p.outputs),
                       output_dtypes=[o.dtype.mx for o in p.outputs], grid=(threads, 1, 1),
@@ -163,7 +169,9 @@ class Launcher:
                 scalars = [x.size == 1 for x in xs]
                 if all(scalars):
                     scalars[0] = False
-                groups.append((sub, xs, Plan(tuple(scalars), False), 0))
+                shape = tuple(mx.broadcast_shapes(*[x.shape for x in xs]))
+                plan = Plan(tuple(scalars), math.prod(shape) >= 2**31)
+                groups.append((sub, launch_views(xs, scalars, shape), plan, 0))
         for sub, xs, plan, threads in groups:
             header, body, _ = self.render(sub, plan, threads)
             params = [mx.zeros((1,), q.dtype.mx) for q in sub.params]
