@@ -35,6 +35,7 @@ class _Entry:
         self.row_flags = row_flags      # per output: True when it holds one value per row
         self.baked = baked
         self.baked_values = tuple(v for _, v in baked)
+        self.arrays_only = all(s[0] == "array" for s in slots)
         self.compiled: dict[str, Compiled] = {}
 
     def stale(self) -> bool:
@@ -88,6 +89,8 @@ class Kernel:
         return c
 
     def _split(self, entry: _Entry, args: tuple) -> tuple[list, list]:
+        if entry.arrays_only:
+            return list(args), []
         arrays, params = [], []
         for a, slot in zip(args, entry.slots):
             if slot[0] == "array":
