@@ -33,19 +33,40 @@ def timed(fn, *args) -> float:
 
 
 _COPY = """
-  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const size_t n4 = x_shape[0] / 4;
-  if (i < n4) reinterpret_cast<float4*>(y)[i] = reinterpret_cast<const float4*>(x)[i];
+  for (int c = 0; c < V; ++c) {
+    const size_t i = (size_t(blockIdx.x) * V + c) * blockDim.x + threadIdx.x;
+    if (i < n4) reinterpret_cast<float4*>(y)[i] = reinterpret_cast<const float4*>(x)[i];
+  }
 """
 
 
-def copy(x):
-    """The bandwidth baseline: a float4 (16-byte) copy kernel."""
+def copy(x, per_thread=1):
+    """The bandwidth baseline: a float4 (16-byte) copy kernel, `per_thread` float4 per thread."""
     k = mx.fast.cuda_kernel(name="copy_vec4", input_names=["x"], output_names=["y"], source=_COPY)
     n = x.size * x.itemsize // 4
     flat = x.reshape(-1).view(mx.float32) if x.dtype != mx.float32 else x.reshape(-1)
-    return k(inputs=[flat], output_shapes=[(n,)], output_dtypes=[mx.float32],
-             grid=(n // 4, 1, 1), threadgroup=(256, 1, 1))[0]
+    blocks = -(-n // (4 * 256 * per_thread))
+    return k(inputs=[flat], output_shapes=[(n,)], output_dtypes=[mx.float32], grid=(blocks * 256, 1, 1),
+             threadgroup=(256, 1, 1), template=[("V", per_thread)])[0]
+
+
+def tune(n: int) -> None:
+    """Vectors per thread: the copy kernel and silu at 1, 2, 4 (printed, for choosing defaults)."""
+    from zmlx_dsl.backend import cstyle
+    x = mx.random.normal((n,))
+    for v in (1, 2, 4):
+        t = timed(lambda z: copy(z, v), x)
+        print(f"tune copy  {v} float4/thread: {2 * x.nbytes / t / 1e9:.0f} GB/s")
+    default = cstyle.ELEMENTWISE_VECTORS
+    for dtype in (mx.float32, mx.bfloat16):
+        xd = x.astype(dtype)
+        for v in (1, 2, 4):
+            cstyle.ELEMENTWISE_VECTORS = v
+            k = zmlx.elementwise(silu_body)
+            t = timed(k, xd)
+            print(f"tune silu {str(dtype).split('.')[-1]} {v} vectors/thread: {2 * xd.nbytes / t / 1e9:.0f} GB/s")
+    cstyle.ELEMENTWISE_VECTORS = default
 
 
 # ---- kernels under test (bodies are the MLX references too) ---------------------------------
@@ -151,9 +172,10 @@ def main() -> None:
     rows = []
     n = (1 << 24) if QUICK else (1 << 26)
     xc = mx.random.normal((n,))
-    t_copy = timed(copy, xc)
-    copy_bw = 2 * xc.nbytes / t_copy / 1e9
-    print(f"copy kernel: {copy_bw:.0f} GB/s")
+    if "--tune" in sys.argv:
+        tune(n)
+    copy_bw = max(2 * xc.nbytes / timed(lambda z: copy(z, v), xc) / 1e9 for v in (1, 2, 4))
+    print(f"copy kernel (best of 1, 2, 4 float4 per thread): {copy_bw:.0f} GB/s")
 
     def row(workload, dtype, moved, ours, base, base_name):
         bw = moved / ours / 1e9

@@ -18,11 +18,13 @@ from ..ir.node import LEAF_OPS, Node, toposort
 from ..ir.program import Program
 from ..ir.registry import HELPERS, OPS, helper_deps
 
-# Elementwise launch: threads per group, and bytes each thread moves per array (vector width).
+# Elementwise launch: threads per group, bytes per array access (vector width), and vectors per
+# thread (block-cyclic: vector c of a thread is THREADS vectors after vector c - 1).
 THREADS = 256
 VECTOR_BYTES = 16
+ELEMENTWISE_VECTORS = 2
 # Row kernels: a row is held in registers when each thread needs at most this many elements.
-MAX_REGISTER_ELEMENTS = 8
+MAX_REGISTER_ELEMENTS = 32
 
 
 @dataclass(frozen=True)
@@ -159,56 +161,61 @@ class CStyle:
         """(header, body, elements per thread) of an elementwise kernel.
 
         Every non-scalar input has the output's shape (the launcher broadcasts views). When all are
-        row-contiguous (checked at run time from their strides), each thread moves one vector of
-        `per_thread` elements with 16-byte accesses; otherwise it indexes through the strides."""
+        row-contiguous (checked at run time from their strides), each thread moves
+        ELEMENTWISE_VECTORS vectors with 16-byte accesses; otherwise it indexes through the strides.
+        The third value is the number of elements one thread covers."""
         helpers: set[str] = set()
         leaves = list(p.inputs) + list(p.params)
         params = [(n, n.arg) for n in leaves]
         fname = f"{p.kernel_name}_body"
         body_fn = self.body_function(fname, params, list(p.outputs), helpers)
-        arrays = [x for x, s in zip(p.inputs, plan.scalar_inputs) if not s] 
+        arrays = [x for x, s in zip(p.inputs, plan.scalar_inputs) if not s]
         widest = max([a.dtype.itemsize for a in arrays] + [o.dtype.itemsize for o in p.outputs])
         per = max(1, VECTOR_BYTES // widest)
         idx = "size_t" if plan.wide_index else self.uint
         ref = arrays[0].arg
-        L = [f"  // {p.name}: {per} elements per thread; contiguous inputs take the vector path",
-             f"  const {idx} base = {idx}({self.global_id}) * {per};",
+        V = ELEMENTWISE_VECTORS
+        L = [f"  // {p.name}: {V} vector(s) of {per} elements per thread, block-cyclic; "
+             "contiguous inputs take the vector path",
              f"  const {idx} n = {idx}(zmlx_numel({ref}_shape, {ref}_ndim));",
              "  const bool contiguous = " + " && ".join(
-                 f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";"]
+                 f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";",
+             f"  const {idx} first = {idx}({self.group_id}) * {V * THREADS * per} + {idx}({self.local_id}) * {per};",
+             f"  for (int c = 0; c < {V}; ++c) {{",
+             f"    const {idx} base = first + c * {THREADS * per};"]
         scalar_reads = {x: f"{x.arg}[0]" for x, s in zip(p.inputs, plan.scalar_inputs) if s}
         scalar_reads.update({q: f"{q.arg}[0]" for q in p.params})
 
         def vec(d):
             return f"zmlx_vec<{self.ctype(d)}, {per}>"
         dev = f"{self.device_ptr} " if self.device_ptr else ""
-        L.append(f"  if (contiguous && base + {per} <= n) {{")
+        L.append(f"    if (contiguous && base + {per} <= n) {{")
         if self.vector_struct:  # one aligned 16-byte access per array
             for a in arrays:
-                L.append(f"    const {vec(a.dtype)} {a.arg}_v = *(const {dev}{vec(a.dtype)}*)({a.arg} + base);")
+                L.append(f"      const {vec(a.dtype)} {a.arg}_v = *(const {dev}{vec(a.dtype)}*)({a.arg} + base);")
             for k, o in enumerate(p.outputs):
-                L.append(f"    {vec(o.dtype)} res{k}_v;")
-            L.append(f"    for (int k = 0; k < {per}; ++k) {{")
+                L.append(f"      {vec(o.dtype)} res{k}_v;")
+            L.append(f"      for (int k = 0; k < {per}; ++k) {{")
             args = [f"{n.arg}_v.v[k]" if n in arrays else scalar_reads[n] for n in leaves]
             args += [f"res{k}_v.v[k]" for k in range(len(p.outputs))]
-            L.append(f"      {fname}({', '.join(args)});")
-            L.append("    }")
+            L.append(f"        {fname}({', '.join(args)});")
+            L.append("      }")
             for k, o in enumerate(p.outputs):
-                L.append(f"    *({dev}{vec(o.dtype)}*)({self.out_name(k)} + base) = res{k}_v;")
+                L.append(f"      *({dev}{vec(o.dtype)}*)({self.out_name(k)} + base) = res{k}_v;")
         else:  # adjacent scalar accesses in an unrolled loop (the compiler merges them)
-            L.append(f"    for (int k = 0; k < {per}; ++k) {{")
+            L.append(f"      for (int k = 0; k < {per}; ++k) {{")
             for k, o in enumerate(p.outputs):
-                L.append(f"      {self.ctype(o.dtype)} res{k};")
+                L.append(f"        {self.ctype(o.dtype)} res{k};")
             args = [f"{n.arg}[base + k]" if n in arrays else scalar_reads[n] for n in leaves]
             args += [f"res{k}" for k in range(len(p.outputs))]
-            L.append(f"      {fname}({', '.join(args)});")
+            L.append(f"        {fname}({', '.join(args)});")
             for k in range(len(p.outputs)):
-                L.append(f"      {self.out_name(k)}[base + k] = res{k};")
-            L.append("    }")
-        L.append("  } else {")
-        L.append(f"    for ({idx} i = base; i < n && i < base + {per}; ++i) {{")
+                L.append(f"        {self.out_name(k)}[base + k] = res{k};")
+            L.append("      }")
+        L.append("    } else {")
+        L.append(f"      for ({idx} i = base; i < n && i < base + {per}; ++i) {{")
         for k, o in enumerate(p.outputs):
-            L.append(f"      {self.ctype(o.dtype)} res{k};")
+            L.append(f"        {self.ctype(o.dtype)} res{k};")
         args = []
         for n in leaves:
             if n in arrays:
@@ -216,20 +223,23 @@ class CStyle:
             else:
                 args.append(scalar_reads[n])
         args += [f"res{k}" for k in range(len(p.outputs))]
-        L.append(f"      {fname}({', '.join(args)});")
+        L.append(f"        {fname}({', '.join(args)});")
         for k in range(len(p.outputs)):
-            L.append(f"      {self.out_name(k)}[i] = res{k};")
+            L.append(f"        {self.out_name(k)}[i] = res{k};")
+        L.append("      }")
         L.append("    }")
         L.append("  }")
         header = "\n".join(x for x in (self.common_header(), self.helper_text(helpers), body_fn) if x)
-        return header + "\n", "\n".join(L) + "\n", per
+        return header + "\n", "\n".join(L) + "\n", per * V
 
     def out_name(self, k: int) -> str:
         return f"out{k}"
 
+    vec_struct = "template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };\n"
+
     def common_header(self) -> str:
         q = self.fn_qual
-        return f"""\
+        return self.vec_struct + f"""
 template <typename S> {q} size_t zmlx_numel(const S& shape, int ndim) {{
   size_t n = 1;
   for (int d = 0; d < ndim; ++d) n *= size_t(shape[d]);
@@ -257,11 +267,29 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
 """
 
     # ---- row kernels ---------------------------------------------------------------------
-    def row(self, p: Program, plan: Plan, threads: int) -> tuple[str, str]:
+    def row_vector(self, p: Program, plan: Plan) -> int:
+        """Elements per row access: 16 bytes of the widest per-element array when D allows."""
+        rows = per_row(p.outputs)
+        arrays = [x for x, m in zip(p.inputs, plan.row_modes) if m in ("full", "shared")]
+        arrays += [o for o in p.outputs if not rows[o]]
+        vec = max(1, VECTOR_BYTES // max([a.dtype.itemsize for a in arrays] + [1]))
+        return vec if plan.rowsize % vec == 0 else 1
+
+    def row_threads(self, p: Program, plan: Plan) -> int:
+        """Threads per row: about two vectors each, a power of two between 32 and 1024."""
+        want = max(1, -(-plan.rowsize // (2 * self.row_vector(p, plan))))
+        return min(1024, max(32, 1 << (want - 1).bit_length()))
+
+    def row(self, p: Program, plan: Plan) -> tuple[str, str]:
         """(header, body) of a row kernel: one threadgroup per row (rows contiguous on the last
         axis). Reductions are grouped by dependency level, one pass over the row per level, all
-        reductions of a level fused into that pass; the row is read once into registers when it fits."""
+        reductions of a level fused into that pass. Each thread moves whole vectors of `vec`
+        elements; the row is read once into registers when it fits."""
         D = plan.rowsize
+        threads = self.row_threads(p, plan)
+        vec = self.row_vector(p, plan)
+        NV = D // vec
+        KV = -(-NV // threads)
         helpers: set[str] = set()
         rows = per_row(p.outputs)
         reductions = [n for n in toposort(p.outputs) if n.op != "cast" and n.op in OPS and OPS[n.op].reduction]
@@ -269,56 +297,71 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         for n in toposort(p.outputs):
             lv = max((level.get(a, 0) for a in n.args), default=0)
             level[n] = lv + 1 if n in reductions else lv
-        per = -(-D // threads) if D else 0
-        cached = 0 < per <= MAX_REGISTER_ELEMENTS
+        cached = 0 < KV * vec <= MAX_REGISTER_ELEMENTS
         idx = "size_t" if plan.wide_index else self.uint
         u = self.uint
-        L = [f"  // {p.name}: one row of {D} per threadgroup, {threads} threads, "
-             + (f"row held in registers ({per} per thread)" if cached else "row re-read per pass"),
+        L = [f"  // {p.name}: one row of {D} per threadgroup of {threads}, vectors of {vec}, "
+             + (f"row held in registers ({KV * vec} per thread)" if cached else "row re-read per pass"),
              f"  constexpr int D = {D};",
              f"  const {idx} row = {idx}({self.group_id});",
              f"  const {u} lid = {self.local_id};",
              f"  const {u} lane = lid % 32;",
              f"  const {u} warp = lid / 32;",
              f"  {self.shared} float zmlx_scratch[32];"]
-        names: dict[Node, str] = {}
-        for q in p.params:
-            names[q] = f"{q.arg}[0]"
-        rowsize = Node("rowsize", (), dt.int32)
-        names[rowsize] = "D"
-        elem_inputs, access = [], {}
+        names: dict[Node, str] = {q: f"{q.arg}[0]" for q in p.params}
+        names[Node("rowsize", (), dt.int32)] = "D"
+        elem_inputs, offset = [], {}
         for x, mode in zip(p.inputs, plan.row_modes):
             if mode in ("scalar", "per_row"):
                 names[x] = f"{x.arg}[{'0' if mode == 'scalar' else 'row'}]"
             else:
                 elem_inputs.append(x)
-                access[x] = f"{x.arg}[{'row * D + ' if mode == 'full' else ''}i]"
+                offset[x] = f"{'row * D + ' if mode == 'full' else ''}v * {vec}"
+
+        def vtype(d: dt.DType) -> str:
+            return f"zmlx_vec<{self.ctype(d)}, {vec}>"
+
+        def load(x: Node, into: str, ind: str) -> None:
+            if self.vector_struct:
+                L.append(f"{ind}{into} = *(const {vtype(x.dtype)}*)({x.arg} + {offset[x]});")
+            else:
+                L.append(f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{offset[x]} + j];")
+
         if cached:
             for x in elem_inputs:
-                L.append(f"  {self.ctype(x.dtype)} {x.arg}_r[{per}];")
-            L.append(f"  for (int k = 0; k < {per}; ++k) {{")
-            L.append(f"    const {u} i = lid + k * {threads};")
+                L.append(f"  {vtype(x.dtype)} {x.arg}_r[{KV}];")
+            L.append(f"  for (int k = 0; k < {KV}; ++k) {{")
+            L.append(f"    const {u} v = lid + k * {threads};")
+            L.append(f"    if (v < {NV}) {{")
             for x in elem_inputs:
-                L.append(f"    {x.arg}_r[k] = i < D ? {access[x]} : {self.ctype(x.dtype)}(0);")
+                load(x, f"{x.arg}_r[k]", "      ")
+            L.append("    }")
             L.append("  }")
 
-        def element_loop(targets: list[Node], emit_tail) -> None:
-            """A loop over this thread's elements computing targets (per-element values)."""
+        def element_loop(targets: list[Node], emit_tail, before=None, after=None) -> None:
+            """A loop over this thread's vectors and their elements computing targets."""
+            local = dict(names)
             if cached:
-                L.append(f"  for (int k = 0; k < {per}; ++k) {{")
-                L.append(f"    const {u} i = lid + k * {threads};")
-                L.append("    if (i < D) {")
-                local = dict(names)
+                L.append(f"  for (int k = 0; k < {KV}; ++k) {{")
+                L.append(f"    const {u} v = lid + k * {threads};")
+                L.append(f"    if (v < {NV}) {{")
                 for x in elem_inputs:
-                    local[x] = f"{x.arg}_r[k]"
+                    local[x] = f"{x.arg}_r[k].v[j]"
             else:
-                L.append(f"  for ({u} i = lid; i < D; i += {threads}) {{")
+                L.append(f"  for ({u} v = lid; v < {NV}; v += {threads}) {{")
                 L.append("    {")
-                local = dict(names)
                 for x in elem_inputs:
-                    local[x] = access[x]
-            vals = self.render_values(targets, local, L, "      ", helpers)
-            emit_tail(vals, "      ")
+                    L.append(f"      {vtype(x.dtype)} {x.arg}_c;")
+                    load(x, f"{x.arg}_c", "      ")
+                    local[x] = f"{x.arg}_c.v[j]"
+            if before:
+                before("      ")
+            L.append(f"      for (int j = 0; j < {vec}; ++j) {{")
+            vals = self.render_values(targets, local, L, "        ", helpers)
+            emit_tail(vals, "        ")
+            L.append("      }")
+            if after:
+                after("      ")
             L.append("    }")
             L.append("  }")
 
@@ -347,11 +390,24 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                 L.append(f"    {self.out_name(k)}[row] = {vals[o]};")
             L.append("  }")
         if elem_outputs:
+            def declare(ind):
+                for k, o in elem_outputs:
+                    L.append(f"{ind}{vtype(o.dtype)} res{k};")
+
             def store(vals, ind):
                 for k, o in elem_outputs:
-                    L.append(f"{ind}{self.out_name(k)}[row * D + i] = {vals[o]};")
-            element_loop([o for _, o in elem_outputs], store)
-        header = "\n".join(x for x in (self.simd_helpers.format(q=self.fn_qual), self.helper_text(helpers)) if x)
+                    L.append(f"{ind}res{k}.v[j] = {vals[o]};")
+
+            def write(ind):
+                for k, o in elem_outputs:
+                    dst = f"{self.out_name(k)} + row * D + v * {vec}"
+                    if self.vector_struct:
+                        L.append(f"{ind}*({vtype(o.dtype)}*)({dst}) = res{k};")
+                    else:
+                        L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
+            element_loop([o for _, o in elem_outputs], store, declare, write)
+        header = "\n".join(x for x in (self.vec_struct, self.simd_helpers.format(q=self.fn_qual),
+                                         self.helper_text(helpers)) if x)
         return header + "\n", "\n".join(L) + "\n"
 
     def identity(self, r: Node) -> str:

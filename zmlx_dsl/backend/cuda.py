@@ -52,9 +52,7 @@ template <typename T> {q} T zmlx_simd_min(T v) {{
 """
 
     def common_header(self) -> str:
-        return (self.simd_helpers.split("template", 1)[0]
-                + "template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };\n\n"
-                + super().common_header())
+        return self.simd_helpers.split("template", 1)[0] + super().common_header()
 
 
 RENDERER = CUDARenderer()

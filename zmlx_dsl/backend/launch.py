@@ -59,12 +59,6 @@ def launch_views(inputs: Sequence[mx.array], scalars: Sequence[bool], shape: tup
             for x, s in zip(inputs, scalars)]
 
 
-def row_threads(D: int) -> int:
-    """Threads per row: about 8 elements each, a power of two between 32 and 1024."""
-    want = max(1, -(-D // 8))
-    return min(1024, max(32, 1 << (want - 1).bit_length()))
-
-
 class Launcher:
     """Runs one program with a renderer and a kernel factory (mx.fast.metal_kernel's signature)."""
 
@@ -106,10 +100,10 @@ class Launcher:
         plan = Plan(tuple(scalars), size >= 2**31)
         kernel, per = self.kernel(p, plan)
         args = launch_views(inputs, scalars, shape)
-        threads = -(-size // per)
+        groups = -(-size // (per * THREADS))
         return kernel(inputs=args + params, output_shapes=[shape] * len(p.outputs),
-                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(threads, 1, 1),
-                      threadgroup=(min(THREADS, threads), 1, 1))
+                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(groups * THREADS, 1, 1),
+                      threadgroup=(THREADS, 1, 1))
 
     def rows(self, inputs: list, params: list) -> list[mx.array]:
         p = self.program
@@ -120,7 +114,7 @@ class Launcher:
             return self.portable(inputs, params)
         inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
         plan = Plan(tuple(m == "scalar" for m in modes), math.prod(shape) >= 2**31, D, tuple(modes))
-        threads = row_threads(D)
+        threads = self.renderer.row_threads(p, plan)
         kernel, _ = self.kernel(p, plan, threads)
         out_shapes = [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs]
         return kernel(inputs=list(inputs) + params, output_shapes=out_shapes,
@@ -135,7 +129,7 @@ class Launcher:
     def render(self, p: Program, plan: Plan, threads: int = 0) -> tuple[str, str, int]:
         """(header, body, elements per thread) for a plan."""
         if p.kind == "row":
-            header, body = self.renderer.row(p, plan, threads)
+            header, body = self.renderer.row(p, plan)
             return header, body, 1
         return self.renderer.elementwise(p, plan)
 
@@ -161,7 +155,7 @@ class Launcher:
             shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
             inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
             plan = Plan(tuple(m == "scalar" for m in modes), False, shape[-1], tuple(modes))
-            groups = [(p, list(inputs), plan, row_threads(shape[-1]))]
+            groups = [(p, list(inputs), plan, self.renderer.row_threads(p, plan))]
         else:
             groups = []
             for deps, ks, sub in self.groups:
