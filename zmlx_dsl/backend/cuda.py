@@ -83,7 +83,7 @@ def build_cuda_source(name: str, input_names: Sequence[str], output_names: Seque
 
 def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
     """The full CUDA kernel text for these inputs (MLX's wrapper included)."""
-    def full(p, header, body, inputs, out_names):
-        return build_cuda_source(p.kernel_name, [x.arg for x in p.inputs + p.params], out_names, body,
+    def full(p, name, header, body, inputs, out_names):
+        return build_cuda_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                  header, inputs, [o.dtype.mx for o in p.outputs])
     return Launcher(program, RENDERER, mx.fast.cuda_kernel, target).source(arrays, full)

@@ -5,6 +5,7 @@ cached per plan; the per-call path is shape arithmetic and one dictionary lookup
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Callable, Sequence
 
@@ -57,6 +58,14 @@ def launch_views(inputs: Sequence[mx.array], scalars: Sequence[bool], shape: tup
     (views; MLX's signature -- constant vs device, the kernel name -- depends on these shapes)."""
     return [x.reshape((1,)) if s else (x if x.shape == shape else mx.broadcast_to(x, shape))
             for x, s in zip(inputs, scalars)]
+
+
+def source_name(p: Program, header: str, body: str) -> str:
+    """The name MLX gets for one kernel text: the program's name plus a digest of the text. MLX
+    caches compiled kernels by name (CUDA's JIT module cache by the name alone), and one program
+    has a different text per launch plan (row length, size-1 inputs, 64-bit indexing)."""
+    digest = hashlib.sha256(f"{header}\0{body}".encode()).hexdigest()[:8]
+    return f"{p.kernel_name}_{digest}"
 
 
 class Launcher:
@@ -138,7 +147,7 @@ class Launcher:
         hit = self.kernels.get(key)
         if hit is None:
             header, body, per = self.render(p, plan, threads)
-            k = self.factory(name=p.kernel_name, input_names=[x.arg for x in p.inputs + p.params],
+            k = self.factory(name=source_name(p, header, body), input_names=[x.arg for x in p.inputs + p.params],
                              output_names=[self.renderer.out_name(i) for i in range(len(p.outputs))],
                              source=body, header=header,
                              ensure_row_contiguous=p.kind == "row")
@@ -169,6 +178,6 @@ class Launcher:
         for sub, xs, plan, threads in groups:
             header, body, _ = self.render(sub, plan, threads)
             params = [mx.zeros((1,), q.dtype.mx) for q in sub.params]
-            texts.append(full(sub, header, body, xs + params,
+            texts.append(full(sub, source_name(sub, header, body), header, body, xs + params,
                               [self.renderer.out_name(i) for i in range(len(sub.outputs))]))
         return "\n".join(texts)

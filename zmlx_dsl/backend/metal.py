@@ -50,8 +50,8 @@ def compile(program: Program, target: str = "metal"):
 
 def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
     """The full Metal kernel text MLX compiles for these inputs (wrapper included)."""
-    def full(p, header, body, inputs, out_names):
-        return build_metal_source(p.kernel_name, [x.arg for x in p.inputs + p.params], out_names, body,
+    def full(p, name, header, body, inputs, out_names):
+        return build_metal_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                   header, inputs, output_dtypes=[o.dtype.mx for o in p.outputs],
                                   ensure_row_contiguous=p.kind == "row")
     return Launcher(program, RENDERER, _factory(target), target).source(arrays, full)
