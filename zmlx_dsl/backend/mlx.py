@@ -16,11 +16,17 @@ name = "mlx"
 def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
     """A plain function (inputs..., params...) -> outputs computing the program with MLX ops.
 
-    Row programs take rows on the last axis: reductions keep that axis, so per-row values
-    broadcast back as the kernel semantics say."""
+    Row programs take rows on the last axis: their array inputs are broadcast together first (a
+    (B, 1) per-row value is a row of D equal values, as in a kernel), reductions keep that axis, so
+    per-row values broadcast back as the kernel semantics say."""
     leaves = program.inputs + program.params
+    n_in = len(program.inputs)
 
     def run(*arrays: mx.array) -> list[mx.array]:
+        if program.kind == "row" and n_in:
+            shape = mx.broadcast_shapes(*[a.shape for a in arrays[:n_in]])
+            arrays = tuple(a if a.shape == shape else mx.broadcast_to(a, shape) for a in arrays[:n_in]) \
+                + tuple(arrays[n_in:])
         env = dict(zip(leaves, arrays))
 
         def leaf(n: Node):
