@@ -25,6 +25,7 @@ VECTOR_BYTES = 16
 ELEMENTWISE_VECTORS = 2
 # Row kernels: a row is held in registers when each thread needs at most this many elements.
 MAX_REGISTER_ELEMENTS = 32
+REGISTER_BUDGET = 16384  # cached elements per thread, times threads per group
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,10 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         for n in toposort(p.outputs):
             lv = max((level.get(a, 0) for a in n.args), default=0)
             level[n] = lv + 1 if n in reductions else lv
-        cached = 0 < KV * vec <= MAX_REGISTER_ELEMENTS
+        full = [x for x, m in zip(p.inputs, plan.row_modes) if m == "full"]
+        # Registers: the CUDA/Metal compilers do not know the group size, so keep the cached row
+        # within what 1024 threads can hold (64K registers per SM); shared rows stay in cache.
+        cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, REGISTER_BUDGET // threads)
         idx = "size_t" if plan.wide_index else self.uint
         u = self.uint
         L = [f"  // {p.name}: one row of {D} per threadgroup of {threads}, vectors of {vec}, "
@@ -328,12 +332,12 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                 L.append(f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{offset[x]} + j];")
 
         if cached:
-            for x in elem_inputs:
+            for x in full:
                 L.append(f"  {vtype(x.dtype)} {x.arg}_r[{KV}];")
             L.append(f"  for (int k = 0; k < {KV}; ++k) {{")
             L.append(f"    const {u} v = lid + k * {threads};")
             L.append(f"    if (v < {NV}) {{")
-            for x in elem_inputs:
+            for x in full:
                 load(x, f"{x.arg}_r[k]", "      ")
             L.append("    }")
             L.append("  }")
@@ -345,12 +349,13 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                 L.append(f"  for (int k = 0; k < {KV}; ++k) {{")
                 L.append(f"    const {u} v = lid + k * {threads};")
                 L.append(f"    if (v < {NV}) {{")
-                for x in elem_inputs:
-                    local[x] = f"{x.arg}_r[k].v[j]"
             else:
                 L.append(f"  for ({u} v = lid; v < {NV}; v += {threads}) {{")
                 L.append("    {")
-                for x in elem_inputs:
+            for x in elem_inputs:
+                if cached and x in full:
+                    local[x] = f"{x.arg}_r[k].v[j]"
+                elif any(x in toposort([t]) for t in targets):
                     L.append(f"      {vtype(x.dtype)} {x.arg}_c;")
                     load(x, f"{x.arg}_c", "      ")
                     local[x] = f"{x.arg}_c.v[j]"
