@@ -164,6 +164,15 @@ class _Return(Exception):
     pass
 
 
+def _divide(total: Node, count: Node) -> Node:
+    """total / count for a row mean: a half-precision total is divided in float32 and rounded once
+    (as MLX's mean scales in float). Promoting the row length to float16 overflows past 65504 and
+    bfloat16 cannot represent most row lengths."""
+    if total.dtype.is_float and total.dtype.bits < 32:
+        return cast(apply("div", cast(total, dt.float32), cast(count, dt.float32)), total.dtype)
+    return apply("div", total, count)
+
+
 class Parser:
     """Parses one kernel body (and the helpers it calls) into IR."""
 
@@ -649,11 +658,11 @@ class Parser:
         if name in ("sum", "max", "min"):
             return apply(name, x)
         if name == "mean":
-            return apply("div", apply("sum", x), n)
+            return _divide(apply("sum", x), n)
         if name == "var":
-            mean = apply("div", apply("sum", x), n)
+            mean = _divide(apply("sum", x), n)
             d = apply("sub", x, mean)
-            return apply("div", apply("sum", apply("mul", d, d)), apply("sub", n, ddof) if ddof else n)
+            return _divide(apply("sum", apply("mul", d, d)), apply("sub", n, ddof) if ddof else n)
         if name == "softmax":
             ex = apply("exp", apply("sub", x, apply("max", x)))
             return apply("div", ex, apply("sum", ex))
