@@ -165,11 +165,13 @@ class _Return(Exception):
 
 
 def _divide(total: Node, count: Node) -> Node:
-    """total / count for a row mean: a half-precision total is divided in float32 and rounded once
-    (as MLX's mean scales in float). Promoting the row length to float16 overflows past 65504 and
-    bfloat16 cannot represent most row lengths."""
+    """total / count for a row mean. A half-precision total is scaled by 1/count computed in float32
+    and rounded to its type, as MLX's mean does; promoting the row length itself to float16
+    overflows past 65504 (and bfloat16 rounds most lengths). The rounding sits on the row-length
+    path only, so gradients through `total` are unaffected."""
     if total.dtype.is_float and total.dtype.bits < 32:
-        return cast(apply("div", cast(total, dt.float32), cast(count, dt.float32)), total.dtype)
+        inverse = apply("div", const(1.0, dt.float32), cast(count, dt.float32))
+        return apply("mul", total, cast(inverse, total.dtype))
     return apply("div", total, count)
 
 
