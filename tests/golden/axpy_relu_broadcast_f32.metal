@@ -1,0 +1,69 @@
+template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
+
+template <typename S> inline size_t zmlx_numel(const S& shape, int ndim) {
+  size_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= size_t(shape[d]);
+  return n;
+}
+
+template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shape, const St& strides, int ndim) {
+  long expected = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    if (shape[d] != 1 && long(strides[d]) != expected) return false;
+    expected *= long(shape[d]);
+  }
+  return true;
+}
+
+template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides
+  I loc = 0;
+  for (int d = ndim - 1; d >= 0; --d) {
+    loc += (index % I(shape[d])) * I(strides[d]);
+    index /= I(shape[d]);
+  }
+  return loc;
+}
+
+inline void axpy_relu_b75363d0452b_body(const float x, const float y, const float z, const float alpha, thread float& out0) {
+  out0 = max(x * y + alpha * z, 0.0f);
+}
+[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_606daca9_float_float_float_floatc_float(
+  const device float* x [[buffer(0)]],
+  const constant int* x_shape [[buffer(1)]],
+  const constant int64_t* x_strides [[buffer(2)]],
+  const constant int& x_ndim [[buffer(3)]],
+  const device float* y [[buffer(4)]],
+  const constant int* y_shape [[buffer(5)]],
+  const constant int64_t* y_strides [[buffer(6)]],
+  const constant int& y_ndim [[buffer(7)]],
+  const device float* z [[buffer(8)]],
+  const constant int* z_shape [[buffer(9)]],
+  const constant int64_t* z_strides [[buffer(10)]],
+  const constant int& z_ndim [[buffer(11)]],
+  const constant float* alpha [[buffer(12)]],
+  device float* out0 [[buffer(13)]],
+  uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
+  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
+  // axpy_relu: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
+  const uint n = uint(zmlx_numel(x_shape, x_ndim));
+  const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(y_shape, y_strides, y_ndim) && zmlx_row_contiguous(z_shape, z_strides, z_ndim);
+  const uint first = uint(threadgroup_position_in_grid.x) * 2048 + uint(thread_position_in_threadgroup.x) * 4;
+  for (int c = 0; c < 2; ++c) {
+    const uint base = first + c * 1024;
+    if (contiguous && base + 4 <= n) {
+      for (int k = 0; k < 4; ++k) {
+        float res0;
+        axpy_relu_b75363d0452b_body(x[base + k], y[base + k], z[base + k], alpha[0], res0);
+        out0[base + k] = res0;
+      }
+    } else {
+      for (uint i = base; i < n && i < base + 4; ++i) {
+        float res0;
+        axpy_relu_b75363d0452b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i : zmlx_loc(i, y_shape, y_strides, y_ndim)], z[contiguous ? i : zmlx_loc(i, z_shape, z_strides, z_ndim)], alpha[0], res0);
+        out0[i] = res0;
+      }
+    }
+  }
+
+}

@@ -1,0 +1,80 @@
+template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
+
+template <typename S> inline size_t zmlx_numel(const S& shape, int ndim) {
+  size_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= size_t(shape[d]);
+  return n;
+}
+
+template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shape, const St& strides, int ndim) {
+  long expected = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    if (shape[d] != 1 && long(strides[d]) != expected) return false;
+    expected *= long(shape[d]);
+  }
+  return true;
+}
+
+template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides
+  I loc = 0;
+  for (int d = ndim - 1; d >= 0; --d) {
+    loc += (index % I(shape[d])) * I(strides[d]);
+    index /= I(shape[d]);
+  }
+  return loc;
+}
+
+inline float zmlx_erf(float x) {
+  // Abramowitz-Stegun 7.1.26 is too coarse; this is the rational fit used by XLA (|err| < 1e-7).
+  const float clamped = fmin(fmax(x, -4.0f), 4.0f);
+  const float x2 = clamped * clamped;
+  float p = -2.72614225801306e-10f;
+  p = fma(p, x2, 2.77068142495902e-08f);
+  p = fma(p, x2, -2.10102402082508e-06f);
+  p = fma(p, x2, -5.69250639462346e-05f);
+  p = fma(p, x2, -7.34990630326855e-04f);
+  p = fma(p, x2, -2.95459980854025e-03f);
+  p = fma(p, x2, -1.60960333262415e-02f);
+  float q = -1.45660718464996e-05f;
+  q = fma(q, x2, -2.13374055278905e-04f);
+  q = fma(q, x2, -1.68282697438203e-03f);
+  q = fma(q, x2, -7.37332916720468e-03f);
+  q = fma(q, x2, -1.42647390514189e-02f);
+  return clamped * p / q;
+}
+
+inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
+  const float cast0 = float(x);
+  out0 = half(0.5f * cast0 * (1.0f + zmlx_erf(cast0 / 1.4142135381698608f)));
+}
+[[kernel]] void custom_kernel_gelu_881c3db2486b_135753f3_float16_t_float16_t(
+  const device float16_t* x [[buffer(0)]],
+  const constant int* x_shape [[buffer(1)]],
+  const constant int64_t* x_strides [[buffer(2)]],
+  const constant int& x_ndim [[buffer(3)]],
+  device float16_t* out0 [[buffer(4)]],
+  uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
+  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
+  // gelu: 2 vector(s) of 8 elements per thread, block-cyclic; contiguous inputs take the vector path
+  const uint n = uint(zmlx_numel(x_shape, x_ndim));
+  const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
+  const uint first = uint(threadgroup_position_in_grid.x) * 4096 + uint(thread_position_in_threadgroup.x) * 8;
+  for (int c = 0; c < 2; ++c) {
+    const uint base = first + c * 2048;
+    if (contiguous && base + 8 <= n) {
+      for (int k = 0; k < 8; ++k) {
+        half res0;
+        gelu_881c3db2486b_body(x[base + k], res0);
+        out0[base + k] = res0;
+      }
+    } else {
+      for (uint i = base; i < n && i < base + 8; ++i) {
+        half res0;
+        gelu_881c3db2486b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);
+        out0[i] = res0;
+      }
+    }
+  }
+
+}

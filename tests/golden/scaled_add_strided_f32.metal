@@ -1,0 +1,64 @@
+template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
+
+template <typename S> inline size_t zmlx_numel(const S& shape, int ndim) {
+  size_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= size_t(shape[d]);
+  return n;
+}
+
+template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shape, const St& strides, int ndim) {
+  long expected = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    if (shape[d] != 1 && long(strides[d]) != expected) return false;
+    expected *= long(shape[d]);
+  }
+  return true;
+}
+
+template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides
+  I loc = 0;
+  for (int d = ndim - 1; d >= 0; --d) {
+    loc += (index % I(shape[d])) * I(strides[d]);
+    index /= I(shape[d]);
+  }
+  return loc;
+}
+
+inline void scaled_add_78d8d49cb1c6_body(const float a, const float b, thread float& out0) {
+  out0 = a * 2.0f + b;
+}
+[[kernel]] void custom_kernel_scaled_add_78d8d49cb1c6_663c694e_float_float_float(
+  const device float* a [[buffer(0)]],
+  const constant int* a_shape [[buffer(1)]],
+  const constant int64_t* a_strides [[buffer(2)]],
+  const constant int& a_ndim [[buffer(3)]],
+  const device float* b [[buffer(4)]],
+  const constant int* b_shape [[buffer(5)]],
+  const constant int64_t* b_strides [[buffer(6)]],
+  const constant int& b_ndim [[buffer(7)]],
+  device float* out0 [[buffer(8)]],
+  uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
+  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
+  // scaled_add: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
+  const uint n = uint(zmlx_numel(a_shape, a_ndim));
+  const bool contiguous = zmlx_row_contiguous(a_shape, a_strides, a_ndim) && zmlx_row_contiguous(b_shape, b_strides, b_ndim);
+  const uint first = uint(threadgroup_position_in_grid.x) * 2048 + uint(thread_position_in_threadgroup.x) * 4;
+  for (int c = 0; c < 2; ++c) {
+    const uint base = first + c * 1024;
+    if (contiguous && base + 4 <= n) {
+      for (int k = 0; k < 4; ++k) {
+        float res0;
+        scaled_add_78d8d49cb1c6_body(a[base + k], b[base + k], res0);
+        out0[base + k] = res0;
+      }
+    } else {
+      for (uint i = base; i < n && i < base + 4; ++i) {
+        float res0;
+        scaled_add_78d8d49cb1c6_body(a[contiguous ? i : zmlx_loc(i, a_shape, a_strides, a_ndim)], b[contiguous ? i : zmlx_loc(i, b_shape, b_strides, b_ndim)], res0);
+        out0[i] = res0;
+      }
+    }
+  }
+
+}

@@ -1,0 +1,66 @@
+template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
+
+template <typename T> inline T zmlx_simd_sum(T v) { return simd_sum(v); }
+template <typename T> inline T zmlx_simd_max(T v) { return simd_max(v); }
+template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
+
+[[kernel]] void custom_kernel_softmax_304dab7198bb_d4c89b04_float16_t_float16_t(
+  const device float16_t* x [[buffer(0)]],
+  device float16_t* out0 [[buffer(1)]],
+  uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
+  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]],
+  uint3 threads_per_threadgroup [[threads_per_threadgroup]]) {
+  // softmax: one row of 4096 per threadgroup of 256, vectors of 8, row held in registers (16 per thread)
+  constexpr int D = 4096;
+  const uint row = uint(threadgroup_position_in_grid.x);
+  const uint lid = thread_position_in_threadgroup.x;
+  const uint lane = lid % 32;
+  const uint warp = lid / 32;
+  threadgroup float zmlx_scratch[32];
+  zmlx_vec<half, 8> x_r[2];
+  for (int k = 0; k < 2; ++k) {
+    const uint v = lid + k * 256;
+    if (v < 512) {
+      for (int j = 0; j < 8; ++j) x_r[k].v[j] = x[row * D + v * 8 + j];
+    }
+  }
+  float max1_0 = -INFINITY;
+  for (int k = 0; k < 2; ++k) {
+    const uint v = lid + k * 256;
+    if (v < 512) {
+      for (int j = 0; j < 8; ++j) {
+        max1_0 = max(max1_0, float(x_r[k].v[j]));
+      }
+    }
+  }
+  max1_0 = zmlx_simd_max(max1_0);
+  if (lane == 0) zmlx_scratch[warp] = float(max1_0);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  max1_0 = zmlx_simd_max(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : -INFINITY);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  float sum2_0 = 0.0f;
+  for (int k = 0; k < 2; ++k) {
+    const uint v = lid + k * 256;
+    if (v < 512) {
+      for (int j = 0; j < 8; ++j) {
+        sum2_0 = sum2_0 + exp(float(x_r[k].v[j]) - max1_0);
+      }
+    }
+  }
+  sum2_0 = zmlx_simd_sum(sum2_0);
+  if (lane == 0) zmlx_scratch[warp] = float(sum2_0);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  sum2_0 = zmlx_simd_sum(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : 0.0f);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  for (int k = 0; k < 2; ++k) {
+    const uint v = lid + k * 256;
+    if (v < 512) {
+      zmlx_vec<half, 8> res0;
+      for (int j = 0; j < 8; ++j) {
+        res0.v[j] = half(exp(float(x_r[k].v[j]) - max1_0) / sum2_0);
+      }
+      for (int j = 0; j < 8; ++j) (out0 + row * D + v * 8)[j] = res0.v[j];
+    }
+  }
+
+}

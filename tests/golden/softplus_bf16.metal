@@ -1,0 +1,74 @@
+template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
+
+template <typename S> inline size_t zmlx_numel(const S& shape, int ndim) {
+  size_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= size_t(shape[d]);
+  return n;
+}
+
+template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shape, const St& strides, int ndim) {
+  long expected = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    if (shape[d] != 1 && long(strides[d]) != expected) return false;
+    expected *= long(shape[d]);
+  }
+  return true;
+}
+
+template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides
+  I loc = 0;
+  for (int d = ndim - 1; d >= 0; --d) {
+    loc += (index % I(shape[d])) * I(strides[d]);
+    index /= I(shape[d]);
+  }
+  return loc;
+}
+
+inline float zmlx_log1p(float x) {
+  // Kahan's trick: exact where 1 + x rounds, accurate for tiny x.
+  const float u = 1.0f + x;
+  return u == 1.0f ? x : log(u) * (x / (u - 1.0f));
+}
+
+inline float zmlx_logaddexp(float a, float b) {
+  // max + log1p(exp(-|a - b|)): never overflows; infinities of equal sign stay exact.
+  const float hi = fmax(a, b);
+  const float lo = fmin(a, b);
+  if (isinf(hi) && hi == lo) return hi;
+  return hi + zmlx_log1p(exp(lo - hi));
+}
+
+inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& out0) {
+  out0 = bfloat16_t(zmlx_logaddexp(float(x), 0.0f));
+}
+[[kernel]] void custom_kernel_softplus_d20c5d97f71e_3be17c9e_bfloat16_t_bfloat16_t(
+  const device bfloat16_t* x [[buffer(0)]],
+  const constant int* x_shape [[buffer(1)]],
+  const constant int64_t* x_strides [[buffer(2)]],
+  const constant int& x_ndim [[buffer(3)]],
+  device bfloat16_t* out0 [[buffer(4)]],
+  uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
+  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
+  // softplus: 2 vector(s) of 8 elements per thread, block-cyclic; contiguous inputs take the vector path
+  const uint n = uint(zmlx_numel(x_shape, x_ndim));
+  const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
+  const uint first = uint(threadgroup_position_in_grid.x) * 4096 + uint(thread_position_in_threadgroup.x) * 8;
+  for (int c = 0; c < 2; ++c) {
+    const uint base = first + c * 2048;
+    if (contiguous && base + 8 <= n) {
+      for (int k = 0; k < 8; ++k) {
+        bfloat16_t res0;
+        softplus_d20c5d97f71e_body(x[base + k], res0);
+        out0[base + k] = res0;
+      }
+    } else {
+      for (uint i = base; i < n && i < base + 8; ++i) {
+        bfloat16_t res0;
+        softplus_d20c5d97f71e_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);
+        out0[i] = res0;
+      }
+    }
+  }
+
+}
