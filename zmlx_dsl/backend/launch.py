@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Callable, Sequence
 
 import mlx.core as mx
@@ -15,11 +16,13 @@ from ..ir.autodiff import per_row
 from ..ir.node import Node
 from ..ir.passes import rewrite
 from ..ir.program import Program
+from ..ir.registry import OPS
 from . import mlx as portable
-from .cstyle import THREADS, CStyle, Plan
+from .cstyle import THREADS, CStyle, Plan, _short
 
 # Names the generated kernels use for their own locals (and C keywords): user names are suffixed.
-RESERVED = {"base", "n", "contiguous", "i", "k", "row", "lid", "lane", "warp", "D", "int", "float",
+RESERVED = {"base", "n", "contiguous", "first", "c", "q", "i", "j", "k", "v", "row", "lid", "lane", "warp",
+            "D", "int", "float",
             "half", "bool", "uint", "long", "char", "short", "double", "auto", "const", "device",
             "thread", "threadgroup", "constant", "kernel", "vec", "signed", "unsigned", "void",
             "return", "if", "else", "for", "while", "do", "switch", "case", "default", "break",
@@ -28,10 +31,17 @@ RESERVED = {"base", "n", "contiguous", "i", "k", "row", "lid", "lane", "warp", "
             "sizeof", "volatile", "register", "extern", "goto", "typedef", "bfloat", "uint3", "float4"}
 
 
+def _temporary(name: str) -> bool:
+    """A name of the renderer's temporaries: an op's (short) name and a counter, e.g. `exp0`, `sig3`."""
+    m = re.fullmatch(r"([a-z_]+?)(\d+)(?:_\d+)?", name)
+    return bool(m) and (m.group(1) in OPS or m.group(1) in {_short(op) for op in OPS})
+
+
 def c_safe(p: Program) -> Program:
     """The program with input/param names that cannot clash with generated code or C keywords."""
     leaves = p.inputs + p.params
-    if not any(n.arg in RESERVED or n.arg.startswith(("out", "res", "zmlx")) for n in leaves):
+    if not any(n.arg in RESERVED or n.arg.startswith(("out", "res", "zmlx", "row_")) or _temporary(n.arg)
+               for n in leaves):
         return p
     ren = {n: Node(n.op, (), n.dtype, n.arg + "_") for n in leaves}
     outs = rewrite(p.outputs, lambda n: ren.get(n, n))
@@ -55,8 +65,10 @@ def row_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
 
 def launch_views(inputs: Sequence[mx.array], scalars: Sequence[bool], shape: tuple) -> list[mx.array]:
     """The arrays an elementwise launch passes: size-1 inputs as (1,), the others broadcast to `shape`
-    (views; MLX's signature -- constant vs device, the kernel name -- depends on these shapes)."""
-    return [x.reshape((1,)) if s else (x if x.shape == shape else mx.broadcast_to(x, shape))
+    (views; MLX's signature -- constant vs device, the kernel name -- depends on these shapes).
+    A 0-d array is passed as (1,) too: MLX declares a 0-d input as a reference without
+    `_shape/_strides/_ndim`, which the body reads from its first array."""
+    return [x.reshape((1,)) if s or x.ndim == 0 else (x if x.shape == shape else mx.broadcast_to(x, shape))
             for x, s in zip(inputs, scalars)]
 
 
