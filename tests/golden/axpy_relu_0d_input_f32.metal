@@ -25,10 +25,15 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
   return loc;
 }
 
-inline void axpy_relu_b75363d0452b_body(const float x, const float y, const float z, const float alpha, thread float& out0) {
-  out0 = max(x * y + alpha * z, 0.0f);
+inline float zmlx_fmax(float a, float b) {
+  // MLX's maximum: a NaN operand gives NaN (Metal's and CUDA's max/fmax return the other operand).
+  return isnan(a) || a > b ? a : b;
 }
-[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_7d126e3a_float_float_floatc_floatc_float(
+
+inline void axpy_relu_b75363d0452b_body(const float x, const float y, const float z, const float alpha, thread float& out0) {
+  out0 = zmlx_fmax(x * y + alpha * z, 0.0f);
+}
+[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_3df83d40_float_float_floatc_floatc_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

@@ -27,6 +27,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 
 inline float zmlx_erf(float x) {
   // Abramowitz-Stegun 7.1.26 is too coarse; this is the rational fit used by XLA (|err| < 1e-7).
+  if (isnan(x)) return x;  // the clamp below (fmin/fmax drop a NaN operand) would give -1
   const float clamped = fmin(fmax(x, -4.0f), 4.0f);
   const float x2 = clamped * clamped;
   float p = -2.72614225801306e-10f;
@@ -48,7 +49,7 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
   const float cast0 = float(x);
   out0 = half(0.5f * cast0 * (1.0f + zmlx_erf(cast0 / 1.4142135381698608f)));
 }
-[[kernel]] void custom_kernel_gelu_881c3db2486b_135753f3_float16_t_float16_t(
+[[kernel]] void custom_kernel_gelu_881c3db2486b_8e5c387f_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

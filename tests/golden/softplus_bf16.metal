@@ -28,11 +28,13 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline float zmlx_log1p(float x) {
   // Kahan's trick: exact where 1 + x rounds, accurate for tiny x.
   const float u = 1.0f + x;
+  if (u == INFINITY) return u;  // x = inf: log(u) * (inf / inf) would be NaN
   return u == 1.0f ? x : log(u) * (x / (u - 1.0f));
 }
 
 inline float zmlx_logaddexp(float a, float b) {
   // max + log1p(exp(-|a - b|)): never overflows; infinities of equal sign stay exact.
+  if (isnan(a) || isnan(b)) return a + b;  // fmax/fmin below drop a NaN operand
   const float hi = fmax(a, b);
   const float lo = fmin(a, b);
   if (isinf(hi) && hi == lo) return hi;
@@ -42,7 +44,7 @@ inline float zmlx_logaddexp(float a, float b) {
 inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& out0) {
   out0 = bfloat16_t(zmlx_logaddexp(float(x), 0.0f));
 }
-[[kernel]] void custom_kernel_softplus_d20c5d97f71e_3be17c9e_bfloat16_t_bfloat16_t(
+[[kernel]] void custom_kernel_softplus_d20c5d97f71e_87f794ca_bfloat16_t_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

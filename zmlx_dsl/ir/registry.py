@@ -170,6 +170,7 @@ def _np_rowmin(x):
 ERF = Helper("zmlx_erf", """\
 {q} float zmlx_erf(float x) {{
   // Abramowitz-Stegun 7.1.26 is too coarse; this is the rational fit used by XLA (|err| < 1e-7).
+  if (isnan(x)) return x;  // the clamp below (fmin/fmax drop a NaN operand) would give -1
   const float clamped = fmin(fmax(x, -4.0f), 4.0f);
   const float x2 = clamped * clamped;
   float p = -2.72614225801306e-10f;
@@ -233,6 +234,7 @@ LOG1P = Helper("zmlx_log1p", """\
 {q} float zmlx_log1p(float x) {{
   // Kahan's trick: exact where 1 + x rounds, accurate for tiny x.
   const float u = 1.0f + x;
+  if (u == INFINITY) return u;  // x = inf: log(u) * (inf / inf) would be NaN
   return u == 1.0f ? x : log(u) * (x / (u - 1.0f));
 }}
 """)
@@ -242,6 +244,7 @@ EXPM1 = Helper("zmlx_expm1", """\
   // Kahan's trick: (e^x - 1) corrected by x / log(e^x).
   const float u = exp(x);
   if (u == 1.0f) return x;
+  if (isinf(u)) return u;  // overflow (x > ~88.7, inf): the correction inf * x / inf would be NaN
   const float um1 = u - 1.0f;
   return um1 == -1.0f ? -1.0f : um1 * x / log(u);
 }}
@@ -250,6 +253,7 @@ EXPM1 = Helper("zmlx_expm1", """\
 LOGADDEXP = Helper("zmlx_logaddexp", """\
 {q} float zmlx_logaddexp(float a, float b) {{
   // max + log1p(exp(-|a - b|)): never overflows; infinities of equal sign stay exact.
+  if (isnan(a) || isnan(b)) return a + b;  // fmax/fmin below drop a NaN operand
   const float hi = fmax(a, b);
   const float lo = fmin(a, b);
   if (isinf(hi) && hi == lo) return hi;
@@ -273,6 +277,33 @@ template <typename I> {q} I zmlx_mod(I a, I b) {{
 }}
 """)
 
+FMAX = Helper("zmlx_fmax", """\
+{q} float zmlx_fmax(float a, float b) {{
+  // MLX's maximum: a NaN operand gives NaN (Metal's and CUDA's max/fmax return the other operand).
+  return isnan(a) || a > b ? a : b;
+}}
+""")
+
+FMIN = Helper("zmlx_fmin", """\
+{q} float zmlx_fmin(float a, float b) {{
+  // MLX's minimum: a NaN operand gives NaN (Metal's and CUDA's min/fmin return the other operand).
+  return isnan(a) || a < b ? a : b;
+}}
+""")
+
+POW_INT = Helper("zmlx_ipow", """\
+template <typename I> {q} I zmlx_ipow(I base, I e) {{
+  // Integer power by squaring, as MLX (pow is floating-point only); a negative exponent gives 0.
+  if (e < 0) return I(0);
+  I r = I(1);
+  for (; e != I(0); e >>= 1) {{
+    if (e & I(1)) r *= base;
+    base *= base;
+  }}
+  return r;
+}}
+""")
+
 FMOD_FLOAT = Helper("zmlx_fmod", """\
 {q} float zmlx_fmod(float a, float b) {{
   // Python/MLX remainder for floats: the sign of the divisor.
@@ -289,7 +320,8 @@ def helper_deps(name: str) -> tuple[str, ...]:
     return _HELPER_DEPS.get(name, ())
 
 
-HELPERS = {h.name: h for h in (ERF, ERFINV, SIGMOID, LOG1P, EXPM1, LOGADDEXP, FLOORDIV_INT, MOD_INT, FMOD_FLOAT)}
+HELPERS = {h.name: h for h in (ERF, ERFINV, SIGMOID, LOG1P, EXPM1, LOGADDEXP, FLOORDIV_INT, MOD_INT, FMOD_FLOAT,
+                               FMAX, FMIN, POW_INT)}
 
 # ---- the entries ---------------------------------------------------------------------------
 
@@ -325,12 +357,18 @@ _binary("floordiv", ("floor_divide",), same, np.floor_divide, mx.floor_divide,
 _binary("mod", ("remainder", "mod", "fmod_python"), same, np.mod, mx.remainder,
         {"f": "zmlx_fmod({0}, {1})", "*": "zmlx_mod({0}, {1})"},
         lambda a, y, g: (g, -g * apply("floor", a[0] / a[1])), helpers={"c": MOD_INT})
-_binary("power", ("power", "pow", "math.pow"), same, np.power, mx.power, "pow({0}, {1})",
-        lambda a, y, g: (g * a[1] * apply("power", a[0], a[1] - 1), g * y * apply("log", a[0])))
-_binary("maximum", ("maximum", "fmax"), same, np.maximum, mx.maximum, "max({0}, {1})",
-        lambda a, y, g: (where(apply("gt", a[0], a[1]), g, 0.0), where(apply("le", a[0], a[1]), g, 0.0)))
-_binary("minimum", ("minimum", "fmin"), same, np.minimum, mx.minimum, "min({0}, {1})",
-        lambda a, y, g: (where(apply("lt", a[0], a[1]), g, 0.0), where(apply("ge", a[0], a[1]), g, 0.0)))
+_binary("power", ("power", "pow", "math.pow"), same, np.power, mx.power,
+        {"f": "pow({0}, {1})", "*": "zmlx_ipow({0}, {1})"},
+        lambda a, y, g: (g * a[1] * apply("power", a[0], a[1] - 1), g * y * apply("log", a[0])),
+        helpers={"c": POW_INT})
+_binary("maximum", ("maximum", "fmax"), same, np.maximum, mx.maximum,
+        {"f": "zmlx_fmax({0}, {1})", "*": "max({0}, {1})"},
+        lambda a, y, g: (where(apply("gt", a[0], a[1]), g, 0.0), where(apply("le", a[0], a[1]), g, 0.0)),
+        helpers={"c": FMAX})
+_binary("minimum", ("minimum", "fmin"), same, np.minimum, mx.minimum,
+        {"f": "zmlx_fmin({0}, {1})", "*": "min({0}, {1})"},
+        lambda a, y, g: (where(apply("lt", a[0], a[1]), g, 0.0), where(apply("ge", a[0], a[1]), g, 0.0)),
+        helpers={"c": FMIN})
 _binary("arctan2", ("arctan2", "atan2"), floating, np.arctan2, mx.arctan2, "atan2({0}, {1})",
         lambda a, y, g: (g * a[1] / (a[0] * a[0] + a[1] * a[1]), -g * a[0] / (a[0] * a[0] + a[1] * a[1])))
 _binary("logaddexp", ("logaddexp",), floating, np.logaddexp, mx.logaddexp, "zmlx_logaddexp({0}, {1})",
