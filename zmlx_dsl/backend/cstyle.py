@@ -79,17 +79,19 @@ class CStyle:
     def cast(self, text: str, src: dt.DType, d: dt.DType) -> str:
         return f"{self.ctype(d)}({text})"
 
+    _temps = [0]
+
     def render_values(self, roots: list[Node], names: dict[Node, str], lines: list[str], indent: str,
-                      helpers: set[str], prefix: str = "") -> dict[Node, str]:
+                      helpers: set[str], prefix: str = "", name_roots: bool = False) -> dict[Node, str]:
         """Emit statements computing roots; returns node -> C expression. Values used once are
-        inlined into their consumer; shared ones get a named `const` temporary."""
+        inlined into their consumer; shared ones (and roots, with name_roots) get a `const` temporary."""
         order = [n for n in toposort(roots, stop=names) if n not in names]
         uses: dict[Node, int] = {}
         for n in order:
             for a in n.args:
                 uses[a] = uses.get(a, 0) + 1
         expr: dict[Node, tuple[str, float]] = {n: (v, 9) for n, v in names.items()}
-        counter = [0]
+        counter = self._temps  # per kernel: temporaries of separate calls never clash
         for n in order:
             if n.op == "const":
                 expr[n] = (self.literal(n), 9)
@@ -97,7 +99,7 @@ class CStyle:
             if n.op in LEAF_OPS:
                 raise KeyError(f"unbound leaf {n}")
             text, prec = self._op_text(n, expr, helpers)
-            if uses.get(n, 0) > 1 or len(text) > 72:
+            if uses.get(n, 0) > 1 or len(text) > 72 or (name_roots and n in roots):
                 name = f"{prefix}{_short(n.op)}{counter[0]}"
                 counter[0] += 1
                 lines.append(f"{indent}const {self.ctype(n.dtype)} {name} = {text};")
@@ -166,6 +168,7 @@ class CStyle:
         ELEMENTWISE_VECTORS vectors with 16-byte accesses; otherwise it indexes through the strides.
         The third value is the number of elements one thread covers."""
         helpers: set[str] = set()
+        self._temps = [0]
         leaves = list(p.inputs) + list(p.params)
         params = [(n, n.arg) for n in leaves]
         fname = f"{p.kernel_name}_body"
@@ -178,10 +181,11 @@ class CStyle:
         V = ELEMENTWISE_VECTORS
         L = [f"  // {p.name}: {V} vector(s) of {per} elements per thread, block-cyclic; "
              "contiguous inputs take the vector path",
-             f"  const {idx} n = {idx}(zmlx_numel({ref}_shape, {ref}_ndim));",
+             f"  const {idx} n = zmlx_numel({ref}_shape, {ref}_ndim);",
              "  const bool contiguous = " + " && ".join(
                  f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";",
-             f"  const {idx} first = {idx}({self.group_id}) * {V * THREADS * per} + {idx}({self.local_id}) * {per};",
+             f"  const {idx} first = {self.index(self.group_id, idx)} * {V * THREADS * per} + "
+             f"{self.index(self.local_id, idx)} * {per};",
              f"  for (int c = 0; c < {V}; ++c) {{",
              f"    const {idx} base = first + c * {THREADS * per};"]
         scalar_reads = {x: f"{x.arg}[0]" for x, s in zip(p.inputs, plan.scalar_inputs) if s}
@@ -203,7 +207,36 @@ class CStyle:
             L.append("      }")
             for k, o in enumerate(p.outputs):
                 L.append(f"      *({dev}{vec(o.dtype)}*)({self.out_name(k)} + base) = res{k}_v;")
-        else:  # adjacent scalar accesses in an unrolled loop (the compiler merges them)
+        elif per % 4 == 0 and not any(a.dtype == dt.bool_ for a in arrays + list(p.outputs)):
+            # Metal: vectors are at most 4 wide, so 16 bytes are per/4 vec<T, 4> (bool arrays
+            # take the scalar loop: clang, which metal-sim compiles with, crashes on bool vectors)
+            chunks = per // 4
+
+            def v4(d):
+                return f"vec<{self.ctype(d)}, 4>"
+            ind = "      "
+            if chunks > 1:
+                L.append(f"      for (int q = 0; q < {chunks}; ++q) {{")
+                ind = "        "
+            at = "base + 4 * q" if chunks > 1 else "base"
+            for a in arrays:
+                L.append(f"{ind}const {v4(a.dtype)} {a.arg}_v = *(const {dev}{v4(a.dtype)}*)({a.arg} + {at});")
+            for k, o in enumerate(p.outputs):
+                L.append(f"{ind}{v4(o.dtype)} res{k}_v;")
+            L.append(f"{ind}for (int k = 0; k < 4; ++k) {{")
+            for k, o in enumerate(p.outputs):
+                L.append(f"{ind}  {self.ctype(o.dtype)} res{k};")
+            args = [f"{n.arg}_v[k]" if n in arrays else scalar_reads[n] for n in leaves]
+            args += [f"res{k}" for k in range(len(p.outputs))]
+            L.append(f"{ind}  {fname}({', '.join(args)});")
+            for k in range(len(p.outputs)):
+                L.append(f"{ind}  res{k}_v[k] = res{k};")
+            L.append(f"{ind}}}")
+            for k, o in enumerate(p.outputs):
+                L.append(f"{ind}*({dev}{v4(o.dtype)}*)({self.out_name(k)} + {at}) = res{k}_v;")
+            if chunks > 1:
+                L.append("      }")
+        else:  # 8-byte types (two elements per 16 bytes) and bool: plain accesses
             L.append(f"      for (int k = 0; k < {per}; ++k) {{")
             for k, o in enumerate(p.outputs):
                 L.append(f"        {self.ctype(o.dtype)} res{k};")
@@ -232,6 +265,10 @@ class CStyle:
         L.append("  }")
         header = "\n".join(x for x in (self.common_header(), self.helper_text(helpers), body_fn) if x)
         return header + "\n", "\n".join(L) + "\n", per * V
+
+    def index(self, expr: str, idx: str) -> str:
+        """A thread-index expression as idx (a cast only when widening to 64 bits)."""
+        return f"{idx}({expr})" if idx == "size_t" else expr
 
     def out_name(self, k: int) -> str:
         return f"out{k}"
@@ -292,6 +329,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         NV = D // vec
         KV = -(-NV // threads)
         helpers: set[str] = set()
+        self._temps = [0]
         rows = per_row(p.outputs)
         reductions = [n for n in toposort(p.outputs) if n.op != "cast" and n.op in OPS and OPS[n.op].reduction]
         level: dict[Node, int] = {}
@@ -307,11 +345,12 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         L = [f"  // {p.name}: one row of {D} per threadgroup of {threads}, vectors of {vec}, "
              + (f"row held in registers ({KV * vec} per thread)" if cached else "row re-read per pass"),
              f"  constexpr int D = {D};",
-             f"  const {idx} row = {idx}({self.group_id});",
-             f"  const {u} lid = {self.local_id};",
-             f"  const {u} lane = lid % 32;",
-             f"  const {u} warp = lid / 32;",
-             f"  {self.shared} float zmlx_scratch[32];"]
+             f"  const {idx} row = {self.index(self.group_id, idx)};",
+             f"  const {u} lid = {self.local_id};"]
+        if threads > 32:  # several simdgroups: partial results meet in shared memory
+            L += [f"  const {u} lane = lid % 32;",
+                  f"  const {u} warp = lid / 32;",
+                  f"  {self.shared} float zmlx_scratch[32];"]
         names: dict[Node, str] = {q: f"{q.arg}[0]" for q in p.params}
         names[Node("rowsize", (), dt.int32)] = "D"
         elem_inputs, offset = [], {}
@@ -328,6 +367,10 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         def load(x: Node, into: str, ind: str) -> None:
             if self.vector_struct:
                 L.append(f"{ind}{into} = *(const {vtype(x.dtype)}*)({x.arg} + {offset[x]});")
+            elif vec % 4 == 0 and x.dtype != dt.bool_:  # Metal: vec<T, 4> accesses (aligned struct)
+                v4 = f"vec<{self.ctype(x.dtype)}, 4>"
+                L.append(f"{ind}for (int q = 0; q < {vec}; q += 4) *({self.thread_ref} {v4}*)({into}.v + q) = "
+                         f"*(const {self.device_ptr} {v4}*)({x.arg} + {offset[x]} + q);")
             else:
                 L.append(f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{offset[x]} + j];")
 
@@ -343,7 +386,13 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             L.append("  }")
 
         def element_loop(targets: list[Node], emit_tail, before=None, after=None) -> None:
-            """A loop over this thread's vectors and their elements computing targets."""
+            """A loop over this thread's vectors and their elements computing targets; the per-row
+            values they need are computed once, before the loop."""
+            frontier = {a: None for n in toposort(targets, stop=names) if not rows.get(n, True)
+                        for a in n.args if rows.get(a) and a.op not in LEAF_OPS and a not in names}
+            if frontier:
+                names.update(self.render_values(list(frontier), names, L, "  ", helpers, prefix="row_",
+                                                name_roots=True))
             local = dict(names)
             if cached:
                 L.append(f"  for (int k = 0; k < {KV}; ++k) {{")
@@ -384,7 +433,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                     L.append(f"{ind}{accs[r]} = {self.combine(r.op, accs[r], vals[r.args[0]])};")
             element_loop([r.args[0] for r in group], tail)
             for r in group:
-                L.extend(self.block_reduce(r, accs[r]))
+                L.extend(self.block_reduce(r, accs[r], threads))
                 names[r] = accs[r]
         row_outputs = [(k, o) for k, o in enumerate(p.outputs) if rows[o]]
         elem_outputs = [(k, o) for k, o in enumerate(p.outputs) if not rows[o]]
@@ -408,6 +457,10 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                     dst = f"{self.out_name(k)} + row * D + v * {vec}"
                     if self.vector_struct:
                         L.append(f"{ind}*({vtype(o.dtype)}*)({dst}) = res{k};")
+                    elif vec % 4 == 0 and o.dtype != dt.bool_:
+                        v4 = f"vec<{self.ctype(o.dtype)}, 4>"
+                        L.append(f"{ind}for (int q = 0; q < {vec}; q += 4) *({self.device_ptr} {v4}*)({dst} + q) = "
+                                 f"*({self.thread_ref} {v4}*)(res{k}.v + q);")
                     else:
                         L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
             element_loop([o for _, o in elem_outputs], store, declare, write)
@@ -426,15 +479,18 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
     def combine(self, op: str, acc: str, v: str) -> str:
         return {"sum": f"{acc} + {v}", "max": f"max({acc}, {v})", "min": f"min({acc}, {v})"}[op]
 
-    def block_reduce(self, r: Node, acc: str) -> list[str]:
+    def block_reduce(self, r: Node, acc: str, threads: int) -> list[str]:
         """Reduce acc over the threadgroup: within each simdgroup, then across them via shared memory."""
         f = {"sum": "zmlx_simd_sum", "max": "zmlx_simd_max", "min": "zmlx_simd_min"}[r.op]
-        t = self.ctype(r.dtype)
-        return [f"  {acc} = {f}({acc});",
-                f"  if (lane == 0) zmlx_scratch[warp] = float({acc});",
-                f"  {self.barrier}",
-                f"  {acc} = {f}(lane < ({self.group_size} + 31) / 32 ? {t}(zmlx_scratch[lane]) : {self.identity(r)});",
-                f"  {self.barrier}"]
+        lines = [f"  {acc} = {f}({acc});"]
+        if threads <= 32:
+            return lines
+        to_f = acc if r.dtype == dt.float32 else f"float({acc})"
+        back = "zmlx_scratch[lane]" if r.dtype == dt.float32 else f"{self.ctype(r.dtype)}(zmlx_scratch[lane])"
+        return lines + [f"  if (lane == 0) zmlx_scratch[warp] = {to_f};",
+                        f"  {self.barrier}",
+                        f"  {acc} = {f}(lane < {threads // 32} ? {back} : {self.identity(r)});",
+                        f"  {self.barrier}"]
 
 
 def _short(op: str) -> str:
