@@ -31,7 +31,7 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   out1 = sel0 * x;
   out2 = sel0 * alpha;
 }
-[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_9f4f32a4_float_float_float_float_floatc_float_float_float(
+[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_da70cb90_float_float_float_float_floatc_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -55,21 +55,31 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // axpy_relu_vjp: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint n = uint(zmlx_numel(x_shape, x_ndim));
+  const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(y_shape, y_strides, y_ndim) && zmlx_row_contiguous(z_shape, z_strides, z_ndim) && zmlx_row_contiguous(cotan0_shape, cotan0_strides, cotan0_ndim);
-  const uint first = uint(threadgroup_position_in_grid.x) * 2048 + uint(thread_position_in_threadgroup.x) * 4;
+  const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {
+      const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
+      const vec<float, 4> y_v = *(const device vec<float, 4>*)(y + base);
+      const vec<float, 4> z_v = *(const device vec<float, 4>*)(z + base);
+      const vec<float, 4> cotan0_v = *(const device vec<float, 4>*)(cotan0 + base);
+      vec<float, 4> res0_v;
+      vec<float, 4> res1_v;
+      vec<float, 4> res2_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
         float res1;
         float res2;
-        axpy_relu_vjp_871b11eb914e_body(x[base + k], y[base + k], z[base + k], cotan0[base + k], alpha[0], res0, res1, res2);
-        out0[base + k] = res0;
-        out1[base + k] = res1;
-        out2[base + k] = res2;
+        axpy_relu_vjp_871b11eb914e_body(x_v[k], y_v[k], z_v[k], cotan0_v[k], alpha[0], res0, res1, res2);
+        res0_v[k] = res0;
+        res1_v[k] = res1;
+        res2_v[k] = res2;
       }
+      *(device vec<float, 4>*)(out0 + base) = res0_v;
+      *(device vec<float, 4>*)(out1 + base) = res1_v;
+      *(device vec<float, 4>*)(out2 + base) = res2_v;
     } else {
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;

@@ -49,7 +49,7 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
   const float cast0 = float(x);
   out0 = half(0.5f * cast0 * (1.0f + zmlx_erf(cast0 / 1.4142135381698608f)));
 }
-[[kernel]] void custom_kernel_gelu_881c3db2486b_8e5c387f_float16_t_float16_t(
+[[kernel]] void custom_kernel_gelu_881c3db2486b_20e1c9c6_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -58,16 +58,21 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // gelu: 2 vector(s) of 8 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint n = uint(zmlx_numel(x_shape, x_ndim));
+  const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
-  const uint first = uint(threadgroup_position_in_grid.x) * 4096 + uint(thread_position_in_threadgroup.x) * 8;
+  const uint first = threadgroup_position_in_grid.x * 4096 + thread_position_in_threadgroup.x * 8;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 2048;
     if (contiguous && base + 8 <= n) {
-      for (int k = 0; k < 8; ++k) {
-        half res0;
-        gelu_881c3db2486b_body(x[base + k], res0);
-        out0[base + k] = res0;
+      for (int q = 0; q < 2; ++q) {
+        const vec<half, 4> x_v = *(const device vec<half, 4>*)(x + base + 4 * q);
+        vec<half, 4> res0_v;
+        for (int k = 0; k < 4; ++k) {
+          half res0;
+          gelu_881c3db2486b_body(x_v[k], res0);
+          res0_v[k] = res0;
+        }
+        *(device vec<half, 4>*)(out0 + base + 4 * q) = res0_v;
       }
     } else {
       for (uint i = base; i < n && i < base + 8; ++i) {

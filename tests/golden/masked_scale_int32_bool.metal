@@ -28,7 +28,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void masked_scale_dd7d96505b90_body(const int a, const bool m, thread int& out0) {
   out0 = m ? a * 3 : -a;
 }
-[[kernel]] void custom_kernel_masked_scale_dd7d96505b90_43083ce3_int32_t_bool_int32_t(
+[[kernel]] void custom_kernel_masked_scale_dd7d96505b90_d5f8d9d9_int32_t_bool_int32_t(
   const device int32_t* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],
@@ -41,9 +41,9 @@ inline void masked_scale_dd7d96505b90_body(const int a, const bool m, thread int
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // masked_scale: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint n = uint(zmlx_numel(a_shape, a_ndim));
+  const uint n = zmlx_numel(a_shape, a_ndim);
   const bool contiguous = zmlx_row_contiguous(a_shape, a_strides, a_ndim) && zmlx_row_contiguous(m_shape, m_strides, m_ndim);
-  const uint first = uint(threadgroup_position_in_grid.x) * 2048 + uint(thread_position_in_threadgroup.x) * 4;
+  const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {

@@ -28,7 +28,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void mixed_types_c58a70ead368_body(const int a, const bool m, const half h, const bfloat16_t b, thread float& out0) {
   out0 = m ? float(a) * float(h) : float(b);
 }
-[[kernel]] void custom_kernel_mixed_types_c58a70ead368_e1a0d7a1_int32_t_bool_float16_t_bfloat16_t_float(
+[[kernel]] void custom_kernel_mixed_types_c58a70ead368_e5bb8c00_int32_t_bool_float16_t_bfloat16_t_float(
   const device int32_t* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],
@@ -49,9 +49,9 @@ inline void mixed_types_c58a70ead368_body(const int a, const bool m, const half 
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // mixed_types: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint n = uint(zmlx_numel(a_shape, a_ndim));
+  const uint n = zmlx_numel(a_shape, a_ndim);
   const bool contiguous = zmlx_row_contiguous(a_shape, a_strides, a_ndim) && zmlx_row_contiguous(m_shape, m_strides, m_ndim) && zmlx_row_contiguous(h_shape, h_strides, h_ndim) && zmlx_row_contiguous(b_shape, b_strides, b_ndim);
-  const uint first = uint(threadgroup_position_in_grid.x) * 2048 + uint(thread_position_in_threadgroup.x) * 4;
+  const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {

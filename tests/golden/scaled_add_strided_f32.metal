@@ -28,7 +28,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void scaled_add_78d8d49cb1c6_body(const float a, const float b, thread float& out0) {
   out0 = a * 2.0f + b;
 }
-[[kernel]] void custom_kernel_scaled_add_78d8d49cb1c6_663c694e_float_float_float(
+[[kernel]] void custom_kernel_scaled_add_78d8d49cb1c6_0260cb9b_float_float_float(
   const device float* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],
@@ -41,17 +41,21 @@ inline void scaled_add_78d8d49cb1c6_body(const float a, const float b, thread fl
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // scaled_add: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint n = uint(zmlx_numel(a_shape, a_ndim));
+  const uint n = zmlx_numel(a_shape, a_ndim);
   const bool contiguous = zmlx_row_contiguous(a_shape, a_strides, a_ndim) && zmlx_row_contiguous(b_shape, b_strides, b_ndim);
-  const uint first = uint(threadgroup_position_in_grid.x) * 2048 + uint(thread_position_in_threadgroup.x) * 4;
+  const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {
+      const vec<float, 4> a_v = *(const device vec<float, 4>*)(a + base);
+      const vec<float, 4> b_v = *(const device vec<float, 4>*)(b + base);
+      vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        scaled_add_78d8d49cb1c6_body(a[base + k], b[base + k], res0);
-        out0[base + k] = res0;
+        scaled_add_78d8d49cb1c6_body(a_v[k], b_v[k], res0);
+        res0_v[k] = res0;
       }
+      *(device vec<float, 4>*)(out0 + base) = res0_v;
     } else {
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;

@@ -36,7 +36,7 @@ inline void silu_vjp_fcf72b05ae29_body(const float x, const float cotan0, thread
   const float sig0 = zmlx_sigmoid(x);
   out0 = cotan0 * sig0 + cotan0 * x * sig0 * (1.0f - sig0);
 }
-[[kernel]] void custom_kernel_silu_vjp_fcf72b05ae29_22aee906_float_float_float(
+[[kernel]] void custom_kernel_silu_vjp_fcf72b05ae29_d25d9c41_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -49,17 +49,21 @@ inline void silu_vjp_fcf72b05ae29_body(const float x, const float cotan0, thread
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // silu_vjp: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint n = uint(zmlx_numel(x_shape, x_ndim));
+  const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(cotan0_shape, cotan0_strides, cotan0_ndim);
-  const uint first = uint(threadgroup_position_in_grid.x) * 2048 + uint(thread_position_in_threadgroup.x) * 4;
+  const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {
+      const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
+      const vec<float, 4> cotan0_v = *(const device vec<float, 4>*)(cotan0 + base);
+      vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        silu_vjp_fcf72b05ae29_body(x[base + k], cotan0[base + k], res0);
-        out0[base + k] = res0;
+        silu_vjp_fcf72b05ae29_body(x_v[k], cotan0_v[k], res0);
+        res0_v[k] = res0;
       }
+      *(device vec<float, 4>*)(out0 + base) = res0_v;
     } else {
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;

@@ -50,16 +50,16 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void silu_4a6e4a0b2b4e_9dffa4fe(
+__global__ void silu_4a6e4a0b2b4e_a60305bb(
     const float* x,
     const __grid_constant__ Shape x_shape,
     const __grid_constant__ Strides x_strides,
     const __grid_constant__ int x_ndim,
     float* out0) {
   // silu: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint32_t n = uint32_t(zmlx_numel(x_shape, x_ndim));
+  const uint32_t n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
-  const uint32_t first = uint32_t(blockIdx.x) * 2048 + uint32_t(threadIdx.x) * 4;
+  const uint32_t first = blockIdx.x * 2048 + threadIdx.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint32_t base = first + c * 1024;
     if (contiguous && base + 4 <= n) {

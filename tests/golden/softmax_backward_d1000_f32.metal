@@ -4,16 +4,15 @@ template <typename T> inline T zmlx_simd_sum(T v) { return simd_sum(v); }
 template <typename T> inline T zmlx_simd_max(T v) { return simd_max(v); }
 template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
 
-[[kernel]] void custom_kernel_softmax_vjp_8bb24e80e80c_7194782b_float_float_float(
+[[kernel]] void custom_kernel_softmax_vjp_8bb24e80e80c_17ce553e_float_float_float(
   const device float* x [[buffer(0)]],
   const device float* cotan0 [[buffer(1)]],
   device float* out0 [[buffer(2)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
-  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]],
-  uint3 threads_per_threadgroup [[threads_per_threadgroup]]) {
+  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // softmax_vjp: one row of 1000 per threadgroup of 128, vectors of 4, row held in registers (8 per thread)
   constexpr int D = 1000;
-  const uint row = uint(threadgroup_position_in_grid.x);
+  const uint row = threadgroup_position_in_grid.x;
   const uint lid = thread_position_in_threadgroup.x;
   const uint lane = lid % 32;
   const uint warp = lid / 32;
@@ -23,8 +22,8 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 128;
     if (v < 250) {
-      for (int j = 0; j < 4; ++j) x_r[k].v[j] = x[row * D + v * 4 + j];
-      for (int j = 0; j < 4; ++j) cotan0_r[k].v[j] = cotan0[row * D + v * 4 + j];
+      for (int q = 0; q < 4; q += 4) *(thread vec<float, 4>*)(x_r[k].v + q) = *(const device vec<float, 4>*)(x + row * D + v * 4 + q);
+      for (int q = 0; q < 4; q += 4) *(thread vec<float, 4>*)(cotan0_r[k].v + q) = *(const device vec<float, 4>*)(cotan0 + row * D + v * 4 + q);
     }
   }
   float max1_0 = -INFINITY;
@@ -37,9 +36,9 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     }
   }
   max1_0 = zmlx_simd_max(max1_0);
-  if (lane == 0) zmlx_scratch[warp] = float(max1_0);
+  if (lane == 0) zmlx_scratch[warp] = max1_0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  max1_0 = zmlx_simd_max(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : -INFINITY);
+  max1_0 = zmlx_simd_max(lane < 4 ? zmlx_scratch[lane] : -INFINITY);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum2_0 = 0.0f;
   float sum2_1 = 0.0f;
@@ -53,14 +52,14 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     }
   }
   sum2_0 = zmlx_simd_sum(sum2_0);
-  if (lane == 0) zmlx_scratch[warp] = float(sum2_0);
+  if (lane == 0) zmlx_scratch[warp] = sum2_0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum2_0 = zmlx_simd_sum(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : 0.0f);
+  sum2_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   sum2_1 = zmlx_simd_sum(sum2_1);
-  if (lane == 0) zmlx_scratch[warp] = float(sum2_1);
+  if (lane == 0) zmlx_scratch[warp] = sum2_1;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum2_1 = zmlx_simd_sum(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : 0.0f);
+  sum2_1 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum3_0 = 0.0f;
   for (int k = 0; k < 2; ++k) {
@@ -72,9 +71,9 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     }
   }
   sum3_0 = zmlx_simd_sum(sum3_0);
-  if (lane == 0) zmlx_scratch[warp] = float(sum3_0);
+  if (lane == 0) zmlx_scratch[warp] = sum3_0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum3_0 = zmlx_simd_sum(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : 0.0f);
+  sum3_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum4_0 = 0.0f;
   for (int k = 0; k < 2; ++k) {
@@ -86,9 +85,9 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     }
   }
   sum4_0 = zmlx_simd_sum(sum4_0);
-  if (lane == 0) zmlx_scratch[warp] = float(sum4_0);
+  if (lane == 0) zmlx_scratch[warp] = sum4_0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum4_0 = zmlx_simd_sum(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : 0.0f);
+  sum4_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 128;
@@ -98,7 +97,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
         const float add0 = (cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp(x_r[k].v[j] - max1_0) + sum4_0 * float(x_r[k].v[j] == max1_0) / sum2_1;
         res0.v[j] = add0;
       }
-      for (int j = 0; j < 4; ++j) (out0 + row * D + v * 4)[j] = res0.v[j];
+      for (int q = 0; q < 4; q += 4) *(device vec<float, 4>*)(out0 + row * D + v * 4 + q) = *(thread vec<float, 4>*)(res0.v + q);
     }
   }
 

@@ -28,16 +28,13 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void softmax_3b358ff77199_6c91c53f(
+__global__ void softmax_3b358ff77199_29113945(
     const float* x,
     float* out0) {
   // softmax: one row of 33 per threadgroup of 32, vectors of 1, row held in registers (2 per thread)
   constexpr int D = 33;
-  const uint32_t row = uint32_t(blockIdx.x);
+  const uint32_t row = blockIdx.x;
   const uint32_t lid = threadIdx.x;
-  const uint32_t lane = lid % 32;
-  const uint32_t warp = lid / 32;
-  __shared__ float zmlx_scratch[32];
   zmlx_vec<float, 1> x_r[2];
   for (int k = 0; k < 2; ++k) {
     const uint32_t v = lid + k * 32;
@@ -55,10 +52,6 @@ __global__ void softmax_3b358ff77199_6c91c53f(
     }
   }
   max1_0 = zmlx_simd_max(max1_0);
-  if (lane == 0) zmlx_scratch[warp] = float(max1_0);
-  __syncthreads();
-  max1_0 = zmlx_simd_max(lane < (blockDim.x + 31) / 32 ? float(zmlx_scratch[lane]) : -INFINITY);
-  __syncthreads();
   float sum2_0 = 0.0f;
   for (int k = 0; k < 2; ++k) {
     const uint32_t v = lid + k * 32;
@@ -69,10 +62,6 @@ __global__ void softmax_3b358ff77199_6c91c53f(
     }
   }
   sum2_0 = zmlx_simd_sum(sum2_0);
-  if (lane == 0) zmlx_scratch[warp] = float(sum2_0);
-  __syncthreads();
-  sum2_0 = zmlx_simd_sum(lane < (blockDim.x + 31) / 32 ? float(zmlx_scratch[lane]) : 0.0f);
-  __syncthreads();
   for (int k = 0; k < 2; ++k) {
     const uint32_t v = lid + k * 32;
     if (v < 33) {

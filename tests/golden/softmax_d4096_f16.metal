@@ -4,15 +4,14 @@ template <typename T> inline T zmlx_simd_sum(T v) { return simd_sum(v); }
 template <typename T> inline T zmlx_simd_max(T v) { return simd_max(v); }
 template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
 
-[[kernel]] void custom_kernel_softmax_304dab7198bb_d4c89b04_float16_t_float16_t(
+[[kernel]] void custom_kernel_softmax_304dab7198bb_73c2c1e3_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   device float16_t* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
-  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]],
-  uint3 threads_per_threadgroup [[threads_per_threadgroup]]) {
+  uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // softmax: one row of 4096 per threadgroup of 256, vectors of 8, row held in registers (16 per thread)
   constexpr int D = 4096;
-  const uint row = uint(threadgroup_position_in_grid.x);
+  const uint row = threadgroup_position_in_grid.x;
   const uint lid = thread_position_in_threadgroup.x;
   const uint lane = lid % 32;
   const uint warp = lid / 32;
@@ -21,7 +20,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 256;
     if (v < 512) {
-      for (int j = 0; j < 8; ++j) x_r[k].v[j] = x[row * D + v * 8 + j];
+      for (int q = 0; q < 8; q += 4) *(thread vec<half, 4>*)(x_r[k].v + q) = *(const device vec<half, 4>*)(x + row * D + v * 8 + q);
     }
   }
   float max1_0 = -INFINITY;
@@ -34,9 +33,9 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     }
   }
   max1_0 = zmlx_simd_max(max1_0);
-  if (lane == 0) zmlx_scratch[warp] = float(max1_0);
+  if (lane == 0) zmlx_scratch[warp] = max1_0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  max1_0 = zmlx_simd_max(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : -INFINITY);
+  max1_0 = zmlx_simd_max(lane < 8 ? zmlx_scratch[lane] : -INFINITY);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum2_0 = 0.0f;
   for (int k = 0; k < 2; ++k) {
@@ -48,9 +47,9 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     }
   }
   sum2_0 = zmlx_simd_sum(sum2_0);
-  if (lane == 0) zmlx_scratch[warp] = float(sum2_0);
+  if (lane == 0) zmlx_scratch[warp] = sum2_0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum2_0 = zmlx_simd_sum(lane < (threads_per_threadgroup.x + 31) / 32 ? float(zmlx_scratch[lane]) : 0.0f);
+  sum2_0 = zmlx_simd_sum(lane < 8 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 256;
@@ -59,7 +58,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
       for (int j = 0; j < 8; ++j) {
         res0.v[j] = half(exp(float(x_r[k].v[j]) - max1_0) / sum2_0);
       }
-      for (int j = 0; j < 8; ++j) (out0 + row * D + v * 8)[j] = res0.v[j];
+      for (int q = 0; q < 8; q += 4) *(device vec<half, 4>*)(out0 + row * D + v * 8 + q) = *(thread vec<half, 4>*)(res0.v + q);
     }
   }
 

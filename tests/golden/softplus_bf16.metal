@@ -44,7 +44,7 @@ inline float zmlx_logaddexp(float a, float b) {
 inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& out0) {
   out0 = bfloat16_t(zmlx_logaddexp(float(x), 0.0f));
 }
-[[kernel]] void custom_kernel_softplus_d20c5d97f71e_87f794ca_bfloat16_t_bfloat16_t(
+[[kernel]] void custom_kernel_softplus_d20c5d97f71e_44265dae_bfloat16_t_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -53,16 +53,21 @@ inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& ou
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // softplus: 2 vector(s) of 8 elements per thread, block-cyclic; contiguous inputs take the vector path
-  const uint n = uint(zmlx_numel(x_shape, x_ndim));
+  const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
-  const uint first = uint(threadgroup_position_in_grid.x) * 4096 + uint(thread_position_in_threadgroup.x) * 8;
+  const uint first = threadgroup_position_in_grid.x * 4096 + thread_position_in_threadgroup.x * 8;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 2048;
     if (contiguous && base + 8 <= n) {
-      for (int k = 0; k < 8; ++k) {
-        bfloat16_t res0;
-        softplus_d20c5d97f71e_body(x[base + k], res0);
-        out0[base + k] = res0;
+      for (int q = 0; q < 2; ++q) {
+        const vec<bfloat16_t, 4> x_v = *(const device vec<bfloat16_t, 4>*)(x + base + 4 * q);
+        vec<bfloat16_t, 4> res0_v;
+        for (int k = 0; k < 4; ++k) {
+          bfloat16_t res0;
+          softplus_d20c5d97f71e_body(x_v[k], res0);
+          res0_v[k] = res0;
+        }
+        *(device vec<bfloat16_t, 4>*)(out0 + base + 4 * q) = res0_v;
       }
     } else {
       for (uint i = base; i < n && i < base + 8; ++i) {
