@@ -7,6 +7,7 @@ function computing the program per element; the body is the launch logic MLX wra
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -127,6 +128,8 @@ class CStyle:
                                                  or op.prec >= 6)
             if repeated and aprec != 9:
                 needs = True
+            if not op.prec and aprec != 9 and not _bare_argument(template, i):
+                needs = True  # an operand of an infix expression inside a call, e.g. floor({0} / {1})
             parts.append(f"({text})" if needs else text)
         return template.format(*parts), (op.prec or 9)
 
@@ -491,6 +494,12 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                         f"  {self.barrier}",
                         f"  {acc} = {f}(lane < {threads // 32} ? {back} : {self.identity(r)});",
                         f"  {self.barrier}"]
+
+
+def _bare_argument(template: str, i: int) -> bool:
+    """Whether placeholder {i} only ever appears as a whole call argument (after `(` or `,`, before `,` or `)`)."""
+    return all(template[:m.start()].rstrip().endswith(("(", ",")) and template[m.end():].lstrip().startswith((",", ")"))
+               for m in re.finditer(r"\{%d\}" % i, template))
 
 
 def _short(op: str) -> str:
