@@ -260,6 +260,15 @@ def test_metal_sim_row_lengths(name, D):
 
 
 @needs_sim
+@pytest.mark.parametrize("lead", [(8,), (2, 2), (6,)], ids=_id)
+@pytest.mark.parametrize("name", list(SPECS))
+def test_metal_sim_packed_short_rows(name, lead):
+    """Short rows run one simdgroup per row, several rows per threadgroup (a divisor of the count)."""
+    check_values(name, "metal-sim", lead, 7, mx.float32)
+    check_grads(name, "metal-sim", lead, 7, mx.float32)
+
+
+@needs_sim
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
 @pytest.mark.parametrize("name", list(SPECS))
 def test_metal_sim_dtypes(name, dtype):

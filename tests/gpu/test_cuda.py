@@ -50,9 +50,10 @@ def test_broadcast_strided_multi_output_cuda():
     assert mx.allclose(g, gr, atol=1e-5).item()
 
 
-@pytest.mark.parametrize("D", [1, 7, 32, 33, 1000, 4096, 10000])
-def test_rows_cuda(D):
-    x = mx.random.normal((3, D))
+@pytest.mark.parametrize("rows", [3, 8])
+@pytest.mark.parametrize("D", [1, 7, 32, 33, 1000, 4096, 10000, 32768])
+def test_rows_cuda(D, rows):
+    x = mx.random.normal((rows, D))
     w = mx.random.normal((D,))
     sm = zmlx.map_reduce(_softmax, backend="cuda")
     rms = zmlx.map_reduce(_rms, backend="cuda")

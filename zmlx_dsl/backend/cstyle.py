@@ -37,6 +37,7 @@ class Plan:
     wide_index: bool                  # 64-bit indexing (an array has >= 2**31 elements)
     rowsize: int = 0                  # row kernels: the row length D
     row_modes: tuple[str, ...] = ()   # row kernels, per input: full / shared (one row for all) / per_row / scalar
+    rows_per_group: int = 1           # row kernels of one simdgroup per row: rows sharing a threadgroup
 
 
 class CStyle:
@@ -350,6 +351,10 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
              f"  constexpr int D = {D};",
              f"  const {idx} row = {self.index(self.group_id, idx)};",
              f"  const {u} lid = {self.local_id};"]
+        if plan.rows_per_group > 1:  # short rows: one simdgroup per row, several rows per group
+            R = plan.rows_per_group
+            L[-2:] = [f"  const {idx} row = {self.index(self.group_id, idx)} * {R} + {self.local_id} / 32;",
+                      f"  const {u} lid = {self.local_id} % 32;"]
         if threads > 32:  # several simdgroups: partial results meet in shared memory
             L += [f"  const {u} lane = lid % 32;",
                   f"  const {u} warp = lid / 32;",

@@ -6,6 +6,7 @@ cached per plan; the per-call path is shape arithmetic and one dictionary lookup
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import math
 import re
 from typing import Callable, Sequence
@@ -133,14 +134,22 @@ class Launcher:
         nrows = math.prod(shape[:-1])
         if D == 0 or nrows == 0:
             return self.portable(inputs, params)
-        inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
-        plan = Plan(tuple(m == "scalar" for m in modes), math.prod(shape) >= 2**31, D, tuple(modes))
-        threads = self.renderer.row_threads(p, plan)
+        inputs, plan, threads = self.row_plan(inputs, shape)
         kernel, _ = self.kernel(p, plan, threads)
         out_shapes = [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs]
         return kernel(inputs=list(inputs) + params, output_shapes=out_shapes,
                       output_dtypes=[o.dtype.mx for o in p.outputs], grid=(nrows * threads, 1, 1),
-                      threadgroup=(threads, 1, 1))
+                      threadgroup=(threads * plan.rows_per_group, 1, 1))
+
+    def row_plan(self, inputs: list, shape: tuple) -> tuple[list, Plan, int]:
+        """How to launch rows of `shape`: the input views, the plan and threads per row."""
+        inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
+        nrows = math.prod(shape[:-1])
+        plan = Plan(tuple(m == "scalar" for m in modes), math.prod(shape) >= 2**31, shape[-1], tuple(modes))
+        threads = self.renderer.row_threads(self.program, plan)
+        if threads == 32:  # one simdgroup per row: pack up to 8 rows (a divisor of nrows) per group
+            plan = dataclasses.replace(plan, rows_per_group=math.gcd(nrows, 8))
+        return list(inputs), plan, threads
 
     def portable(self, inputs, params):
         if self.fallback is None:
@@ -173,10 +182,8 @@ class Launcher:
         texts = []
         p = self.program
         if p.kind == "row":
-            shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
-            inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
-            plan = Plan(tuple(m == "scalar" for m in modes), False, shape[-1], tuple(modes))
-            groups = [(p, list(inputs), plan, self.renderer.row_threads(p, plan))]
+            inputs, plan, threads = self.row_plan(inputs, tuple(mx.broadcast_shapes(*[x.shape for x in inputs])))
+            groups = [(p, inputs, plan, threads)]
         else:
             groups = []
             for deps, ks, sub in self.groups:
