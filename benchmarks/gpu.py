@@ -51,22 +51,30 @@ def copy(x, per_thread=1):
              threadgroup=(256, 1, 1), template=[("V", per_thread)])[0]
 
 
-def tune(n: int) -> None:
-    """Vectors per thread: the copy kernel and silu at 1, 2, 4 (printed, for choosing defaults)."""
+def tune(n: int) -> tuple[int, int]:
+    """Elementwise launch shape: silu at threads per group x vectors per thread (and the copy
+    kernel at 1, 2, 4 float4 per thread); returns the best (vectors, threads) over f32 and bf16."""
     from zmlx_dsl.backend import cstyle
     x = mx.random.normal((n,))
     for v in (1, 2, 4):
         t = timed(lambda z: copy(z, v), x)
         print(f"tune copy  {v} float4/thread: {2 * x.nbytes / t / 1e9:.0f} GB/s")
-    default = cstyle.ELEMENTWISE_VECTORS
+    default = cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS
+    score: dict = {}
     for dtype in (mx.float32, mx.bfloat16):
         xd = x.astype(dtype)
-        for v in (1, 2, 4):
-            cstyle.ELEMENTWISE_VECTORS = v
-            k = zmlx.elementwise(silu_body)
-            t = timed(k, xd)
-            print(f"tune silu {str(dtype).split('.')[-1]} {v} vectors/thread: {2 * xd.nbytes / t / 1e9:.0f} GB/s")
-    cstyle.ELEMENTWISE_VECTORS = default
+        t = timed(mx.compile(silu_body), xd)
+        print(f"tune mx.compile(silu) {str(dtype).split('.')[-1]}: {2 * xd.nbytes / t / 1e9:.0f} GB/s")
+        for threads in (256, 512, 1024):
+            for v in (1, 2):
+                cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS = v, threads
+                k = zmlx.elementwise(silu_body)
+                t = timed(k, xd)
+                print(f"tune silu {str(dtype).split('.')[-1]} {threads} threads, {v} vectors/thread: "
+                      f"{2 * xd.nbytes / t / 1e9:.0f} GB/s")
+                score[(v, threads)] = score.get((v, threads), 0.0) + t
+    cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS = default
+    return min(score, key=score.get)
 
 
 # ---- kernels under test (bodies are the MLX references too) ---------------------------------
@@ -173,7 +181,9 @@ def main() -> None:
     n = (1 << 24) if QUICK else (1 << 26)
     xc = mx.random.normal((n,))
     if "--tune" in sys.argv:
-        tune(n)
+        from zmlx_dsl.backend import cstyle
+        cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS = best = tune(n)
+        print(f"table below uses the tuned elementwise launch: {best[0]} vector(s) x {best[1]} threads")
     copy_bw = max(2 * xc.nbytes / timed(lambda z: copy(z, v), xc) / 1e9 for v in (1, 2, 4))
     print(f"copy kernel (best of 1, 2, 4 float4 per thread): {copy_bw:.0f} GB/s")
 

@@ -19,7 +19,8 @@ from ..ir.passes import rewrite
 from ..ir.program import Program
 from ..ir.registry import OPS
 from . import mlx as portable
-from .cstyle import THREADS, CStyle, Plan, _short
+from . import cstyle
+from .cstyle import CStyle, Plan, _short
 
 # Names the generated kernels use for their own locals (and C keywords): user names are suffixed.
 RESERVED = {"base", "n", "contiguous", "first", "c", "q", "i", "j", "k", "v", "row", "lid", "lane", "warp",
@@ -122,10 +123,11 @@ class Launcher:
         plan = Plan(tuple(scalars), size >= 2**31)
         kernel, per = self.kernel(p, plan)
         args = launch_views(inputs, scalars, shape)
-        groups = -(-size // (per * THREADS))
+        threads = cstyle.THREADS
+        groups = -(-size // (per * threads))
         return kernel(inputs=args + params, output_shapes=[shape] * len(p.outputs),
-                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(groups * THREADS, 1, 1),
-                      threadgroup=(THREADS, 1, 1))
+                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(groups * threads, 1, 1),
+                      threadgroup=(threads, 1, 1))
 
     def rows(self, inputs: list, params: list) -> list[mx.array]:
         p = self.program
