@@ -176,14 +176,14 @@ def check() -> list[str]:
 
 def main() -> None:
     print(f"device: {mx.default_device()}, cuda available: {mx.cuda.is_available()}")
-    fails = check()
-    rows = []
     n = (1 << 24) if QUICK else (1 << 26)
-    xc = mx.random.normal((n,))
-    if "--tune" in sys.argv:
+    if "--tune" in sys.argv:  # before any kernel of this module compiles
         from zmlx_dsl.backend import cstyle
         cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS = best = tune(n)
-        print(f"table below uses the tuned elementwise launch: {best[0]} vector(s) x {best[1]} threads")
+        print(f"checks and table use the tuned elementwise launch: {best[0]} vector(s) x {best[1]} threads")
+    fails = check()
+    rows = []
+    xc = mx.random.normal((n,))
     copy_bw = max(2 * xc.nbytes / timed(lambda z: copy(z, v), xc) / 1e9 for v in (1, 2, 4))
     print(f"copy kernel (best of 1, 2, 4 float4 per thread): {copy_bw:.0f} GB/s")
 
