@@ -77,7 +77,7 @@ class Kernel:
         return tuple(outs) if entry.is_tuple else outs[0]
 
     def _entry(self, args: tuple, kwargs: dict) -> _Entry:
-        key = (tuple(a.dtype if isinstance(a, mx.array) else type(a) for a in args),
+        key = (tuple([a.dtype if isinstance(a, mx.array) else type(a) for a in args]),
                tuple(sorted((k, type(v), v) for k, v in kwargs.items())) if kwargs else ())
         entry = self._cache.get(key)
         if entry is None or (entry.baked and entry.stale()):
