@@ -5,7 +5,7 @@ when run as MLX code -- same values (within floating-point tolerance), same shap
 and `mx.vjp` / `mx.jvp` through the kernel equal the same transform of the body.
 
 Helpers here:
-- `BACKENDS` / the `backend` fixture: the backends every kernel test runs on. "mlx" (portable)
+- `BACKENDS` / the `backend` fixture: the backends every kernel test runs on: "mlx" (portable)
   always; other backends ("metal-sim", ...) are appended here when they can run on this machine.
 - `rand(shape, dtype, rng=..., low=..., high=...)`: random inputs for float32/float16/bfloat16/
   int32/bool (and any other MLX dtype the IR knows).
@@ -29,13 +29,32 @@ import zmlx_dsl as zmlx
 
 # ---- backends ----------------------------------------------------------------------------
 
-BACKENDS = ["mlx"]
-"""Backends that kernels are checked on. Append e.g. "metal-sim" once it runs on this machine."""
+def _have_metal_sim() -> bool:
+    try:
+        from zmlx_dsl.backend.metal_sim.compiler import find_compiler
+    except ImportError:
+        return False
+    return find_compiler() is not None
+
+
+HAVE_METAL_SIM = _have_metal_sim()
+"""metal-sim (the generated MSL compiled as C++ and run on the CPU) needs clang++-19 or `ziglang`."""
+
+BACKENDS = ["mlx"] + (["metal-sim"] if HAVE_METAL_SIM else [])
+"""Backends that kernels are checked on: the portable "mlx" backend always, and "metal-sim" (the
+Metal launch path, its MSL executed on the CPU) wherever a C++ compiler for it is found."""
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
     return request.param
+
+
+def skip_if_traced(backend: str) -> None:
+    """metal-sim runs a kernel on the host when it is called (it evaluates its inputs), so it can't
+    run inside mx.compile / mx.vmap, which trace with placeholder arrays; those tests skip it."""
+    if backend == "metal-sim":
+        pytest.skip("metal-sim evaluates its inputs on the host: no mx.compile / mx.vmap tracing")
 
 
 def kernel_of(fn: Callable, backend: str, kind: str = "elementwise", **kw) -> "zmlx.Kernel":

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
-from conftest import FLOATS, assert_close, assert_same, kernel_of, rand, to_numpy
+from conftest import FLOATS, assert_close, assert_same, kernel_of, rand, skip_if_traced, to_numpy
 
 THIS = sys.modules[__name__]
 
@@ -503,6 +503,7 @@ def test_kernel_names_deterministic_across_processes(tmp_path):
 
 
 def test_inside_mx_compile(backend, rng):
+    skip_if_traced(backend)
     k = kernel_of(body_float, backend)
     x, y = rand((4, 5), rng=rng), rand((5,), rng=rng)
     fk = mx.compile(lambda a, b: k(a, b) * 2.0 + a)
@@ -512,6 +513,7 @@ def test_inside_mx_compile(backend, rng):
 
 
 def test_inside_mx_vmap(backend, rng):
+    skip_if_traced(backend)
     k = kernel_of(two_outputs, backend)
     x, y = rand((3, 4), rng=rng), rand((4, 3), rng=rng)
     for axes in [(0, 1), (1, 0)]:

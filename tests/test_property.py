@@ -1,6 +1,7 @@
 """Property test (issue 2): random kernel bodies over the registry's ops, rendered as Python source
 into a module file, imported and decorated. For each: the IR interpreter (NumPy, every node
-rounded to its dtype) = the portable backend = the body run in MLX.
+rounded to its dtype) = the portable backend = the body run in MLX; and on "metal-sim" (the generated
+MSL run on the CPU; a C++ compile per program, so fewer examples) = the interpreter = the MLX body.
 
 Operands of ops with restricted domains are wrapped (log(|a| + 1), arcsin(tanh(a) * 0.99), ...)
 so that NaN and inf do not dominate. `mx.compile` is disabled here (see conftest.eager_mlx): each
@@ -22,7 +23,7 @@ import zmlx_dsl as zmlx
 from zmlx_dsl.ir.interpret import interpret
 from zmlx_dsl.ir.node import toposort
 from zmlx_dsl.ir.registry import OPS
-from conftest import BACKENDS, assert_values, to_numpy
+from conftest import HAVE_METAL_SIM, assert_values, to_numpy
 
 # {a}, {b}: float operands; {p}, {q}: bool operands
 FLOAT_OPS = {
@@ -181,7 +182,7 @@ def prop_dir(tmp_path_factory):
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([0.75, -2.0, 3]))
 def test_random_float_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
-    for b in BACKENDS:
+    for b in ["mlx"]:
         _check(prop_dir, outs, mx.float32, seed, shapes, scalar, b, tol=2e-5)
 
 
@@ -190,7 +191,7 @@ def test_random_float_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
 @given(outs=int_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([2, -3]))
 def test_random_int_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
-    for b in BACKENDS:
+    for b in ["mlx"]:
         _check(prop_dir, outs, mx.int32, seed, shapes, scalar, b, tol=0)
 
 
@@ -199,5 +200,26 @@ def test_random_int_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1))
 def test_random_bodies_compiled(prop_dir, outs, seed):
     """A few random programs through the real (mx.compile'd) portable backend."""
-    for b in BACKENDS:
+    for b in ["mlx"]:
         _check(prop_dir, outs, mx.float32, seed, SHAPES[0], 0.75, b, tol=2e-5)
+
+
+needs_sim = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
+
+
+@needs_sim
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
+       scalar=st.sampled_from([0.75, -2.0, 3]))
+def test_random_float_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, scalar):
+    _check(prop_dir, outs, mx.float32, seed, shapes, scalar, "metal-sim", tol=2e-5)
+
+
+@needs_sim
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(outs=int_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
+       scalar=st.sampled_from([2, -3]))
+def test_random_int_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, scalar):
+    _check(prop_dir, outs, mx.int32, seed, shapes, scalar, "metal-sim", tol=0)
