@@ -49,7 +49,7 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
   const float cast0 = float(x);
   out0 = half(0.5f * cast0 * (1.0f + zmlx_erf(cast0 / 1.4142135381698608f)));
 }
-[[kernel]] void custom_kernel_gelu_881c3db2486b_20e1c9c6_float16_t_float16_t(
+[[kernel]] void custom_kernel_gelu_881c3db2486b_a3a15cfa_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -64,15 +64,15 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 2048;
     if (contiguous && base + 8 <= n) {
-      for (int q = 0; q < 2; ++q) {
-        const vec<half, 4> x_v = *(const device vec<half, 4>*)(x + base + 4 * q);
+      for (int q = 0; q < 8; q += 4) {
+        const vec<half, 4> x_v = *(const device vec<half, 4>*)(x + base + q);
         vec<half, 4> res0_v;
         for (int k = 0; k < 4; ++k) {
           half res0;
           gelu_881c3db2486b_body(x_v[k], res0);
           res0_v[k] = res0;
         }
-        *(device vec<half, 4>*)(out0 + base + 4 * q) = res0_v;
+        *(device vec<half, 4>*)(out0 + base + q) = res0_v;
       }
     } else {
       for (uint i = base; i < n && i < base + 8; ++i) {

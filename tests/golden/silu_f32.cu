@@ -50,7 +50,7 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void silu_4a6e4a0b2b4e_a60305bb(
+__global__ void silu_4a6e4a0b2b4e_be7b0109(
     const float* x,
     const __grid_constant__ Shape x_shape,
     const __grid_constant__ Strides x_strides,
@@ -66,7 +66,9 @@ __global__ void silu_4a6e4a0b2b4e_a60305bb(
       const zmlx_vec<float, 4> x_v = *(const zmlx_vec<float, 4>*)(x + base);
       zmlx_vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
-        silu_4a6e4a0b2b4e_body(x_v.v[k], res0_v.v[k]);
+        float res0;
+        silu_4a6e4a0b2b4e_body(x_v.v[k], res0);
+        res0_v.v[k] = res0;
       }
       *(zmlx_vec<float, 4>*)(out0 + base) = res0_v;
     } else {

@@ -44,7 +44,7 @@ inline float zmlx_logaddexp(float a, float b) {
 inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& out0) {
   out0 = bfloat16_t(zmlx_logaddexp(float(x), 0.0f));
 }
-[[kernel]] void custom_kernel_softplus_d20c5d97f71e_44265dae_bfloat16_t_bfloat16_t(
+[[kernel]] void custom_kernel_softplus_d20c5d97f71e_887d3478_bfloat16_t_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -59,15 +59,15 @@ inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& ou
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 2048;
     if (contiguous && base + 8 <= n) {
-      for (int q = 0; q < 2; ++q) {
-        const vec<bfloat16_t, 4> x_v = *(const device vec<bfloat16_t, 4>*)(x + base + 4 * q);
+      for (int q = 0; q < 8; q += 4) {
+        const vec<bfloat16_t, 4> x_v = *(const device vec<bfloat16_t, 4>*)(x + base + q);
         vec<bfloat16_t, 4> res0_v;
         for (int k = 0; k < 4; ++k) {
           bfloat16_t res0;
           softplus_d20c5d97f71e_body(x_v[k], res0);
           res0_v[k] = res0;
         }
-        *(device vec<bfloat16_t, 4>*)(out0 + base + 4 * q) = res0_v;
+        *(device vec<bfloat16_t, 4>*)(out0 + base + q) = res0_v;
       }
     } else {
       for (uint i = base; i < n && i < base + 8; ++i) {

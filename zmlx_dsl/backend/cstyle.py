@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -194,76 +194,49 @@ class CStyle:
              f"    const {idx} base = first + c * {THREADS * per};"]
         scalar_reads = {x: f"{x.arg}[0]" for x, s in zip(p.inputs, plan.scalar_inputs) if s}
         scalar_reads.update({q: f"{q.arg}[0]" for q in p.params})
-
-        def vec(d):
-            return f"zmlx_vec<{self.ctype(d)}, {per}>"
         dev = f"{self.device_ptr} " if self.device_ptr else ""
+
+        def call(ind: str, element: Callable[[Node], str], dest: Callable[[int], str]) -> None:
+            """One element: read each array with `element`, run the body, store output j at dest(j)."""
+            for j, o in enumerate(p.outputs):
+                L.append(f"{ind}{self.ctype(o.dtype)} res{j};")
+            args = [element(x) if x in arrays else scalar_reads[x] for x in leaves]
+            L.append(f"{ind}{fname}({', '.join(args + [f'res{j}' for j in range(len(p.outputs))])});")
+            for j in range(len(p.outputs)):
+                L.append(f"{ind}{dest(j)} = res{j};")
+
+        def vector_path(vt: Callable[[dt.DType], str], width: int, at: str, item: str, ind: str) -> None:
+            """Load every array as one `vt` vector of `width` at `at`, compute, store likewise."""
+            for a in arrays:
+                L.append(f"{ind}const {vt(a.dtype)} {a.arg}_v = *(const {dev}{vt(a.dtype)}*)({a.arg} + {at});")
+            for j, o in enumerate(p.outputs):
+                L.append(f"{ind}{vt(o.dtype)} res{j}_v;")
+            L.append(f"{ind}for (int k = 0; k < {width}; ++k) {{")
+            call(ind + "  ", lambda x: f"{x.arg}_v{item}", lambda j: f"res{j}_v{item}")
+            L.append(f"{ind}}}")
+            for j, o in enumerate(p.outputs):
+                L.append(f"{ind}*({dev}{vt(o.dtype)}*)({self.out_name(j)} + {at}) = res{j}_v;")
+
         L.append(f"    if (contiguous && base + {per} <= n) {{")
         if self.vector_struct:  # one aligned 16-byte access per array
-            for a in arrays:
-                L.append(f"      const {vec(a.dtype)} {a.arg}_v = *(const {dev}{vec(a.dtype)}*)({a.arg} + base);")
-            for k, o in enumerate(p.outputs):
-                L.append(f"      {vec(o.dtype)} res{k}_v;")
-            L.append(f"      for (int k = 0; k < {per}; ++k) {{")
-            args = [f"{n.arg}_v.v[k]" if n in arrays else scalar_reads[n] for n in leaves]
-            args += [f"res{k}_v.v[k]" for k in range(len(p.outputs))]
-            L.append(f"        {fname}({', '.join(args)});")
-            L.append("      }")
-            for k, o in enumerate(p.outputs):
-                L.append(f"      *({dev}{vec(o.dtype)}*)({self.out_name(k)} + base) = res{k}_v;")
+            vector_path(lambda d: f"zmlx_vec<{self.ctype(d)}, {per}>", per, "base", ".v[k]", "      ")
         elif per % 4 == 0 and not any(a.dtype == dt.bool_ for a in arrays + list(p.outputs)):
             # Metal: vectors are at most 4 wide, so 16 bytes are per/4 vec<T, 4> (bool arrays
             # take the scalar loop: clang, which metal-sim compiles with, crashes on bool vectors)
-            chunks = per // 4
-
-            def v4(d):
-                return f"vec<{self.ctype(d)}, 4>"
-            ind = "      "
-            if chunks > 1:
-                L.append(f"      for (int q = 0; q < {chunks}; ++q) {{")
-                ind = "        "
-            at = "base + 4 * q" if chunks > 1 else "base"
-            for a in arrays:
-                L.append(f"{ind}const {v4(a.dtype)} {a.arg}_v = *(const {dev}{v4(a.dtype)}*)({a.arg} + {at});")
-            for k, o in enumerate(p.outputs):
-                L.append(f"{ind}{v4(o.dtype)} res{k}_v;")
-            L.append(f"{ind}for (int k = 0; k < 4; ++k) {{")
-            for k, o in enumerate(p.outputs):
-                L.append(f"{ind}  {self.ctype(o.dtype)} res{k};")
-            args = [f"{n.arg}_v[k]" if n in arrays else scalar_reads[n] for n in leaves]
-            args += [f"res{k}" for k in range(len(p.outputs))]
-            L.append(f"{ind}  {fname}({', '.join(args)});")
-            for k in range(len(p.outputs)):
-                L.append(f"{ind}  res{k}_v[k] = res{k};")
-            L.append(f"{ind}}}")
-            for k, o in enumerate(p.outputs):
-                L.append(f"{ind}*({dev}{v4(o.dtype)}*)({self.out_name(k)} + {at}) = res{k}_v;")
-            if chunks > 1:
+            if per > 4:
+                L.append(f"      for (int q = 0; q < {per}; q += 4) {{")
+            vector_path(lambda d: f"vec<{self.ctype(d)}, 4>", 4, "base + q" if per > 4 else "base", "[k]",
+                        "        " if per > 4 else "      ")
+            if per > 4:
                 L.append("      }")
         else:  # 8-byte types (two elements per 16 bytes) and bool: plain accesses
             L.append(f"      for (int k = 0; k < {per}; ++k) {{")
-            for k, o in enumerate(p.outputs):
-                L.append(f"        {self.ctype(o.dtype)} res{k};")
-            args = [f"{n.arg}[base + k]" if n in arrays else scalar_reads[n] for n in leaves]
-            args += [f"res{k}" for k in range(len(p.outputs))]
-            L.append(f"        {fname}({', '.join(args)});")
-            for k in range(len(p.outputs)):
-                L.append(f"        {self.out_name(k)}[base + k] = res{k};")
+            call("        ", lambda x: f"{x.arg}[base + k]", lambda j: f"{self.out_name(j)}[base + k]")
             L.append("      }")
         L.append("    } else {")
         L.append(f"      for ({idx} i = base; i < n && i < base + {per}; ++i) {{")
-        for k, o in enumerate(p.outputs):
-            L.append(f"        {self.ctype(o.dtype)} res{k};")
-        args = []
-        for n in leaves:
-            if n in arrays:
-                args.append(f"{n.arg}[contiguous ? i : zmlx_loc(i, {n.arg}_shape, {n.arg}_strides, {n.arg}_ndim)]")
-            else:
-                args.append(scalar_reads[n])
-        args += [f"res{k}" for k in range(len(p.outputs))]
-        L.append(f"        {fname}({', '.join(args)});")
-        for k in range(len(p.outputs)):
-            L.append(f"        {self.out_name(k)}[i] = res{k};")
+        call("        ", lambda x: f"{x.arg}[contiguous ? i : zmlx_loc(i, {x.arg}_shape, {x.arg}_strides, {x.arg}_ndim)]",
+             lambda j: f"{self.out_name(j)}[i]")
         L.append("      }")
         L.append("    }")
         L.append("  }")
