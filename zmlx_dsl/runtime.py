@@ -48,7 +48,7 @@ class Compiled:
         return self.runner(list(arrays))
 
     # ---- reverse mode --------------------------------------------------------------------
-    @cached_property
+    @property
     def backward(self) -> tuple["Compiled", list, list, list]:
         """The generated backward program and the roles of its inputs: ("x", i) primal input i,
         ("g", k) cotangent of output k, ("y", k) forward output k (reused when cheaper)."""
@@ -119,7 +119,7 @@ class Compiled:
         grads = []
         for x, slot in zip(arrays, slots):
             g = by_float.get(slot) if slot is not None else None
-            grads.append(mx.zeros_like(x) if g is None else unbroadcast(g, x.shape, self.program.kind))
+            grads.append(mx.zeros_like(x) if g is None else unbroadcast(g, x.shape))
         return grads + [mx.zeros_like(p) for p in params]
 
     # ---- forward mode --------------------------------------------------------------------
@@ -184,7 +184,7 @@ def _fresh(p: Program, base: str) -> str:
     return name
 
 
-def unbroadcast(g: mx.array, shape: tuple, kind: str = "elementwise") -> mx.array:
+def unbroadcast(g: mx.array, shape: tuple) -> mx.array:
     """Sum a gradient over the axes its input was broadcast along (as MLX does)."""
     if g.shape == tuple(shape):
         return g
