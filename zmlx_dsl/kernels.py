@@ -34,7 +34,6 @@ class _Entry:
         self.is_tuple = is_tuple
         self.row_flags = row_flags      # per output: True when it holds one value per row
         self.baked = baked
-        self.baked_values = tuple(v for _, v in baked)
         self.arrays_only = all(s[0] == "array" for s in slots)
         self.compiled: dict[str, Compiled] = {}
 

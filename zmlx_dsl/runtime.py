@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import time
 from functools import cached_property
-from typing import Optional, Sequence
+from typing import Sequence
 
 import mlx.core as mx
 
 from . import backend as backends
 from . import stats
-from .ir import dtypes as dt
 from .ir.autodiff import jvp as ir_jvp
-from .ir.autodiff import per_row, simplify, vjp as ir_vjp
+from .ir.autodiff import simplify, vjp as ir_vjp
 from .ir.build import cast
 from .ir.node import Node, toposort
 from .ir.passes import optimize, rewrite
 from .ir.program import Program
-from .ir.registry import OPS
 
 
 class Compiled:

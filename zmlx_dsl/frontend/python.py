@@ -160,10 +160,6 @@ def source_of(fn: Callable) -> _Source:
     return src
 
 
-class _Return(Exception):
-    pass
-
-
 def _divide(total: Node, count: Node) -> Node:
     """total / count for a row mean. A half-precision total is scaled by 1/count computed in float32
     and rounded to its type, as MLX's mean does; promoting the row length itself to float16
