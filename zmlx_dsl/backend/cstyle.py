@@ -38,6 +38,7 @@ class Plan:
     rowsize: int = 0                  # row kernels: the row length D
     row_modes: tuple[str, ...] = ()   # row kernels, per input: full / shared (one row for all) / per_row / scalar
     rows_per_group: int = 1           # row kernels of one simdgroup per row: rows sharing a threadgroup
+    in_constant: tuple[bool, ...] = ()  # per input: MLX passes it in Metal's constant space (< 8 elements)
 
 
 class CStyle:
@@ -47,6 +48,7 @@ class CStyle:
     backend: str                    # key of the registry's per-backend spellings and helpers
     fn_qual: str                    # qualifier of helper functions
     device_ptr: str                 # address-space qualifier of a global pointer
+    constant_ptr: str               # of a small input MLX places in constant memory
     thread_ref: str                 # of a reference to a local
     shared: str                     # of block-shared memory
     barrier: str
@@ -195,6 +197,7 @@ class CStyle:
         scalar_reads = {x: f"{x.arg}[0]" for x, s in zip(p.inputs, plan.scalar_inputs) if s}
         scalar_reads.update({q: f"{q.arg}[0]" for q in p.params})
         dev = f"{self.device_ptr} " if self.device_ptr else ""
+        space = {x: self.space(plan, i) for i, x in enumerate(p.inputs)}
 
         def call(ind: str, element: Callable[[Node], str], dest: Callable[[int], str]) -> None:
             """One element: read each array with `element`, run the body, store output j at dest(j)."""
@@ -208,7 +211,7 @@ class CStyle:
         def vector_path(vt: Callable[[dt.DType], str], width: int, at: str, item: str, ind: str) -> None:
             """Load every array as one `vt` vector of `width` at `at`, compute, store likewise."""
             for a in arrays:
-                L.append(f"{ind}const {vt(a.dtype)} {a.arg}_v = *(const {dev}{vt(a.dtype)}*)({a.arg} + {at});")
+                L.append(f"{ind}const {vt(a.dtype)} {a.arg}_v = *(const {space[a]}{vt(a.dtype)}*)({a.arg} + {at});")
             for j, o in enumerate(p.outputs):
                 L.append(f"{ind}{vt(o.dtype)} res{j}_v;")
             L.append(f"{ind}for (int k = 0; k < {width}; ++k) {{")
@@ -242,6 +245,12 @@ class CStyle:
         L.append("  }")
         header = "\n".join(x for x in (self.common_header(), self.helper_text(helpers), body_fn) if x)
         return header + "\n", "\n".join(L) + "\n", per * V
+
+    def space(self, plan: Plan, i: int) -> str:
+        """The address-space qualifier (with a trailing space) MLX gives input i, for pointer casts."""
+        small = plan.in_constant[i] if i < len(plan.in_constant) else False
+        q = self.constant_ptr if small else self.device_ptr
+        return f"{q} " if q else ""
 
     def index(self, expr: str, idx: str) -> str:
         """A thread-index expression as idx (a cast only when widening to 64 bits)."""
@@ -345,13 +354,15 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         def vtype(d: dt.DType) -> str:
             return f"zmlx_vec<{self.ctype(d)}, {vec}>"
 
+        space = {x: self.space(plan, i) for i, x in enumerate(p.inputs)}
+
         def load(x: Node, into: str, ind: str) -> None:
             if self.vector_struct:
                 L.append(f"{ind}{into} = *(const {vtype(x.dtype)}*)({x.arg} + {offset[x]});")
             elif vec % 4 == 0 and x.dtype != dt.bool_:  # Metal: vec<T, 4> accesses (aligned struct)
                 v4 = f"vec<{self.ctype(x.dtype)}, 4>"
                 L.append(f"{ind}for (int q = 0; q < {vec}; q += 4) *({self.thread_ref} {v4}*)({into}.v + q) = "
-                         f"*(const {self.device_ptr} {v4}*)({x.arg} + {offset[x]} + q);")
+                         f"*(const {space[x]}{v4}*)({x.arg} + {offset[x]} + q);")
             else:
                 L.append(f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{offset[x]} + j];")
 

@@ -19,6 +19,7 @@ class CUDARenderer(CStyle):
 
     backend = "cuda"
     fn_qual = "__device__ inline"
+    constant_ptr = ""
     device_ptr = ""
     thread_ref = ""
     shared = "__shared__"

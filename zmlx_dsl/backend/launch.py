@@ -19,6 +19,7 @@ from ..ir.passes import rewrite
 from ..ir.program import Program
 from ..ir.registry import OPS
 from . import mlx as portable
+from .metal_source import MAX_CONSTANT_ARRAY_SIZE as METAL_CONSTANT_SIZE
 from . import cstyle
 from .cstyle import CStyle, Plan, _short
 
@@ -63,6 +64,17 @@ def row_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
     if x.shape[-1] == 1 and lead == shape[:-1]:
         return x.reshape((math.prod(lead),)), "per_row"
     return mx.broadcast_to(x, shape), "full"
+
+
+def elementwise_plan(inputs: Sequence[mx.array], shape: tuple) -> tuple[list[mx.array], Plan]:
+    """The input views and the plan of an elementwise launch over `shape`: size-1 inputs are read
+    as scalars (one, at least, stays an array to carry the shape)."""
+    scalars = [x.size == 1 for x in inputs]
+    if all(scalars):
+        scalars[0] = False
+    args = launch_views(inputs, scalars, shape)
+    return args, Plan(tuple(scalars), math.prod(shape) >= 2**31,
+                      in_constant=tuple(x.size < METAL_CONSTANT_SIZE for x in args))
 
 
 def launch_views(inputs: Sequence[mx.array], scalars: Sequence[bool], shape: tuple) -> list[mx.array]:
@@ -117,12 +129,8 @@ class Launcher:
         size = math.prod(shape)
         if size == 0:
             return [mx.zeros(shape, o.dtype.mx) for o in p.outputs]
-        scalars = [x.size == 1 for x in inputs]
-        if all(scalars):
-            scalars[0] = False
-        plan = Plan(tuple(scalars), size >= 2**31)
+        args, plan = elementwise_plan(inputs, shape)
         kernel, per = self.kernel(p, plan)
-        args = launch_views(inputs, scalars, shape)
         threads = cstyle.THREADS
         groups = -(-size // (per * threads))
         return kernel(inputs=args + params, output_shapes=[shape] * len(p.outputs),
@@ -147,7 +155,8 @@ class Launcher:
         """How to launch rows of `shape`: the input views, the plan and threads per row."""
         inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
         nrows = math.prod(shape[:-1])
-        plan = Plan(tuple(m == "scalar" for m in modes), math.prod(shape) >= 2**31, shape[-1], tuple(modes))
+        plan = Plan(tuple(m == "scalar" for m in modes), math.prod(shape) >= 2**31, shape[-1], tuple(modes),
+                    in_constant=tuple(x.size < METAL_CONSTANT_SIZE for x in inputs))
         threads = self.renderer.row_threads(self.program, plan)
         if threads == 32:  # one simdgroup per row: pack up to 8 rows (a divisor of nrows) per group
             plan = dataclasses.replace(plan, rows_per_group=math.gcd(nrows, 8))
@@ -190,12 +199,7 @@ class Launcher:
             groups = []
             for deps, ks, sub in self.groups:
                 xs = [inputs[i] for i in deps]
-                scalars = [x.size == 1 for x in xs]
-                if all(scalars):
-                    scalars[0] = False
-                shape = tuple(mx.broadcast_shapes(*[x.shape for x in xs]))
-                plan = Plan(tuple(scalars), math.prod(shape) >= 2**31)
-                groups.append((sub, launch_views(xs, scalars, shape), plan, 0))
+                groups.append((sub, *elementwise_plan(xs, tuple(mx.broadcast_shapes(*[x.shape for x in xs]))), 0))
         for sub, xs, plan, threads in groups:
             header, body, _ = self.render(sub, plan, threads)
             params = [mx.zeros((1,), q.dtype.mx) for q in sub.params]

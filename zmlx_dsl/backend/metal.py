@@ -16,6 +16,7 @@ class MetalRenderer(CStyle):
 
     backend = "metal"
     fn_qual = "inline"
+    constant_ptr = "constant"
     device_ptr = "device"
     thread_ref = "thread"
     shared = "threadgroup"
