@@ -33,7 +33,7 @@ inline float zmlx_fmax(float a, float b) {
 inline void axpy_relu_b75363d0452b_body(const float x, const float y, const float z, const float alpha, thread float& out0) {
   out0 = zmlx_fmax(x * y + alpha * z, 0.0f);
 }
-[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_9902dffe_float_float_floatc_floatc_float(
+[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_3e57e89d_float_float_floatc_floatc_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -49,24 +49,24 @@ inline void axpy_relu_b75363d0452b_body(const float x, const float y, const floa
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // axpy_relu: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
   const uint n = zmlx_numel(x_shape, x_ndim);
+  const uint y_size = zmlx_numel(y_shape, y_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(y_shape, y_strides, y_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {
       const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
-      const vec<float, 4> y_v = *(const device vec<float, 4>*)(y + base);
       vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        axpy_relu_b75363d0452b_body(x_v[k], y_v[k], z[0], alpha[0], res0);
+        axpy_relu_b75363d0452b_body(x_v[k], y[(base + k) % y_size], z[0], alpha[0], res0);
         res0_v[k] = res0;
       }
       *(device vec<float, 4>*)(out0 + base) = res0_v;
     } else {
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
-        axpy_relu_b75363d0452b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i : zmlx_loc(i, y_shape, y_strides, y_ndim)], z[0], alpha[0], res0);
+        axpy_relu_b75363d0452b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i % y_size : zmlx_loc(i % y_size, y_shape, y_strides, y_ndim)], z[0], alpha[0], res0);
         out0[i] = res0;
       }
     }

@@ -31,7 +31,7 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   out1 = sel0 * x;
   out2 = sel0 * alpha;
 }
-[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_da70cb90_float_float_float_float_floatc_float_float_float(
+[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_a7c0ef52_float_float_floatc_float_floatc_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -40,7 +40,7 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   const constant int* y_shape [[buffer(5)]],
   const constant int64_t* y_strides [[buffer(6)]],
   const constant int& y_ndim [[buffer(7)]],
-  const device float* z [[buffer(8)]],
+  const constant float* z [[buffer(8)]],
   const constant int* z_shape [[buffer(9)]],
   const constant int64_t* z_strides [[buffer(10)]],
   const constant int& z_ndim [[buffer(11)]],
@@ -56,14 +56,14 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // axpy_relu_vjp: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
   const uint n = zmlx_numel(x_shape, x_ndim);
+  const uint y_size = zmlx_numel(y_shape, y_ndim);
+  const uint z_run = n / zmlx_numel(z_shape, z_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(y_shape, y_strides, y_ndim) && zmlx_row_contiguous(z_shape, z_strides, z_ndim) && zmlx_row_contiguous(cotan0_shape, cotan0_strides, cotan0_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {
       const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
-      const vec<float, 4> y_v = *(const device vec<float, 4>*)(y + base);
-      const vec<float, 4> z_v = *(const device vec<float, 4>*)(z + base);
       const vec<float, 4> cotan0_v = *(const device vec<float, 4>*)(cotan0 + base);
       vec<float, 4> res0_v;
       vec<float, 4> res1_v;
@@ -72,7 +72,7 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
         float res0;
         float res1;
         float res2;
-        axpy_relu_vjp_871b11eb914e_body(x_v[k], y_v[k], z_v[k], cotan0_v[k], alpha[0], res0, res1, res2);
+        axpy_relu_vjp_871b11eb914e_body(x_v[k], y[(base + k) % y_size], z[(base + k) / z_run], cotan0_v[k], alpha[0], res0, res1, res2);
         res0_v[k] = res0;
         res1_v[k] = res1;
         res2_v[k] = res2;
@@ -85,7 +85,7 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
         float res0;
         float res1;
         float res2;
-        axpy_relu_vjp_871b11eb914e_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i : zmlx_loc(i, y_shape, y_strides, y_ndim)], z[contiguous ? i : zmlx_loc(i, z_shape, z_strides, z_ndim)], cotan0[contiguous ? i : zmlx_loc(i, cotan0_shape, cotan0_strides, cotan0_ndim)], alpha[0], res0, res1, res2);
+        axpy_relu_vjp_871b11eb914e_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i % y_size : zmlx_loc(i % y_size, y_shape, y_strides, y_ndim)], z[contiguous ? i / z_run : zmlx_loc(i / z_run, z_shape, z_strides, z_ndim)], cotan0[contiguous ? i : zmlx_loc(i, cotan0_shape, cotan0_strides, cotan0_ndim)], alpha[0], res0, res1, res2);
         out0[i] = res0;
         out1[i] = res1;
         out2[i] = res2;

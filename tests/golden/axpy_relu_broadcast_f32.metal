@@ -33,7 +33,7 @@ inline float zmlx_fmax(float a, float b) {
 inline void axpy_relu_b75363d0452b_body(const float x, const float y, const float z, const float alpha, thread float& out0) {
   out0 = zmlx_fmax(x * y + alpha * z, 0.0f);
 }
-[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_e48e248a_float_float_float_floatc_float(
+[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_d10c6e03_float_float_floatc_floatc_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -42,7 +42,7 @@ inline void axpy_relu_b75363d0452b_body(const float x, const float y, const floa
   const constant int* y_shape [[buffer(5)]],
   const constant int64_t* y_strides [[buffer(6)]],
   const constant int& y_ndim [[buffer(7)]],
-  const device float* z [[buffer(8)]],
+  const constant float* z [[buffer(8)]],
   const constant int* z_shape [[buffer(9)]],
   const constant int64_t* z_strides [[buffer(10)]],
   const constant int& z_ndim [[buffer(11)]],
@@ -52,25 +52,25 @@ inline void axpy_relu_b75363d0452b_body(const float x, const float y, const floa
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // axpy_relu: 2 vector(s) of 4 elements per thread, block-cyclic; contiguous inputs take the vector path
   const uint n = zmlx_numel(x_shape, x_ndim);
+  const uint y_size = zmlx_numel(y_shape, y_ndim);
+  const uint z_run = n / zmlx_numel(z_shape, z_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(y_shape, y_strides, y_ndim) && zmlx_row_contiguous(z_shape, z_strides, z_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
   for (int c = 0; c < 2; ++c) {
     const uint base = first + c * 1024;
     if (contiguous && base + 4 <= n) {
       const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
-      const vec<float, 4> y_v = *(const device vec<float, 4>*)(y + base);
-      const vec<float, 4> z_v = *(const device vec<float, 4>*)(z + base);
       vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        axpy_relu_b75363d0452b_body(x_v[k], y_v[k], z_v[k], alpha[0], res0);
+        axpy_relu_b75363d0452b_body(x_v[k], y[(base + k) % y_size], z[(base + k) / z_run], alpha[0], res0);
         res0_v[k] = res0;
       }
       *(device vec<float, 4>*)(out0 + base) = res0_v;
     } else {
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
-        axpy_relu_b75363d0452b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i : zmlx_loc(i, y_shape, y_strides, y_ndim)], z[contiguous ? i : zmlx_loc(i, z_shape, z_strides, z_ndim)], alpha[0], res0);
+        axpy_relu_b75363d0452b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i % y_size : zmlx_loc(i % y_size, y_shape, y_strides, y_ndim)], z[contiguous ? i / z_run : zmlx_loc(i / z_run, z_shape, z_strides, z_ndim)], alpha[0], res0);
         out0[i] = res0;
       }
     }

@@ -33,10 +33,12 @@ REGISTER_BUDGET = 16384  # cached elements per thread, times threads per group
 class Plan:
     """Launch-time facts a kernel is specialised for (part of its cache key)."""
 
-    scalar_inputs: tuple[bool, ...]   # per program input: size 1, read as x[0]
+    modes: tuple[str, ...]            # per program input, how it is read (see launch.py):
+    #   elementwise: full (the output's shape) / suffix (trailing dims, x[i % m]) /
+    #                prefix (leading dims, x[i / (n / m)]) / scalar (x[0])
+    #   rows:        full / shared (one row for all) / per_row / scalar
     wide_index: bool                  # 64-bit indexing (an array has >= 2**31 elements)
     rowsize: int = 0                  # row kernels: the row length D
-    row_modes: tuple[str, ...] = ()   # row kernels, per input: full / shared (one row for all) / per_row / scalar
     rows_per_group: int = 1           # row kernels of one simdgroup per row: rows sharing a threadgroup
     in_constant: tuple[bool, ...] = ()  # per input: MLX passes it in Metal's constant space (< 8 elements)
 
@@ -179,25 +181,37 @@ class CStyle:
         params = [(n, n.arg) for n in leaves]
         fname = f"{p.kernel_name}_body"
         body_fn = self.body_function(fname, params, list(p.outputs), helpers)
-        arrays = [x for x, s in zip(p.inputs, plan.scalar_inputs) if not s]
-        widest = max([a.dtype.itemsize for a in arrays] + [o.dtype.itemsize for o in p.outputs])
+        mode = dict(zip(p.inputs, plan.modes))
+        arrays = [x for x in p.inputs if mode[x] != "scalar"]
+        full = [x for x in arrays if mode[x] == "full"]
+        widest = max([a.dtype.itemsize for a in full] + [o.dtype.itemsize for o in p.outputs])
         per = max(1, VECTOR_BYTES // widest)
         idx = "size_t" if plan.wide_index else self.uint
-        ref = arrays[0].arg
+        ref = full[0].arg
         V = ELEMENTWISE_VECTORS
         L = [f"  // {p.name}: {V} vector(s) of {per} elements per thread, block-cyclic; "
              "contiguous inputs take the vector path",
-             f"  const {idx} n = zmlx_numel({ref}_shape, {ref}_ndim);",
-             "  const bool contiguous = " + " && ".join(
-                 f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";",
-             f"  const {idx} first = {self.index(self.group_id, idx)} * {V * THREADS * per} + "
-             f"{self.index(self.local_id, idx)} * {per};",
-             f"  for (int c = 0; c < {V}; ++c) {{",
-             f"    const {idx} base = first + c * {THREADS * per};"]
-        scalar_reads = {x: f"{x.arg}[0]" for x, s in zip(p.inputs, plan.scalar_inputs) if s}
+             f"  const {idx} n = zmlx_numel({ref}_shape, {ref}_ndim);"]
+        for x in arrays:  # broadcasts along trailing (suffix) or leading (prefix) dims, read in place
+            if mode[x] == "suffix":
+                L.append(f"  const {idx} {x.arg}_size = zmlx_numel({x.arg}_shape, {x.arg}_ndim);")
+            elif mode[x] == "prefix":
+                L.append(f"  const {idx} {x.arg}_run = n / zmlx_numel({x.arg}_shape, {x.arg}_ndim);")
+        L += ["  const bool contiguous = " + " && ".join(
+                  f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";",
+              f"  const {idx} first = {self.index(self.group_id, idx)} * {V * THREADS * per} + "
+              f"{self.index(self.local_id, idx)} * {per};",
+              f"  for (int c = 0; c < {V}; ++c) {{",
+              f"    const {idx} base = first + c * {THREADS * per};"]
+        scalar_reads = {x: f"{x.arg}[0]" for x in p.inputs if mode[x] == "scalar"}
         scalar_reads.update({q: f"{q.arg}[0]" for q in p.params})
         dev = f"{self.device_ptr} " if self.device_ptr else ""
         space = {x: self.space(plan, i) for i, x in enumerate(p.inputs)}
+
+        def position(x: Node, i: str) -> str:
+            """Index into x's own elements of output element i."""
+            j = i if i.isidentifier() else f"({i})"
+            return {"full": i, "suffix": f"{j} % {x.arg}_size", "prefix": f"{j} / {x.arg}_run"}[mode[x]]
 
         def call(ind: str, element: Callable[[Node], str], dest: Callable[[int], str]) -> None:
             """One element: read each array with `element`, run the body, store output j at dest(j)."""
@@ -209,13 +223,15 @@ class CStyle:
                 L.append(f"{ind}{dest(j)} = res{j};")
 
         def vector_path(vt: Callable[[dt.DType], str], width: int, at: str, item: str, ind: str) -> None:
-            """Load every array as one `vt` vector of `width` at `at`, compute, store likewise."""
-            for a in arrays:
+            """Load every full array as one `vt` vector of `width` at `at` (broadcast ones per
+            element), compute, store likewise."""
+            for a in full:
                 L.append(f"{ind}const {vt(a.dtype)} {a.arg}_v = *(const {space[a]}{vt(a.dtype)}*)({a.arg} + {at});")
             for j, o in enumerate(p.outputs):
                 L.append(f"{ind}{vt(o.dtype)} res{j}_v;")
             L.append(f"{ind}for (int k = 0; k < {width}; ++k) {{")
-            call(ind + "  ", lambda x: f"{x.arg}_v{item}", lambda j: f"res{j}_v{item}")
+            call(ind + "  ", lambda x: f"{x.arg}_v{item}" if x in full else f"{x.arg}[{position(x, at + ' + k')}]",
+                 lambda j: f"res{j}_v{item}")
             L.append(f"{ind}}}")
             for j, o in enumerate(p.outputs):
                 L.append(f"{ind}*({dev}{vt(o.dtype)}*)({self.out_name(j)} + {at}) = res{j}_v;")
@@ -223,7 +239,7 @@ class CStyle:
         L.append(f"    if (contiguous && base + {per} <= n) {{")
         if self.vector_struct:  # one aligned 16-byte access per array
             vector_path(lambda d: f"zmlx_vec<{self.ctype(d)}, {per}>", per, "base", ".v[k]", "      ")
-        elif per % 4 == 0 and not any(a.dtype == dt.bool_ for a in arrays + list(p.outputs)):
+        elif per % 4 == 0 and not any(a.dtype == dt.bool_ for a in full + list(p.outputs)):
             # Metal: vectors are at most 4 wide, so 16 bytes are per/4 vec<T, 4> (bool arrays
             # take the scalar loop: clang, which metal-sim compiles with, crashes on bool vectors)
             if per > 4:
@@ -234,11 +250,12 @@ class CStyle:
                 L.append("      }")
         else:  # 8-byte types (two elements per 16 bytes) and bool: plain accesses
             L.append(f"      for (int k = 0; k < {per}; ++k) {{")
-            call("        ", lambda x: f"{x.arg}[base + k]", lambda j: f"{self.out_name(j)}[base + k]")
+            call("        ", lambda x: f"{x.arg}[{position(x, 'base + k')}]", lambda j: f"{self.out_name(j)}[base + k]")
             L.append("      }")
         L.append("    } else {")
         L.append(f"      for ({idx} i = base; i < n && i < base + {per}; ++i) {{")
-        call("        ", lambda x: f"{x.arg}[contiguous ? i : zmlx_loc(i, {x.arg}_shape, {x.arg}_strides, {x.arg}_ndim)]",
+        call("        ", lambda x: f"{x.arg}[contiguous ? {position(x, 'i')} : "
+             f"zmlx_loc({position(x, 'i')}, {x.arg}_shape, {x.arg}_strides, {x.arg}_ndim)]",
              lambda j: f"{self.out_name(j)}[i]")
         L.append("      }")
         L.append("    }")
@@ -294,7 +311,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
     def row_vector(self, p: Program, plan: Plan) -> int:
         """Elements per row access: 16 bytes of the widest per-element array when D allows."""
         rows = per_row(p.outputs)
-        arrays = [x for x, m in zip(p.inputs, plan.row_modes) if m in ("full", "shared")]
+        arrays = [x for x, m in zip(p.inputs, plan.modes) if m in ("full", "shared")]
         arrays += [o for o in p.outputs if not rows[o]]
         vec = max(1, VECTOR_BYTES // max([a.dtype.itemsize for a in arrays] + [1]))
         return vec if plan.rowsize % vec == 0 else 1
@@ -322,7 +339,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         for n in toposort(p.outputs):
             lv = max((level.get(a, 0) for a in n.args), default=0)
             level[n] = lv + 1 if n in reductions else lv
-        full = [x for x, m in zip(p.inputs, plan.row_modes) if m == "full"]
+        full = [x for x, m in zip(p.inputs, plan.modes) if m == "full"]
         # Registers: the CUDA/Metal compilers do not know the group size, so keep the cached row
         # within what 1024 threads can hold (64K registers per SM); shared rows stay in cache.
         cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, REGISTER_BUDGET // threads)
@@ -344,7 +361,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         names: dict[Node, str] = {q: f"{q.arg}[0]" for q in p.params}
         names[Node("rowsize", (), dt.int32)] = "D"
         elem_inputs, offset = [], {}
-        for x, mode in zip(p.inputs, plan.row_modes):
+        for x, mode in zip(p.inputs, plan.modes):
             if mode in ("scalar", "per_row"):
                 names[x] = f"{x.arg}[{'0' if mode == 'scalar' else 'row'}]"
             else:
@@ -411,9 +428,42 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             L.append("    }")
             L.append("  }")
 
+        def serial_fold(r: Node, name: str) -> None:
+            """A fold (a non-associative `reduce` update): thread 0 of the row runs
+            `acc = init; for i < D: acc = update(acc, operands at i);` reading the row from memory,
+            then every thread of the row reads the result from threadgroup memory after a barrier
+            (so later levels and the per-element outputs can use it)."""
+            init, operands, lam = r.args[0], r.args[1:], r.arg
+            elem = [o for o in operands if not rows[o]]
+            frontier = {a: None for n in toposort(elem, stop=names) if not rows.get(n, True)
+                        for a in n.args if rows.get(a) and a.op not in LEAF_OPS and a not in names}
+            before = [v for v in [init, *[o for o in operands if rows[o]], *frontier] if v not in names]
+            if before:  # per-row values the loop needs: computed (by every thread) before it
+                names.update(self.render_values(before, names, L, "  ", helpers, prefix="row_", name_roots=True))
+            ct = self.ctype(r.dtype)
+            slot = "0" if plan.rows_per_group == 1 else f"{self.local_id} / 32"
+            L.append(f"  {self.shared} {ct} zmlx_{name}[{plan.rows_per_group}];")
+            L.append("  if (lid == 0) {  // a serial loop over the row: the update is not associative")
+            L.append(f"    {ct} zmlx_{name}_acc = {names[init]};")
+            L.append("    for (int zmlx_i = 0; zmlx_i < D; ++zmlx_i) {")
+            local = dict(names)
+            for x in elem_inputs:
+                local[x] = f"{x.arg}[{'row * D + ' if x in full else ''}zmlx_i]"
+            vals = self.render_values(elem, local, L, "      ", helpers, name_roots=True) if elem else local
+            bind = {lam.params[0]: f"zmlx_{name}_acc"}
+            bind.update({q: vals[o] for q, o in zip(lam.params[1:], operands)})
+            step = self.render_values([lam.body], bind, L, "      ", helpers)
+            L.append(f"      zmlx_{name}_acc = {step[lam.body]};")
+            L.append("    }")
+            L.append(f"    zmlx_{name}[{slot}] = zmlx_{name}_acc;")
+            L.append("  }")
+            L.append(f"  {self.barrier}")
+            L.append(f"  const {ct} {name} = zmlx_{name}[{slot}];")
+            names[r] = name
+
         max_level = max((level[r] for r in reductions), default=0)
         for lv in range(1, max_level + 1):
-            group = [r for r in reductions if level[r] == lv]
+            group = [r for r in reductions if level[r] == lv and r.op != "fold"]
             accs = {}
             for j, r in enumerate(group):
                 acc = f"{_short(r.op)}{lv}_{j}"
@@ -423,10 +473,13 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             def tail(vals, ind, group=group, accs=accs):
                 for r in group:
                     L.append(f"{ind}{accs[r]} = {self.combine(r.op, accs[r], vals[r.args[0]])};")
-            element_loop([r.args[0] for r in group], tail)
+            if group:
+                element_loop([r.args[0] for r in group], tail)
             for r in group:
                 L.extend(self.block_reduce(r, accs[r], threads))
                 names[r] = accs[r]
+            for j, r in enumerate(r for r in reductions if level[r] == lv and r.op == "fold"):
+                serial_fold(r, f"fold{lv}_{j}")
         row_outputs = [(k, o) for k, o in enumerate(p.outputs) if rows[o]]
         elem_outputs = [(k, o) for k, o in enumerate(p.outputs) if not rows[o]]
         if row_outputs:

@@ -67,23 +67,36 @@ def row_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
 
 
 def elementwise_plan(inputs: Sequence[mx.array], shape: tuple) -> tuple[list[mx.array], Plan]:
-    """The input views and the plan of an elementwise launch over `shape`: size-1 inputs are read
-    as scalars (one, at least, stays an array to carry the shape)."""
-    scalars = [x.size == 1 for x in inputs]
-    if all(scalars):
-        scalars[0] = False
-    args = launch_views(inputs, scalars, shape)
-    return args, Plan(tuple(scalars), math.prod(shape) >= 2**31,
-                      in_constant=tuple(x.size < METAL_CONSTANT_SIZE for x in args))
+    """The input views and the plan of an elementwise launch over `shape`. Broadcasts along
+    leading or trailing dims are read in place (no stride-0 views); other broadcasts become
+    stride-0 views read through their strides. One array, at least, carries the full shape."""
+    views, modes = zip(*[elementwise_mode(x, shape) for x in inputs]) if inputs else ((), ())
+    views, modes = list(views), list(modes)
+    if "full" not in modes:
+        i = next((i for i, m in enumerate(modes) if m != "scalar"), 0)
+        views[i], modes[i] = mx.broadcast_to(inputs[i], shape) if shape else inputs[i].reshape((1,)), "full"
+    return views, Plan(tuple(modes), math.prod(shape) >= 2**31,
+                       in_constant=tuple(x.size < METAL_CONSTANT_SIZE for x in views))
 
 
-def launch_views(inputs: Sequence[mx.array], scalars: Sequence[bool], shape: tuple) -> list[mx.array]:
-    """The arrays an elementwise launch passes: size-1 inputs as (1,), the others broadcast to `shape`
-    (views; MLX's signature -- constant vs device, the kernel name -- depends on these shapes).
-    A 0-d array is passed as (1,) too: MLX declares a 0-d input as a reference without
-    `_shape/_strides/_ndim`, which the body reads from its first array."""
-    return [x.reshape((1,)) if s or x.ndim == 0 else (x if x.shape == shape else mx.broadcast_to(x, shape))
-            for x, s in zip(inputs, scalars)]
+def elementwise_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
+    """How an elementwise kernel reads input x broadcast to `shape` (see Plan.modes)."""
+    if x.size == 1:
+        return x.reshape((1,)), "scalar"
+    if x.shape == shape:
+        return x, "full"
+    dims = list(x.shape)
+    while dims and dims[0] == 1:
+        dims.pop(0)
+    if tuple(dims) == shape[len(shape) - len(dims):]:
+        return x, "suffix"
+    padded = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
+    k = len(padded)
+    while k and padded[k - 1] == 1:
+        k -= 1
+    if padded[:k] == shape[:k]:
+        return x, "prefix"
+    return mx.broadcast_to(x, shape), "full"
 
 
 def source_name(p: Program, header: str, body: str) -> str:
@@ -155,7 +168,7 @@ class Launcher:
         """How to launch rows of `shape`: the input views, the plan and threads per row."""
         inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
         nrows = math.prod(shape[:-1])
-        plan = Plan(tuple(m == "scalar" for m in modes), math.prod(shape) >= 2**31, shape[-1], tuple(modes),
+        plan = Plan(tuple(modes), math.prod(shape) >= 2**31, shape[-1],
                     in_constant=tuple(x.size < METAL_CONSTANT_SIZE for x in inputs))
         threads = self.renderer.row_threads(self.program, plan)
         if threads == 32:  # one simdgroup per row: pack up to 8 rows (a divisor of nrows) per group
