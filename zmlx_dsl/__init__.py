@@ -4,12 +4,12 @@
     def silu(x):
         return x * mx.sigmoid(x)
 """
-from .frontend.errors import (ZMLXBackendError, ZMLXError, ZMLXNameError, ZMLXShapeError,
-                              ZMLXSyntaxError, ZMLXTypeError)
+from .frontend.errors import (ZMLXBackendError, ZMLXError, ZMLXGradientError, ZMLXNameError,
+                              ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError)
 from .kernels import Kernel, elementwise, map_reduce, reduce
 from . import api, autograd, bench, msl, profile, testing  # noqa: E402  (the ZMLX-compatible modules)
 
 __all__ = ["elementwise", "reduce", "map_reduce", "Kernel", "ZMLXError", "ZMLXSyntaxError",
-           "ZMLXTypeError", "ZMLXNameError", "ZMLXShapeError", "ZMLXBackendError",
+           "ZMLXTypeError", "ZMLXNameError", "ZMLXShapeError", "ZMLXBackendError", "ZMLXGradientError",
            "api", "autograd", "msl", "testing", "bench", "profile"]
 __version__ = "0.1.0"

@@ -2,7 +2,8 @@
 
 Strings that parse (cexpr's subset) become IR programs: every backend runs them, gradients are
 automatic unless `grad_expr` gives the VJP, and `reduce`/`map_reduce` become the same fused row
-kernels as the decorator form. Strings using Metal outside the subset run on metal/metal-sim only.
+kernels as the decorator form (an update that is not `acc ⊕ f(v)` for an associative ⊕ becomes a
+serial "fold" over the row). Strings using Metal outside the subset run on metal/metal-sim only.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from .frontend import cexpr
 from .frontend.errors import Location, ZMLXSyntaxError, ZMLXTypeError
 from .ir import dtypes as dt
 from .ir.autodiff import per_row
-from .ir.build import apply, cast
-from .ir.node import Node, leaves
+from .ir.build import apply, cast, const, fold
+from .ir.node import Lambda, Node, leaves, toposort
 from .ir.passes import optimize, widen
 from .ir.program import Program
 from .kernels import Kernel, _Entry
@@ -210,8 +211,6 @@ def elementwise(expr: str, *, name: Optional[str] = None, grad_expr: Optional[st
 # ---- row reductions ----------------------------------------------------------------------------
 
 _COMBINE = {"add": "sum", "sub": "sum", "maximum": "max", "minimum": "min"}
-_FORMS = ("'acc + f(v)', 'acc - f(v)', 'max(acc, f(v))' or 'min(acc, f(v))' (fmax/fmin too), "
-          "where f does not use acc")
 
 
 def _strip(n: Node) -> Node:
@@ -220,33 +219,84 @@ def _strip(n: Node) -> Node:
 
 def _accumulate(update: str, init: str, acc_names: Sequence[str], env: dict, compute: Any,
                 where: str, header: str) -> tuple[Node, str]:
-    """The row's accumulated value `init ⊕ reduce(f)` for `update` = `acc ⊕ f(...)`, and ⊕'s reduction."""
+    """The row's accumulated value and how it is computed. For `update` = `acc ⊕ f(...)` with an
+    associative ⊕ (+, -, max, min): `init ⊕ reduce(f)`, a parallel reduction ("sum"/"max"/"min").
+    Any other update (e.g. `acc * 0.5f + v`, `acc * v`): a serial fold over the row ("serial")."""
     ct = dt.from_mx(compute or mx.float32)
     acc = Node("input", (), ct, "__acc")
     u = _parse(update, {**env, **{a: acc for a in acc_names}}, compute, f"{where} update", header)
-    loc = Location(f"<{where} update>", 1, 1, update)
-    if not isinstance(u, Node) or u.op not in _COMBINE or len(u.args) != 2:
-        raise ZMLXSyntaxError(f"update must accumulate as {_FORMS}; got {update!r}", loc)
-    left, right = (_strip(a) for a in u.args)
-    uses_acc = [acc in leaves([a], "input") for a in u.args]
-    if left is acc and not uses_acc[1]:
-        f = u.args[1]
-    elif right is acc and not uses_acc[0] and u.op != "sub":
-        f = u.args[0]
-    else:
-        raise ZMLXSyntaxError(f"update must accumulate as {_FORMS}; got {update!r}", loc)
-    kind = _COMBINE[u.op]
-    if per_row([f])[f]:  # f(v) ignores the element (e.g. a count): reduce it over the row anyway
-        f = apply("add", f, apply("mul", cast(apply("isnan", env["x"]), f.dtype), 0.0))
-    red = apply(kind, f)
     start = _parse(init, {}, compute, f"{where} init", header)
     if isinstance(start, Node) and leaves([start], "input"):
         raise ZMLXSyntaxError(f"init must be a constant, got {init!r}", Location(f"<{where} init>", 1, 1, init))
     start = cast(start, ct) if isinstance(start, Node) else start
+    f = _combined(u, acc)
+    if f is None:
+        u = u if isinstance(u, Node) else const(u, ct)
+        return _serial(u, acc, start if isinstance(start, Node) else const(start, ct), env["x"], ct), "serial"
+    kind = _COMBINE[u.op]
+    if per_row([f])[f]:  # f(v) ignores the element (e.g. a count): reduce it over the row anyway
+        f = apply("add", f, apply("mul", cast(apply("isnan", env["x"]), f.dtype), 0.0))
+    red = apply(kind, f)
     op = {"sum": "add", "max": "maximum", "min": "minimum"}[kind]
     total = apply("sub" if u.op == "sub" else op, start, red) if isinstance(start, Node) or \
         isinstance(red, Node) else start
     return cast(total, ct), kind
+
+
+def _combined(u: Any, acc: Node) -> Optional[Node]:
+    """f when u is `acc ⊕ f` (⊕ in _COMBINE; `f ⊕ acc` too, except for -) and f does not read acc."""
+    if not isinstance(u, Node) or u.op not in _COMBINE or len(u.args) != 2:
+        return None
+    left, right = (_strip(a) for a in u.args)
+    uses_acc = [acc in leaves([a], "input") for a in u.args]
+    if left is acc and not uses_acc[1]:
+        return u.args[1]
+    if right is acc and not uses_acc[0] and u.op != "sub":
+        return u.args[0]
+    return None
+
+
+_NARROW = (dt.float16, dt.bfloat16)
+
+
+def _serial(u: Node, acc: Node, start: Node, x: Node, ct: dt.DType) -> Node:
+    """The row's value for a non-associative update u(acc, ...): a "fold" node (ir/registry.py) that
+    runs acc = start, then acc = u(acc, element i) over the row, in order.
+
+    u becomes the fold's Lambda: acc turns into its first parameter and every maximal non-constant
+    sub-expression not reading acc (a per-element stream such as `exp(x - s1)`, or a per-row value
+    such as `s1` or `D`) into a further parameter, fed by the fold's operand of that expression.
+    Narrow float operands are passed widened to ct (the widening pass would widen them anyway) and
+    rounded back inside the body, which is exact. x is added as an operand when no other is per
+    element: the fold takes its trip count D from a per-element operand."""
+    reads: dict[Node, bool] = {}
+    for n in toposort([u]):
+        reads[n] = n == acc or any(reads[a] for a in n.args)
+    operands: list[Node] = []
+    params = [Node("bound", (), ct, "acc")]
+    memo: dict[Node, Node] = {}
+
+    def parameter(o: Node) -> Node:
+        wide = o.dtype in _NARROW and ct not in _NARROW
+        operands.append(cast(o, ct) if wide else o)
+        params.append(Node("bound", (), ct if wide else o.dtype, f"v{len(operands) - 1}"))
+        return cast(params[-1], o.dtype) if wide else params[-1]
+
+    def body(n: Node) -> Node:
+        if n not in memo:
+            if n == acc:
+                memo[n] = params[0]
+            elif not reads[n]:
+                memo[n] = n if n.op == "const" else parameter(n)
+            else:
+                memo[n] = Node(n.op, tuple(body(a) for a in n.args), n.dtype, n.arg)
+        return memo[n]
+
+    step = body(u)
+    rows = per_row(operands)
+    if all(rows[o] for o in operands):
+        parameter(x)
+    return fold(start, operands, Lambda(tuple(params), optimize([cast(step, ct)])[0]))
 
 
 def _check_reduce(text: str, kind: str, compute: Any, where: str, header: str) -> None:
@@ -264,7 +314,12 @@ def _check_reduce(text: str, kind: str, compute: Any, where: str, header: str) -
 def reduce(*, init: str, update: str, finalize: str = "acc", name: Optional[str] = None,
            compute_dtype: Any = None, header: Optional[str] = None, backend: Optional[str] = None) -> Callable:
     """A row reduction (last axis) from `init`, `update` (in `acc`, `v`, `D`) and `finalize`
-    (in `acc` or `s`): one fused row kernel; output shape drops the last axis."""
+    (in `acc` or `s`): one fused row kernel; output shape drops the last axis.
+
+    An update `acc ⊕ f(v)` with ⊕ one of +, -, max, min (fmax/fmin) is a parallel reduction and
+    differentiable. Any other update (`acc * 0.5f + v`, `acc * v`, …) runs as written: a serial
+    loop over the row in element order (one thread per row on the C backends), with no gradient
+    (asking for one raises ZMLXGradientError)."""
     name = name or _auto_name("reduce", init, update, finalize)
     header = DEFAULT_HEADER if header is None else header
     rowsize = Node("rowsize", (), dt.int32)
@@ -284,7 +339,9 @@ def map_reduce(*, pass1: Mapping[str, str], pass2: Mapping[str, str], write: str
                backend: Optional[str] = None) -> Callable:
     """Two row reductions then a per-element write (softmax, norms): pass1 accumulates `acc1`
     over `x` into `s1`, pass2 `acc2` (may use `s1`) into `s2`, `write` uses `x, s1, s2, D`.
-    One fused row kernel; the backend picks the launch (`threadgroup` is checked, ZMLX-compatible)."""
+    One fused row kernel; the backend picks the launch (`threadgroup` is checked, ZMLX-compatible).
+    A pass whose update is not `acc ⊕ f(x)` (see `reduce`) runs as a serial loop over the row and
+    its `reduce` is not used (a serial loop has no partial results to combine)."""
     name = name or _auto_name("map_reduce", str(pass1), str(pass2), write)
     header = DEFAULT_HEADER if header is None else header
     if not isinstance(threadgroup, int) or threadgroup < 32 or threadgroup > 1024 or threadgroup & (threadgroup - 1):
@@ -305,7 +362,7 @@ def map_reduce(*, pass1: Mapping[str, str], pass2: Mapping[str, str], write: str
         s2, kind2 = _accumulate(pass2["update"], pass2["init"], ["acc2", "acc"], {**env, "s1": s1},
                                 compute_dtype, f"{name} pass2", header)
         for p, kind, k in ((pass1, kind1, "pass1"), (pass2, kind2, "pass2")):
-            if p.get("reduce"):
+            if p.get("reduce") and kind != "serial":  # a serial pass has no partial results to combine
                 _check_reduce(p["reduce"], kind, compute_dtype, f"{name} {k}", header)
         out = _parse(write, {**env, "s1": s1, "s2": s2}, compute_dtype, f"{name} write", header)
         return [_finish(out, inputs, "write", write, name)]

@@ -6,6 +6,7 @@ compiled for the same backend, so derivatives of any order work.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Sequence
 
@@ -13,6 +14,7 @@ import mlx.core as mx
 
 from . import backend as backends
 from . import stats
+from .frontend.errors import ZMLXGradientError
 from .ir.autodiff import jvp as ir_jvp
 from .ir.autodiff import simplify, vjp as ir_vjp
 from .ir.build import cast
@@ -65,7 +67,8 @@ class Compiled:
         cots = [Node("input", (), o.dtype, _fresh(p, f"cotan{k}")) if k in picked else None
                 for k, o in enumerate(p.outputs)]
         float_inputs = [x for x in p.inputs if x.dtype.is_float]
-        grads = ir_vjp(p.outputs, cots, float_inputs)
+        with _named(p):
+            grads = ir_vjp(p.outputs, cots, float_inputs)
         grads = [None if g is None else cast(g, x.dtype) for g, x in zip(grads, float_inputs)]
         grads = simplify(grads)
         grads, saved = _reuse_outputs(p, grads, picked)
@@ -125,7 +128,8 @@ class Compiled:
     def forward_mode(self) -> tuple["Compiled", list, list]:
         p = self.program
         tans = {x: Node("input", (), x.dtype, _fresh(p, f"tan_{x.arg}")) for x in p.inputs if x.dtype.is_float}
-        outs = ir_jvp(p.outputs, tans)
+        with _named(p):
+            outs = ir_jvp(p.outputs, tans)
         outs = simplify([None if t is None else cast(t, o.dtype) for t, o in zip(outs, p.outputs)])
         present = [t for t in outs if t is not None]
         used = {n for n in toposort(present) if n.op == "input"}
@@ -168,6 +172,15 @@ class Compiled:
                 moved.append(a.reshape((a.shape[0],) + (1,) * (top - r) + a.shape[1:]))
         outs = self(moved + list(params))
         return outs, [0] * len(outs)
+
+
+@contextmanager
+def _named(p: Program):
+    """A body without a derivative (ZMLXGradientError from a rule) reported with the kernel's name."""
+    try:
+        yield
+    except ZMLXGradientError as e:
+        raise ZMLXGradientError(f"cannot differentiate kernel '{p.name}': {e.message}") from None
 
 
 def _tuple(x) -> tuple:

@@ -36,10 +36,22 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
                 return mx.array(max(a.shape[-1] for a in arrays[:len(program.inputs)]), dtype=n.dtype.mx)
             return env[n]
 
-        return evaluate(program.outputs, leaf, lambda v, n: v.astype(n.dtype.mx),
-                        lambda n, args: OPS[n.op].mx(*args))
+        return _evaluate(program.outputs, leaf)
 
     return run
+
+
+def _evaluate(roots, leaf) -> list:
+    """roots in MLX ops; ops carrying a Lambda (a fold) evaluate its body through `step`."""
+    def step(lam, values):
+        bound = dict(zip(lam.params, values))
+        return _evaluate([lam.body], lambda n: bound[n] if n.op == "bound" else leaf(n))[0]
+
+    def call(n: Node, args: list):
+        op = OPS[n.op]
+        return op.mx(n, step, *args) if op.graph else op.mx(*args)
+
+    return evaluate(roots, leaf, lambda v, n: v.astype(n.dtype.mx), call)
 
 
 def compile(program: Program, target: str = name) -> Callable[[Sequence[mx.array]], list[mx.array]]:

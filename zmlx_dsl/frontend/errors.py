@@ -60,3 +60,7 @@ class ZMLXShapeError(ZMLXError, ValueError):
 
 class ZMLXBackendError(ZMLXError, RuntimeError):
     """A kernel that the chosen backend cannot run (e.g. raw Metal on the portable backend)."""
+
+
+class ZMLXGradientError(ZMLXError, ValueError):
+    """A gradient (or tangent) asked of a kernel whose body has no derivative (a serial row fold)."""

@@ -1,10 +1,10 @@
 """Constructing typed IR: constants, op application with MLX's type rules, casts."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from . import dtypes as dt
-from .node import Node
+from .node import Lambda, Node
 
 
 def const(value: Any, dtype: dt.DType) -> Node:
@@ -58,3 +58,14 @@ def make(name: str, args: tuple[Node, ...]) -> Node:
 
 def where(c: Node, a: Any, b: Any) -> Node:
     return apply("where", c, a, b)
+
+
+def fold(init: Node, operands: Sequence[Node], update: Lambda) -> Node:
+    """The registry's "fold": acc = init, then acc = update(acc, operands at i) for each i along
+    the row, sequentially; one value per row, of init's dtype. `update` has one parameter for acc
+    and one per operand, of their dtypes, and returns acc's dtype."""
+    params = update.params
+    if len(params) != 1 + len(operands) or params[0].dtype != init.dtype or update.body.dtype != init.dtype \
+            or any(p.dtype != o.dtype for p, o in zip(params[1:], operands)):
+        raise TypeError("fold: the update's parameters and result must match (acc, *operands)")
+    return Node("fold", (init, *operands), init.dtype, update)

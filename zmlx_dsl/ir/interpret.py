@@ -51,8 +51,13 @@ def interpret(roots: Sequence[Node], inputs: Mapping[str, object], *, mode: str 
             v = np.trunc(v)  # C and MLX truncate float -> int
         return storage(v, n.dtype, mode)
 
+    def run(lam, values):  # a Lambda's body (a fold's update step), in this mode
+        return interpret([lam.body], {p.arg: v for p, v in zip(lam.params, values)}, mode=mode,
+                         rowsize=rowsize)[0]
+
     def call(n: Node, args: list):
+        op = OPS[n.op]
         with np.errstate(all="ignore"):
-            return storage(OPS[n.op].np(*args), n.dtype, mode)
+            return storage(op.np(n, run, *args) if op.graph else op.np(*args), n.dtype, mode)
 
     return evaluate(roots, leaf, cast, call)

@@ -5,15 +5,18 @@ from typing import Any, Container, Iterable, Iterator
 
 from .dtypes import DType
 
-# Ops that are not in the registry: leaves and structural nodes.
-LEAF_OPS = ("const", "input", "param", "rowsize")
+# Ops that are not in the registry: leaves and structural nodes. "bound" leaves are the
+# parameters of a `Lambda` (a sub-graph carried in a node's `arg`, see the registry's "fold");
+# they never occur in a program's own graph.
+LEAF_OPS = ("const", "input", "param", "rowsize", "bound")
 
 
 class Node:
     """One IR value: `op` names a registry entry or a leaf; `arg` holds leaf data or a cast target.
 
     Leaves: const (arg=value), input (arg=name; an array argument), param (arg=name; a Python
-    scalar passed at call time), rowsize (the row length of a row kernel).
+    scalar passed at call time), rowsize (the row length of a row kernel), bound (arg=name; a
+    parameter of a `Lambda`). An op may carry a `Lambda` in `arg` (the registry's "fold").
     """
 
     __slots__ = ("op", "args", "dtype", "arg", "_hash")
@@ -56,6 +59,35 @@ class Node:
     def __truediv__(self, o): return _apply("div", self, o)
     def __rtruediv__(self, o): return _apply("div", o, self)
     def __neg__(self): return _apply("neg", self)
+
+
+class Lambda:
+    """A sub-graph with parameters, carried in a node's `arg` (immutable and structurally hashed,
+    so the node stays hashable and CSE still works): `body` is IR over the `params`, which are
+    "bound" leaves. Graph walks (toposort, rewrite, passes) do not enter it: to them the node is
+    an ordinary op of its `args`; the op's implementations evaluate the body themselves."""
+
+    __slots__ = ("params", "body", "_hash")
+
+    def __init__(self, params: tuple[Node, ...], body: Node) -> None:
+        if any(p.op != "bound" for p in params):
+            raise ValueError("Lambda parameters must be 'bound' leaves")
+        object.__setattr__(self, "params", tuple(params))
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "_hash", hash(("lambda", self.params, body)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("IR nodes are immutable")
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Lambda) and self._hash == other._hash and \
+            self.params == other.params and self.body == other.body
+
+    def __repr__(self) -> str:
+        return f"lambda {', '.join(str(p.arg) for p in self.params)}: {self.body!r}"
 
 
 def _hashable(arg: Any) -> Any:

@@ -50,6 +50,8 @@ class Program:
                 rhs = n.op
             else:
                 rhs = f"{n.op}({', '.join(ids[a] for a in n.args)})"
+                if n.arg is not None:  # a fold's update (part of the digest, so of the kernel name)
+                    rhs += f" {n.arg!r}"
             lines.append(f"  {ids[n]}: {n.dtype} = {rhs}")
         lines.append("  return " + ", ".join(ids[o] for o in self.outputs))
         return "\n".join(lines)

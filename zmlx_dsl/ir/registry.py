@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import mlx.core as mx
 import numpy as np
 
+from ..frontend.errors import ZMLXGradientError
 from . import dtypes as dt
 from .build import apply, cast, where
 from .node import Node
@@ -51,6 +52,10 @@ class Op:
     keep_type_args: tuple[int, ...] = ()
     reduction: bool = False
     jvp: Optional[GradRule] = None  # forward-mode rule (args, y, t_arg); only reductions need one
+    # The node carries a `Lambda` in `arg` ("fold"): `np` and `mx` are then called as
+    # fn(node, run, *args), where run(lam, values) evaluates lam's body with its parameters bound
+    # to values, in the caller's semantics (the interpreter's mode; MLX ops).
+    graph: bool = False
 
     def spelling(self, backend: str, kind: str) -> str:
         c = self.c_by_backend.get(backend, self.c)
@@ -456,6 +461,53 @@ _unary("max", ("max",), row_reduce, _np_rowmax, lambda x: mx.max(x, axis=-1, kee
        lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t))
 _unary("min", ("min",), row_reduce, _np_rowmin, lambda x: mx.min(x, axis=-1, keepdims=True), None,
        lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t))
+
+
+
+
+# A sequential fold over the row (row kernels only): the `reduce`/`map_reduce` strings whose update
+# is not `acc ⊕ f(v)` for an associative ⊕ (e.g. an exponential moving average `acc * 0.5f + v`).
+# args = (init, *operands): init is per row; each operand is per element (read at position i) or
+# per row; arg = Lambda((acc, v0, v1, …), update). Value: acc = init, then for i = 0 … D-1:
+# acc = update(acc, operands at i) -- per row, like a reduction (so `reduction=True`: per-row
+# analysis, constant folding and the row kernels' dependency levels treat it as one). It has no C
+# spelling: the C renderer runs the loop in one thread of the row and broadcasts the result
+# (CStyle.fold). At least one operand must be per element (it gives the trip count D to the NumPy
+# and MLX implementations). No derivative: see _fold_grad.
+
+def _np_fold(node: Node, run: Callable, init, *operands):
+    """The interpreter's fold: a Python loop over the last axis, each step evaluated by `run`."""
+    shape = np.broadcast_shapes(np.shape(init), *[np.shape(o) for o in operands])
+    acc = np.broadcast_to(init, shape[:-1] + (1,))
+    cols = [np.broadcast_to(o, shape) for o in operands]
+    for i in range(shape[-1]):
+        acc = run(node.arg, [acc] + [c[..., i:i + 1] for c in cols])
+    return np.broadcast_to(acc, shape[:-1] + (1,))
+
+
+def _mx_fold(node: Node, run: Callable, init, *operands):
+    """The portable fold: a loop over the row's elements with MLX ops (one column per step; per-row
+    operands are used whole). Correctness first: D steps in the graph, fine for D up to thousands."""
+    shape = tuple(mx.broadcast_shapes(init.shape, *[o.shape for o in operands]))
+    D = shape[-1]
+    cols = [mx.split(o, D, axis=-1) if D > 1 and o.ndim and o.shape[-1] == D else None for o in operands]
+    acc = init
+    for i in range(D):
+        acc = run(node.arg, [acc] + [o if c is None else c[i] for o, c in zip(operands, cols)])
+    return mx.broadcast_to(acc, shape[:-1] + (1,)).astype(node.dtype.mx)
+
+
+def _fold_grad(args, y, g):
+    """A serial fold has no derivative rule: say so when a gradient (or tangent) is asked for,
+    never return a wrong or zero one. runtime.Compiled adds the kernel's name to the message."""
+    raise ZMLXGradientError(
+        "its row reduction runs as a serial loop (the update is not 'acc + f(v)', 'acc - f(v)', "
+        "'max(acc, f(v))' or 'min(acc, f(v))' with f free of acc), which has no derivative; use an "
+        "associative update, or pass the gradient around the kernel (mx.stop_gradient on its input)")
+
+
+_register(Op("fold", -1, (), lambda ts: (None, ts[0]), _np_fold, _mx_fold, None, _fold_grad,
+             reduction=True, graph=True))
 
 
 def _tie_share(x: Node, y: Node, g: Node) -> Node:
