@@ -38,7 +38,12 @@ class _Entry:
         self.compiled: dict[str, Compiled] = {}
 
     def stale(self) -> bool:
-        return any(get() is not v and get() != v for get, v in self.baked)
+        """Whether a global or closure value the kernel baked in has changed since."""
+        for get, v in self.baked:
+            now = get()
+            if now is not v and now != v:
+                return True
+        return False
 
 
 class Kernel:

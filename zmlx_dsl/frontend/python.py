@@ -484,16 +484,22 @@ class Parser:
                 value = cell.cell_contents
             except ValueError:
                 raise ZMLXNameError(f"'{name}' is not defined yet where the kernel is compiled", self.src.loc(e)) from None
-            self.baked.append((lambda c=cell: c.cell_contents, value))
+            self._bake(lambda c=cell: c.cell_contents, value)
             return self.constant(value, name, e)
         g = fn.__globals__
         if name in g:
             value = g[name]
-            self.baked.append((lambda g=g, n=name: g.get(n, _MISSING), value))
+            self._bake(lambda g=g, n=name: g.get(n, _MISSING), value)
             return self.constant(value, name, e)
         if hasattr(builtins, name):
             return getattr(builtins, name)
         raise ZMLXNameError(f"name '{name}' is not defined", self.src.loc(e))
+
+    def _bake(self, get: Callable[[], Any], value: Any) -> None:
+        """Remember an outside value the IR depends on, so a change recompiles. Modules are
+        resolved once (rebinding `mx` is not a kernel change), keeping cached calls cheap."""
+        if not isinstance(value, types.ModuleType):
+            self.baked.append((get, value))
 
     def constant(self, value: Any, name: str, e: ast.AST) -> Any:
         """A value from outside the body: numbers are baked in; modules and functions resolved."""
