@@ -7,6 +7,7 @@ function computing the program per element; the body is the launch logic MLX wra
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..ir import dtypes as dt
 from ..ir.autodiff import per_row
+from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
 from ..ir.program import Program
 from ..ir.registry import HELPERS, OPS, helper_deps
@@ -472,7 +474,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
 
             def tail(vals, ind, group=group, accs=accs):
                 for r in group:
-                    L.append(f"{ind}{accs[r]} = {self.combine(r.op, accs[r], vals[r.args[0]])};")
+                    L.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]])};")
             if group:
                 element_loop([r.args[0] for r in group], tail)
             for r in group:
@@ -514,19 +516,24 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         return header + "\n", "\n".join(L) + "\n"
 
     def identity(self, r: Node) -> str:
-        if r.op == "sum":
-            return self.literal(Node("const", (), r.dtype, 0 if not r.dtype.is_float else 0.0))
-        big = "INFINITY" if r.dtype.is_float else ("2147483647" if r.dtype.bits == 32 else "9223372036854775807l")
+        """The registry's neutral element of reduction r, spelled for r's dtype (limits for ints)."""
+        value = OPS[r.op].identity
         if r.dtype == dt.bool_:
-            return "true" if r.op == "min" else "false"
-        return big if r.op == "min" else ("-" + big if r.dtype.is_float else f"(-{big} - 1)")
+            return "true" if value > 0 else "false"
+        if r.dtype.is_int and math.isinf(value):
+            top = (1 << (r.dtype.bits - (r.dtype.kind == "i"))) - 1
+            if value > 0:
+                return self.literal(const(top, r.dtype))
+            return "0u" if r.dtype.kind == "u" else f"(-{self.literal(const(top, r.dtype))} - 1)"
+        return self.literal(const(value, r.dtype))
 
-    def combine(self, op: str, acc: str, v: str) -> str:
-        return {"sum": f"{acc} + {v}", "max": f"max({acc}, {v})", "min": f"min({acc}, {v})"}[op]
+    def combine(self, r: Node, acc: str, v: str) -> str:
+        """acc combined with v by reduction r (the registry's spelling)."""
+        return OPS[r.op].spelling(self.backend, r.dtype.kind).format(acc, v)
 
     def block_reduce(self, r: Node, acc: str, threads: int) -> list[str]:
         """Reduce acc over the threadgroup: within each simdgroup, then across them via shared memory."""
-        f = {"sum": "zmlx_simd_sum", "max": "zmlx_simd_max", "min": "zmlx_simd_min"}[r.op]
+        f = f"zmlx_simd_{r.op}"  # the backend's simd_helpers define one per associative reduction
         lines = [f"  {acc} = {f}({acc});"]
         if threads <= 32:
             return lines

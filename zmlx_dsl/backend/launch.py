@@ -1,12 +1,12 @@
 """Launching rendered C kernels through an MLX custom-kernel factory (Metal, metal-sim or CUDA).
 
-Kernels are specialised per launch plan (which inputs are size-1, 64-bit indexing, row length),
+Kernels are specialised per launch plan (how each input is read, 64-bit indexing, row length),
 cached per plan; the per-call path is shape arithmetic and one dictionary lookup.
 """
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import math
 import re
 from typing import Callable, Sequence
@@ -158,7 +158,7 @@ class Launcher:
         if D == 0 or nrows == 0:
             return self.portable(inputs, params)
         inputs, plan, threads = self.row_plan(inputs, shape)
-        kernel, _ = self.kernel(p, plan, threads)
+        kernel, _ = self.kernel(p, plan)
         out_shapes = [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs]
         return kernel(inputs=list(inputs) + params, output_shapes=out_shapes,
                       output_dtypes=[o.dtype.mx for o in p.outputs], grid=(nrows * threads, 1, 1),
@@ -180,18 +180,18 @@ class Launcher:
             self.fallback = portable.compile(self.program)
         return self.fallback(inputs + [q.reshape(()) for q in params])
 
-    def render(self, p: Program, plan: Plan, threads: int = 0) -> tuple[str, str, int]:
+    def render(self, p: Program, plan: Plan) -> tuple[str, str, int]:
         """(header, body, elements per thread) for a plan."""
         if p.kind == "row":
             header, body = self.renderer.row(p, plan)
             return header, body, 1
         return self.renderer.elementwise(p, plan)
 
-    def kernel(self, p: Program, plan: Plan, threads: int = 0):
-        key = (p.outputs, plan, threads)
+    def kernel(self, p: Program, plan: Plan):
+        key = (p.outputs, plan)
         hit = self.kernels.get(key)
         if hit is None:
-            header, body, per = self.render(p, plan, threads)
+            header, body, per = self.render(p, plan)
             k = self.factory(name=source_name(p, header, body), input_names=[x.arg for x in p.inputs + p.params],
                              output_names=[self.renderer.out_name(i) for i in range(len(p.outputs))],
                              source=body, header=header,
@@ -206,15 +206,15 @@ class Launcher:
         texts = []
         p = self.program
         if p.kind == "row":
-            inputs, plan, threads = self.row_plan(inputs, tuple(mx.broadcast_shapes(*[x.shape for x in inputs])))
-            groups = [(p, inputs, plan, threads)]
+            inputs, plan, _ = self.row_plan(inputs, tuple(mx.broadcast_shapes(*[x.shape for x in inputs])))
+            groups = [(p, inputs, plan)]
         else:
             groups = []
             for deps, ks, sub in self.groups:
                 xs = [inputs[i] for i in deps]
-                groups.append((sub, *elementwise_plan(xs, tuple(mx.broadcast_shapes(*[x.shape for x in xs]))), 0))
-        for sub, xs, plan, threads in groups:
-            header, body, _ = self.render(sub, plan, threads)
+                groups.append((sub, *elementwise_plan(xs, tuple(mx.broadcast_shapes(*[x.shape for x in xs])))))
+        for sub, xs, plan in groups:
+            header, body, _ = self.render(sub, plan)
             params = [mx.zeros((1,), q.dtype.mx) for q in sub.params]
             texts.append(full(sub, source_name(sub, header, body), header, body, xs + params,
                               [self.renderer.out_name(i) for i in range(len(sub.outputs))]))

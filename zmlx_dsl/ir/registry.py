@@ -52,6 +52,7 @@ class Op:
     keep_type_args: tuple[int, ...] = ()
     reduction: bool = False
     jvp: Optional[GradRule] = None  # forward-mode rule (args, y, t_arg); only reductions need one
+    identity: Optional[float] = None  # associative reductions: the combine's neutral element
     # The node carries a `Lambda` in `arg` ("fold"): `np` and `mx` are then called as
     # fn(node, run, *args), where run(lam, values) evaluates lam's body with its parameters bound
     # to values, in the caller's semantics (the interpreter's mode; MLX ops).
@@ -454,13 +455,16 @@ _unary("isfinite", ("isfinite",), float_predicate, np.isfinite, mx.isfinite, {"f
 _unary("stop_gradient", ("stop_gradient",), same, lambda x: x, mx.stop_gradient, "{0}", _zero_grad, prec=9)
 
 # row reductions (row kernels only): the value is per row and broadcasts back over it
+# (their C spelling combines an accumulator {0} with a value {1}; the renderer reduces across threads)
 _unary("sum", ("sum",), row_reduce, lambda x: np.sum(x, axis=-1, keepdims=True),
-       lambda x: mx.sum(x, axis=-1, keepdims=True), None, lambda a, y, g: (g,), reduction=True,
-       jvp=lambda a, y, t: apply("sum", t))
-_unary("max", ("max",), row_reduce, _np_rowmax, lambda x: mx.max(x, axis=-1, keepdims=True), None,
-       lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t))
-_unary("min", ("min",), row_reduce, _np_rowmin, lambda x: mx.min(x, axis=-1, keepdims=True), None,
-       lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t))
+       lambda x: mx.sum(x, axis=-1, keepdims=True), "{0} + {1}", lambda a, y, g: (g,), reduction=True,
+       jvp=lambda a, y, t: apply("sum", t), identity=0.0)
+_unary("max", ("max",), row_reduce, _np_rowmax, lambda x: mx.max(x, axis=-1, keepdims=True), "max({0}, {1})",
+       lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t),
+       identity=-math.inf)
+_unary("min", ("min",), row_reduce, _np_rowmin, lambda x: mx.min(x, axis=-1, keepdims=True), "min({0}, {1})",
+       lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t),
+       identity=math.inf)
 
 
 
