@@ -4,7 +4,6 @@ float32 and bfloat16 -- plus central finite differences in float64 through the I
 second order, mx.compile, nn training, edge rules, and row kernels."""
 from __future__ import annotations
 
-import math
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -12,7 +11,6 @@ import mlx.optimizers as optim
 import numpy as np
 import pytest
 
-import zmlx_dsl as zmlx
 from zmlx_dsl.ir.interpret import interpret
 from conftest import (assert_close, assert_grads, assert_jvp, kernel_of, rand, random_like, skip_if_traced,
                       to_numpy)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
-from conftest import FLOATS, assert_close, assert_same, kernel_of, rand, skip_if_traced, to_numpy
+from conftest import assert_close, assert_same, kernel_of, rand, skip_if_traced, to_numpy
 
 THIS = sys.modules[__name__]
 
