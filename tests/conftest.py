@@ -50,6 +50,11 @@ def backend(request) -> str:
     return request.param
 
 
+GRAD_BACKENDS = ["mlx", "mlx:ir"] + BACKENDS[1:]
+"""Derivative tests add "mlx:ir": the generated backward and forward-mode programs run as MLX ops
+(fast, any machine), where plain "mlx" leaves differentiation to MLX."""
+
+
 def skip_if_traced(backend: str) -> None:
     """metal-sim runs a kernel on the host when it is called (it evaluates its inputs), so it can't
     run inside mx.compile / mx.vmap, which trace with placeholder arrays; those tests skip it."""
@@ -58,8 +63,10 @@ def skip_if_traced(backend: str) -> None:
 
 
 def kernel_of(fn: Callable, backend: str, kind: str = "elementwise", **kw) -> "zmlx.Kernel":
-    """`zmlx.elementwise(fn, backend=backend)` (or reduce / map_reduce)."""
-    return getattr(zmlx, kind)(fn, backend=backend, **kw)
+    """`zmlx.elementwise(fn, backend=backend)` (or reduce / map_reduce); "mlx:ir" names the portable
+    backend with the generated derivative programs (autodiff="ir") instead of MLX's own."""
+    name, _, autodiff = backend.partition(":")
+    return getattr(zmlx, kind)(fn, backend=name, **({"autodiff": autodiff} if autodiff else {}), **kw)
 
 
 @pytest.fixture

@@ -12,9 +12,14 @@ import numpy as np
 import pytest
 
 from zmlx_dsl.ir.interpret import interpret
-from conftest import (assert_close, assert_grads, assert_jvp, kernel_of, rand, random_like, skip_if_traced,
-                      to_numpy)
+from conftest import (GRAD_BACKENDS, assert_close, assert_grads, assert_jvp, kernel_of, rand, random_like,
+                      skip_if_traced, to_numpy)
 from test_ops import DOMAIN, ELEMENTWISE_OPS, SPELL, arity, bodies  # noqa: F401  (bodies: fixture)
+
+
+@pytest.fixture(params=GRAD_BACKENDS)
+def backend(request) -> str:
+    return request.param
 
 # ---- every differentiable op ---------------------------------------------------------------------
 
@@ -496,3 +501,29 @@ def test_row_max_ties_gradient(backend):
 
 def lambda_free_rowmax(x):
     return x.max()
+
+
+# ---- who differentiates: MLX (portable default) or the generated programs ------------------------
+
+def swish(x):
+    return x * mx.sigmoid(x)
+
+
+def test_portable_backend_lets_mlx_fuse_around_the_kernel():
+    """With autodiff="mlx" the kernel is plain MLX ops: mx.compile traces through it, and grad of
+    the compiled whole equals the body's."""
+    k = kernel_of(swish, "mlx")
+    f = mx.compile(lambda x: (k(x) * 2.0).sum())
+    g = mx.compile(lambda x: (swish(x) * 2.0).sum())
+    x = rand((33,), rng=np.random.default_rng(3))
+    assert_close(f(x), g(x))
+    assert_close(mx.grad(f)(x), mx.grad(g)(x))
+
+
+def test_autodiff_option_errors():
+    with pytest.raises(TypeError, match=r"^swish: autodiff must be 'mlx' or 'ir', got 'jax'$"):
+        kernel_of(swish, "mlx", autodiff="jax")
+    k = kernel_of(swish, "cuda", autodiff="mlx")
+    with pytest.raises(RuntimeError, match=r"^swish: autodiff='mlx' needs backend='mlx' \(MLX cannot "
+                                         r"differentiate a cuda kernel\); use autodiff='ir'$"):
+        k(mx.ones((4,)))

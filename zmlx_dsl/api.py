@@ -39,6 +39,7 @@ class ExprKernel(Kernel):
         self.compute = dt.from_mx(compute_dtype or mx.float32)
         self.backend = backends.check(backend) if backend else None
         self.axis = -1
+        self.autodiff = "ir"  # a given grad_expr or a serial fold must act alike on every backend
         self.positional = list(arg_names)
         self._cache: dict = {}
         self._make = build

@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 
 from . import backend as backends
-from .frontend.errors import ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
+from .frontend.errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
 from .frontend.python import Parser, Weak, source_of
 from .ir import dtypes as dt
 from .ir.autodiff import per_row
@@ -50,7 +50,8 @@ class Kernel:
     """A kernel built from a Python function; call it like the function."""
 
     def __init__(self, fn: Callable, *, kind: str, name: Optional[str] = None,
-                 compute_dtype: Any = mx.float32, backend: Optional[str] = None, axis: int = -1) -> None:
+                 compute_dtype: Any = mx.float32, backend: Optional[str] = None, axis: int = -1,
+                 autodiff: Optional[str] = None) -> None:
         if not inspect.isfunction(fn):
             raise ZMLXTypeError(f"{kind} expects a Python function, got {type(fn).__name__}")
         functools.update_wrapper(self, fn)
@@ -59,6 +60,9 @@ class Kernel:
         self.compute = dt.from_mx(compute_dtype)
         self.backend = backends.check(backend) if backend else None
         self.axis = axis
+        if autodiff not in (None, "mlx", "ir"):
+            raise ZMLXTypeError(f"{self.name}: autodiff must be 'mlx' or 'ir', got {autodiff!r}")
+        self.autodiff = autodiff
         self.positional = [p.name for p in inspect.signature(fn).parameters.values()
                            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self._cache: dict = {}
@@ -66,10 +70,10 @@ class Kernel:
 
     # ---- calling -------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        target = self.backend or backends.default()
         entry = self._entry(args, kwargs)
+        target = self.backend or backends.default()
         compiled = entry.compiled.get(target) or self._compile(entry, target)
-        arrays, params = self._split(entry, args)
+        arrays, params = (list(args), []) if entry.arrays_only else self._split(entry, args)
         if self.kind == "elementwise":
             try:
                 outs = compiled(arrays + params)
@@ -81,20 +85,27 @@ class Kernel:
         return tuple(outs) if entry.is_tuple else outs[0]
 
     def _entry(self, args: tuple, kwargs: dict) -> _Entry:
-        key = (tuple([a.dtype if isinstance(a, mx.array) else type(a) for a in args]),
-               tuple(sorted((k, type(v), v) for k, v in kwargs.items())) if kwargs else ())
+        key = [a.dtype if isinstance(a, mx.array) else type(a) for a in args]
+        if kwargs:
+            key.append(tuple(sorted((k, type(v), v) for k, v in kwargs.items())))
+        key = tuple(key)
         entry = self._cache.get(key)
         if entry is None or (entry.baked and entry.stale()):
             entry = self._cache[key] = self._build(args, kwargs)
         return entry
 
     def _compile(self, entry: _Entry, target: str) -> Compiled:
-        c = entry.compiled[target] = Compiled(entry.program, target)
+        """autodiff "mlx" (the portable backend's default) lets MLX differentiate the program's
+        MLX ops; "ir" (the only choice for C backends, whose kernels MLX cannot see into)
+        attaches the generated derivative programs."""
+        autodiff = self.autodiff or ("mlx" if target == "mlx" else "ir")
+        if autodiff == "mlx" and target != "mlx":
+            raise ZMLXBackendError(f"{self.name}: autodiff='mlx' needs backend='mlx' (MLX cannot "
+                                   f"differentiate a {target} kernel); use autodiff='ir'")
+        c = entry.compiled[target] = Compiled(entry.program, target, autodiff)
         return c
 
     def _split(self, entry: _Entry, args: tuple) -> tuple[list, list]:
-        if entry.arrays_only:
-            return list(args), []
         arrays, params = [], []
         for a, slot in zip(args, entry.slots):
             if slot[0] == "array":

@@ -13,9 +13,20 @@ NAMES = ("mlx", "metal", "metal-sim", "cuda")
 _MODULES = {"mlx": "mlx", "metal": "metal", "metal-sim": "metal", "cuda": "cuda"}
 
 
+_ENV_DATA = getattr(os.environ, "_data", None)  # the dict behind os.environ (updated by os.environ[...] =)
+_ENV_KEY = os.environ.encodekey("ZMLX_DSL_BACKEND") if hasattr(os.environ, "encodekey") else None
+
+
 def default() -> str:
-    """The backend used when none is named: $ZMLX_DSL_BACKEND, else metal / cuda where available, else mlx."""
-    env = os.environ.get("ZMLX_DSL_BACKEND")
+    """The backend used when none is named: $ZMLX_DSL_BACKEND, else metal / cuda where available, else mlx.
+
+    Read on every call without a named backend, so changing the variable takes effect at once; the
+    mapping behind os.environ is read directly (os.environ.get costs ~1.7 µs, a fifth of a call)."""
+    if _ENV_DATA is not None and _ENV_KEY is not None:
+        raw = _ENV_DATA.get(_ENV_KEY)
+        env = os.environ.decodevalue(raw) if raw else None
+    else:
+        env = os.environ.get("ZMLX_DSL_BACKEND")
     if env:
         return check(env)
     return _AUTO[0] if _AUTO else _auto()

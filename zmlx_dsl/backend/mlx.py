@@ -18,15 +18,20 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
 
     Row programs take rows on the last axis: their array inputs are broadcast together first (a
     (B, 1) per-row value is a row of D equal values, as in a kernel), reductions keep that axis, so
-    per-row values broadcast back as the kernel semantics say."""
+    per-row values broadcast back as the kernel semantics say. Integer and bool inputs pass
+    through mx.stop_gradient: differentiated by MLX, they get zero gradients as on every backend
+    (MLX would push a float cotangent through astype and truncate it)."""
     leaves = program.inputs + program.params
     n_in = len(program.inputs)
+    discrete = [not x.dtype.is_float for x in program.inputs]
 
     def run(*arrays: mx.array) -> list[mx.array]:
         if program.kind == "row" and n_in:
             shape = mx.broadcast_shapes(*[a.shape for a in arrays[:n_in]])
             arrays = tuple(a if a.shape == shape else mx.broadcast_to(a, shape) for a in arrays[:n_in]) \
                 + tuple(arrays[n_in:])
+        if any(discrete):
+            arrays = tuple(mx.stop_gradient(a) if d else a for a, d in zip(arrays, discrete)) + tuple(arrays[n_in:])
         env = dict(zip(leaves, arrays))
 
         def leaf(n: Node):
