@@ -42,5 +42,5 @@ def test_broadcast_modes_match_mlx(xs, ws, bs, strided, monkeypatch):
 
 def test_trailing_and_leading_broadcasts_take_the_vector_path():
     src = zmlx.elementwise(axpb).source(mx.ones((4, 64)), mx.ones((64,)), mx.ones((4, 1)), 1.0, backend="metal")
-    assert "w[(base + k) % w_size]" in src and "b[(base + k) / b_run]" in src
-    assert "*(const device vec<float, 4>*)(x + base)" in src
+    assert "w[(first + c * 1024 + k) % w_size]" in src and "b[(first + c * 1024 + k) / b_run]" in src
+    assert "x_v[c] = *(const device vec<float, 4>*)(x + first + c * 1024);" in src

@@ -33,7 +33,7 @@ inline float zmlx_fmax(float a, float b) {
 inline void axpy_relu_b75363d0452b_body(const float x, const float y, const float z, const float alpha, thread float& out0) {
   out0 = zmlx_fmax(x * y + alpha * z, 0.0f);
 }
-[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_3e57e89d_float_float_floatc_floatc_float(
+[[kernel]] void custom_kernel_axpy_relu_b75363d0452b_61630fcf_float_float_floatc_floatc_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -52,18 +52,23 @@ inline void axpy_relu_b75363d0452b_body(const float x, const float y, const floa
   const uint y_size = zmlx_numel(y_shape, y_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(y_shape, y_strides, y_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
-      const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
+  if (contiguous && first + 1028 <= n) {
+    vec<float, 4> x_v[2];
+    for (int c = 0; c < 2; ++c) {
+      x_v[c] = *(const device vec<float, 4>*)(x + first + c * 1024);
+    }
+    for (int c = 0; c < 2; ++c) {
       vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        axpy_relu_b75363d0452b_body(x_v[k], y[(base + k) % y_size], z[0], alpha[0], res0);
+        axpy_relu_b75363d0452b_body(x_v[c][k], y[(first + c * 1024 + k) % y_size], z[0], alpha[0], res0);
         res0_v[k] = res0;
       }
-      *(device vec<float, 4>*)(out0 + base) = res0_v;
-    } else {
+      *(device vec<float, 4>*)(out0 + first + c * 1024) = res0_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
         axpy_relu_b75363d0452b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], y[contiguous ? i % y_size : zmlx_loc(i % y_size, y_shape, y_strides, y_ndim)], z[0], alpha[0], res0);

@@ -31,7 +31,7 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   out1 = sel0 * x;
   out2 = sel0 * alpha;
 }
-[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_a7c0ef52_float_float_floatc_float_floatc_float_float_float(
+[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_c2d21cf0_float_float_floatc_float_floatc_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -60,11 +60,14 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   const uint z_run = n / zmlx_numel(z_shape, z_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(y_shape, y_strides, y_ndim) && zmlx_row_contiguous(z_shape, z_strides, z_ndim) && zmlx_row_contiguous(cotan0_shape, cotan0_strides, cotan0_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
-      const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
-      const vec<float, 4> cotan0_v = *(const device vec<float, 4>*)(cotan0 + base);
+  if (contiguous && first + 1028 <= n) {
+    vec<float, 4> x_v[2];
+    vec<float, 4> cotan0_v[2];
+    for (int c = 0; c < 2; ++c) {
+      x_v[c] = *(const device vec<float, 4>*)(x + first + c * 1024);
+      cotan0_v[c] = *(const device vec<float, 4>*)(cotan0 + first + c * 1024);
+    }
+    for (int c = 0; c < 2; ++c) {
       vec<float, 4> res0_v;
       vec<float, 4> res1_v;
       vec<float, 4> res2_v;
@@ -72,15 +75,18 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
         float res0;
         float res1;
         float res2;
-        axpy_relu_vjp_871b11eb914e_body(x_v[k], y[(base + k) % y_size], z[(base + k) / z_run], cotan0_v[k], alpha[0], res0, res1, res2);
+        axpy_relu_vjp_871b11eb914e_body(x_v[c][k], y[(first + c * 1024 + k) % y_size], z[(first + c * 1024 + k) / z_run], cotan0_v[c][k], alpha[0], res0, res1, res2);
         res0_v[k] = res0;
         res1_v[k] = res1;
         res2_v[k] = res2;
       }
-      *(device vec<float, 4>*)(out0 + base) = res0_v;
-      *(device vec<float, 4>*)(out1 + base) = res1_v;
-      *(device vec<float, 4>*)(out2 + base) = res2_v;
-    } else {
+      *(device vec<float, 4>*)(out0 + first + c * 1024) = res0_v;
+      *(device vec<float, 4>*)(out1 + first + c * 1024) = res1_v;
+      *(device vec<float, 4>*)(out2 + first + c * 1024) = res2_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
         float res1;

@@ -49,7 +49,7 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
   const float cast0 = float(x);
   out0 = half(0.5f * cast0 * (1.0f + zmlx_erf(cast0 / 1.4142135381698608f)));
 }
-[[kernel]] void custom_kernel_gelu_881c3db2486b_a3a15cfa_float16_t_float16_t(
+[[kernel]] void custom_kernel_gelu_881c3db2486b_1846572e_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -61,20 +61,23 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
   const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
   const uint first = threadgroup_position_in_grid.x * 4096 + thread_position_in_threadgroup.x * 8;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 2048;
-    if (contiguous && base + 8 <= n) {
-      for (int q = 0; q < 8; q += 4) {
-        const vec<half, 4> x_v = *(const device vec<half, 4>*)(x + base + q);
-        vec<half, 4> res0_v;
-        for (int k = 0; k < 4; ++k) {
-          half res0;
-          gelu_881c3db2486b_body(x_v[k], res0);
-          res0_v[k] = res0;
-        }
-        *(device vec<half, 4>*)(out0 + base + q) = res0_v;
+  if (contiguous && first + 2056 <= n) {
+    vec<half, 4> x_v[4];
+    for (int c = 0; c < 4; ++c) {
+      x_v[c] = *(const device vec<half, 4>*)(x + first + (c / 2) * 2048 + (c % 2) * 4);
+    }
+    for (int c = 0; c < 4; ++c) {
+      vec<half, 4> res0_v;
+      for (int k = 0; k < 4; ++k) {
+        half res0;
+        gelu_881c3db2486b_body(x_v[c][k], res0);
+        res0_v[k] = res0;
       }
-    } else {
+      *(device vec<half, 4>*)(out0 + first + (c / 2) * 2048 + (c % 2) * 4) = res0_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 2048;
       for (uint i = base; i < n && i < base + 8; ++i) {
         half res0;
         gelu_881c3db2486b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);

@@ -28,7 +28,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void masked_scale_dd7d96505b90_body(const int a, const bool m, thread int& out0) {
   out0 = m ? a * 3 : -a;
 }
-[[kernel]] void custom_kernel_masked_scale_dd7d96505b90_d5f8d9d9_int32_t_bool_int32_t(
+[[kernel]] void custom_kernel_masked_scale_dd7d96505b90_91969f8f_int32_t_bool_int32_t(
   const device int32_t* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],
@@ -44,15 +44,18 @@ inline void masked_scale_dd7d96505b90_body(const int a, const bool m, thread int
   const uint n = zmlx_numel(a_shape, a_ndim);
   const bool contiguous = zmlx_row_contiguous(a_shape, a_strides, a_ndim) && zmlx_row_contiguous(m_shape, m_strides, m_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
+  if (contiguous && first + 1028 <= n) {
+    for (int c = 0; c < 2; ++c) {
       for (int k = 0; k < 4; ++k) {
+        const uint i = first + c * 1024 + k;
         int res0;
-        masked_scale_dd7d96505b90_body(a[base + k], m[base + k], res0);
-        out0[base + k] = res0;
+        masked_scale_dd7d96505b90_body(a[i], m[i], res0);
+        out0[i] = res0;
       }
-    } else {
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         int res0;
         masked_scale_dd7d96505b90_body(a[contiguous ? i : zmlx_loc(i, a_shape, a_strides, a_ndim)], m[contiguous ? i : zmlx_loc(i, m_shape, m_strides, m_ndim)], res0);

@@ -28,7 +28,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void mixed_types_c58a70ead368_body(const int a, const bool m, const half h, const bfloat16_t b, thread float& out0) {
   out0 = m ? float(a) * float(h) : float(b);
 }
-[[kernel]] void custom_kernel_mixed_types_c58a70ead368_e5bb8c00_int32_t_bool_float16_t_bfloat16_t_float(
+[[kernel]] void custom_kernel_mixed_types_c58a70ead368_71964ae1_int32_t_bool_float16_t_bfloat16_t_float(
   const device int32_t* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],
@@ -52,15 +52,18 @@ inline void mixed_types_c58a70ead368_body(const int a, const bool m, const half 
   const uint n = zmlx_numel(a_shape, a_ndim);
   const bool contiguous = zmlx_row_contiguous(a_shape, a_strides, a_ndim) && zmlx_row_contiguous(m_shape, m_strides, m_ndim) && zmlx_row_contiguous(h_shape, h_strides, h_ndim) && zmlx_row_contiguous(b_shape, b_strides, b_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
+  if (contiguous && first + 1028 <= n) {
+    for (int c = 0; c < 2; ++c) {
       for (int k = 0; k < 4; ++k) {
+        const uint i = first + c * 1024 + k;
         float res0;
-        mixed_types_c58a70ead368_body(a[base + k], m[base + k], h[base + k], b[base + k], res0);
-        out0[base + k] = res0;
+        mixed_types_c58a70ead368_body(a[i], m[i], h[i], b[i], res0);
+        out0[i] = res0;
       }
-    } else {
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
         mixed_types_c58a70ead368_body(a[contiguous ? i : zmlx_loc(i, a_shape, a_strides, a_ndim)], m[contiguous ? i : zmlx_loc(i, m_shape, m_strides, m_ndim)], h[contiguous ? i : zmlx_loc(i, h_shape, h_strides, h_ndim)], b[contiguous ? i : zmlx_loc(i, b_shape, b_strides, b_ndim)], res0);

@@ -28,7 +28,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void scaled_add_78d8d49cb1c6_body(const float a, const float b, thread float& out0) {
   out0 = a * 2.0f + b;
 }
-[[kernel]] void custom_kernel_scaled_add_78d8d49cb1c6_0260cb9b_float_float_float(
+[[kernel]] void custom_kernel_scaled_add_78d8d49cb1c6_88583971_float_float_float(
   const device float* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],
@@ -44,19 +44,25 @@ inline void scaled_add_78d8d49cb1c6_body(const float a, const float b, thread fl
   const uint n = zmlx_numel(a_shape, a_ndim);
   const bool contiguous = zmlx_row_contiguous(a_shape, a_strides, a_ndim) && zmlx_row_contiguous(b_shape, b_strides, b_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
-      const vec<float, 4> a_v = *(const device vec<float, 4>*)(a + base);
-      const vec<float, 4> b_v = *(const device vec<float, 4>*)(b + base);
+  if (contiguous && first + 1028 <= n) {
+    vec<float, 4> a_v[2];
+    vec<float, 4> b_v[2];
+    for (int c = 0; c < 2; ++c) {
+      a_v[c] = *(const device vec<float, 4>*)(a + first + c * 1024);
+      b_v[c] = *(const device vec<float, 4>*)(b + first + c * 1024);
+    }
+    for (int c = 0; c < 2; ++c) {
       vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        scaled_add_78d8d49cb1c6_body(a_v[k], b_v[k], res0);
+        scaled_add_78d8d49cb1c6_body(a_v[c][k], b_v[c][k], res0);
         res0_v[k] = res0;
       }
-      *(device vec<float, 4>*)(out0 + base) = res0_v;
-    } else {
+      *(device vec<float, 4>*)(out0 + first + c * 1024) = res0_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
         scaled_add_78d8d49cb1c6_body(a[contiguous ? i : zmlx_loc(i, a_shape, a_strides, a_ndim)], b[contiguous ? i : zmlx_loc(i, b_shape, b_strides, b_ndim)], res0);

@@ -36,7 +36,7 @@ inline void silu_vjp_fcf72b05ae29_body(const float x, const float cotan0, thread
   const float sig0 = zmlx_sigmoid(x);
   out0 = cotan0 * sig0 + cotan0 * x * sig0 * (1.0f - sig0);
 }
-[[kernel]] void custom_kernel_silu_vjp_fcf72b05ae29_d25d9c41_float_float_float(
+[[kernel]] void custom_kernel_silu_vjp_fcf72b05ae29_b72412bc_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -52,19 +52,25 @@ inline void silu_vjp_fcf72b05ae29_body(const float x, const float cotan0, thread
   const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim) && zmlx_row_contiguous(cotan0_shape, cotan0_strides, cotan0_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
-      const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
-      const vec<float, 4> cotan0_v = *(const device vec<float, 4>*)(cotan0 + base);
+  if (contiguous && first + 1028 <= n) {
+    vec<float, 4> x_v[2];
+    vec<float, 4> cotan0_v[2];
+    for (int c = 0; c < 2; ++c) {
+      x_v[c] = *(const device vec<float, 4>*)(x + first + c * 1024);
+      cotan0_v[c] = *(const device vec<float, 4>*)(cotan0 + first + c * 1024);
+    }
+    for (int c = 0; c < 2; ++c) {
       vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        silu_vjp_fcf72b05ae29_body(x_v[k], cotan0_v[k], res0);
+        silu_vjp_fcf72b05ae29_body(x_v[c][k], cotan0_v[c][k], res0);
         res0_v[k] = res0;
       }
-      *(device vec<float, 4>*)(out0 + base) = res0_v;
-    } else {
+      *(device vec<float, 4>*)(out0 + first + c * 1024) = res0_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
         silu_vjp_fcf72b05ae29_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], cotan0[contiguous ? i : zmlx_loc(i, cotan0_shape, cotan0_strides, cotan0_ndim)], res0);

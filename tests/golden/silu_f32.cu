@@ -50,7 +50,7 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void silu_4a6e4a0b2b4e_be7b0109(
+__global__ void silu_4a6e4a0b2b4e_32f016ec(
     const float* x,
     const __grid_constant__ Shape x_shape,
     const __grid_constant__ Strides x_strides,
@@ -60,18 +60,23 @@ __global__ void silu_4a6e4a0b2b4e_be7b0109(
   const uint32_t n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
   const uint32_t first = blockIdx.x * 2048 + threadIdx.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint32_t base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
-      const zmlx_vec<float, 4> x_v = *(const zmlx_vec<float, 4>*)(x + base);
+  if (contiguous && first + 1028 <= n) {
+    zmlx_vec<float, 4> x_v[2];
+    for (int c = 0; c < 2; ++c) {
+      x_v[c] = *(const zmlx_vec<float, 4>*)(x + first + c * 1024);
+    }
+    for (int c = 0; c < 2; ++c) {
       zmlx_vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        silu_4a6e4a0b2b4e_body(x_v.v[k], res0);
+        silu_4a6e4a0b2b4e_body(x_v[c].v[k], res0);
         res0_v.v[k] = res0;
       }
-      *(zmlx_vec<float, 4>*)(out0 + base) = res0_v;
-    } else {
+      *(zmlx_vec<float, 4>*)(out0 + first + c * 1024) = res0_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint32_t base = first + c * 1024;
       for (uint32_t i = base; i < n && i < base + 4; ++i) {
         float res0;
         silu_4a6e4a0b2b4e_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);

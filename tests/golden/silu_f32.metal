@@ -35,7 +35,7 @@ inline float zmlx_sigmoid(float x) {
 inline void silu_4a6e4a0b2b4e_body(const float x, thread float& out0) {
   out0 = x * zmlx_sigmoid(x);
 }
-[[kernel]] void custom_kernel_silu_4a6e4a0b2b4e_8f77b3b8_float_float(
+[[kernel]] void custom_kernel_silu_4a6e4a0b2b4e_4a56de65_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -47,18 +47,23 @@ inline void silu_4a6e4a0b2b4e_body(const float x, thread float& out0) {
   const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
-      const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
+  if (contiguous && first + 1028 <= n) {
+    vec<float, 4> x_v[2];
+    for (int c = 0; c < 2; ++c) {
+      x_v[c] = *(const device vec<float, 4>*)(x + first + c * 1024);
+    }
+    for (int c = 0; c < 2; ++c) {
       vec<float, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
-        silu_4a6e4a0b2b4e_body(x_v[k], res0);
+        silu_4a6e4a0b2b4e_body(x_v[c][k], res0);
         res0_v[k] = res0;
       }
-      *(device vec<float, 4>*)(out0 + base) = res0_v;
-    } else {
+      *(device vec<float, 4>*)(out0 + first + c * 1024) = res0_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
         silu_4a6e4a0b2b4e_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);

@@ -29,7 +29,7 @@ inline void sincos_8258de632553_body(const float x, thread float& out0, thread f
   out0 = sin(x);
   out1 = cos(x);
 }
-[[kernel]] void custom_kernel_sincos_8258de632553_85e2818b_float_float_float(
+[[kernel]] void custom_kernel_sincos_8258de632553_6fc96f5f_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -42,22 +42,27 @@ inline void sincos_8258de632553_body(const float x, thread float& out0, thread f
   const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
   const uint first = threadgroup_position_in_grid.x * 2048 + thread_position_in_threadgroup.x * 4;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 1024;
-    if (contiguous && base + 4 <= n) {
-      const vec<float, 4> x_v = *(const device vec<float, 4>*)(x + base);
+  if (contiguous && first + 1028 <= n) {
+    vec<float, 4> x_v[2];
+    for (int c = 0; c < 2; ++c) {
+      x_v[c] = *(const device vec<float, 4>*)(x + first + c * 1024);
+    }
+    for (int c = 0; c < 2; ++c) {
       vec<float, 4> res0_v;
       vec<float, 4> res1_v;
       for (int k = 0; k < 4; ++k) {
         float res0;
         float res1;
-        sincos_8258de632553_body(x_v[k], res0, res1);
+        sincos_8258de632553_body(x_v[c][k], res0, res1);
         res0_v[k] = res0;
         res1_v[k] = res1;
       }
-      *(device vec<float, 4>*)(out0 + base) = res0_v;
-      *(device vec<float, 4>*)(out1 + base) = res1_v;
-    } else {
+      *(device vec<float, 4>*)(out0 + first + c * 1024) = res0_v;
+      *(device vec<float, 4>*)(out1 + first + c * 1024) = res1_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 1024;
       for (uint i = base; i < n && i < base + 4; ++i) {
         float res0;
         float res1;

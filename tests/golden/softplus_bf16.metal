@@ -44,7 +44,7 @@ inline float zmlx_logaddexp(float a, float b) {
 inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& out0) {
   out0 = bfloat16_t(zmlx_logaddexp(float(x), 0.0f));
 }
-[[kernel]] void custom_kernel_softplus_d20c5d97f71e_887d3478_bfloat16_t_bfloat16_t(
+[[kernel]] void custom_kernel_softplus_d20c5d97f71e_b1074db1_bfloat16_t_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -56,20 +56,23 @@ inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& ou
   const uint n = zmlx_numel(x_shape, x_ndim);
   const bool contiguous = zmlx_row_contiguous(x_shape, x_strides, x_ndim);
   const uint first = threadgroup_position_in_grid.x * 4096 + thread_position_in_threadgroup.x * 8;
-  for (int c = 0; c < 2; ++c) {
-    const uint base = first + c * 2048;
-    if (contiguous && base + 8 <= n) {
-      for (int q = 0; q < 8; q += 4) {
-        const vec<bfloat16_t, 4> x_v = *(const device vec<bfloat16_t, 4>*)(x + base + q);
-        vec<bfloat16_t, 4> res0_v;
-        for (int k = 0; k < 4; ++k) {
-          bfloat16_t res0;
-          softplus_d20c5d97f71e_body(x_v[k], res0);
-          res0_v[k] = res0;
-        }
-        *(device vec<bfloat16_t, 4>*)(out0 + base + q) = res0_v;
+  if (contiguous && first + 2056 <= n) {
+    vec<bfloat16_t, 4> x_v[4];
+    for (int c = 0; c < 4; ++c) {
+      x_v[c] = *(const device vec<bfloat16_t, 4>*)(x + first + (c / 2) * 2048 + (c % 2) * 4);
+    }
+    for (int c = 0; c < 4; ++c) {
+      vec<bfloat16_t, 4> res0_v;
+      for (int k = 0; k < 4; ++k) {
+        bfloat16_t res0;
+        softplus_d20c5d97f71e_body(x_v[c][k], res0);
+        res0_v[k] = res0;
       }
-    } else {
+      *(device vec<bfloat16_t, 4>*)(out0 + first + (c / 2) * 2048 + (c % 2) * 4) = res0_v;
+    }
+  } else {
+    for (int c = 0; c < 2; ++c) {
+      const uint base = first + c * 2048;
       for (uint i = base; i < n && i < base + 8; ++i) {
         bfloat16_t res0;
         softplus_d20c5d97f71e_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);

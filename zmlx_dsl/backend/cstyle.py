@@ -199,12 +199,11 @@ class CStyle:
                 L.append(f"  const {idx} {x.arg}_size = zmlx_numel({x.arg}_shape, {x.arg}_ndim);")
             elif mode[x] == "prefix":
                 L.append(f"  const {idx} {x.arg}_run = n / zmlx_numel({x.arg}_shape, {x.arg}_ndim);")
+        step = THREADS * per  # elements between a thread's consecutive vectors
         L += ["  const bool contiguous = " + " && ".join(
                   f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";",
-              f"  const {idx} first = {self.index(self.group_id, idx)} * {V * THREADS * per} + "
-              f"{self.index(self.local_id, idx)} * {per};",
-              f"  for (int c = 0; c < {V}; ++c) {{",
-              f"    const {idx} base = first + c * {THREADS * per};"]
+              f"  const {idx} first = {self.index(self.group_id, idx)} * {V * step} + "
+              f"{self.index(self.local_id, idx)} * {per};"]
         scalar_reads = {x: f"{x.arg}[0]" for x in p.inputs if mode[x] == "scalar"}
         scalar_reads.update({q: f"{q.arg}[0]" for q in p.params})
         dev = f"{self.device_ptr} " if self.device_ptr else ""
@@ -224,37 +223,49 @@ class CStyle:
             for j in range(len(p.outputs)):
                 L.append(f"{ind}{dest(j)} = res{j};")
 
-        def vector_path(vt: Callable[[dt.DType], str], width: int, at: str, item: str, ind: str) -> None:
-            """Load every full array as one `vt` vector of `width` at `at` (broadcast ones per
-            element), compute, store likewise."""
-            for a in full:
-                L.append(f"{ind}const {vt(a.dtype)} {a.arg}_v = *(const {space[a]}{vt(a.dtype)}*)({a.arg} + {at});")
-            for j, o in enumerate(p.outputs):
-                L.append(f"{ind}{vt(o.dtype)} res{j}_v;")
-            L.append(f"{ind}for (int k = 0; k < {width}; ++k) {{")
-            call(ind + "  ", lambda x: f"{x.arg}_v{item}" if x in full else f"{x.arg}[{position(x, at + ' + k')}]",
-                 lambda j: f"res{j}_v{item}")
-            L.append(f"{ind}}}")
-            for j, o in enumerate(p.outputs):
-                L.append(f"{ind}*({dev}{vt(o.dtype)}*)({self.out_name(j)} + {at}) = res{j}_v;")
-
-        L.append(f"    if (contiguous && base + {per} <= n) {{")
-        if self.vector_struct:  # one aligned 16-byte access per array
-            vector_path(lambda d: f"zmlx_vec<{self.ctype(d)}, {per}>", per, "base", ".v[k]", "      ")
+        # The fast path: the thread's V vectors are all in range and every array is row-contiguous.
+        # All loads are issued before any store (a store could alias a later load, so the compiler
+        # would not hoist it), so each thread has V 16-byte loads per array in flight.
+        L.append(f"  if (contiguous && first + {(V - 1) * step + per} <= n) {{")
+        vt = None
+        if self.vector_struct:  # one aligned 16-byte access per array and vector
+            vt, width, item = (lambda d: f"zmlx_vec<{self.ctype(d)}, {per}>"), per, ".v[k]"
         elif per % 4 == 0 and not any(a.dtype == dt.bool_ for a in full + list(p.outputs)):
-            # Metal: vectors are at most 4 wide, so 16 bytes are per/4 vec<T, 4> (bool arrays
-            # take the scalar loop: clang, which metal-sim compiles with, crashes on bool vectors)
-            if per > 4:
-                L.append(f"      for (int q = 0; q < {per}; q += 4) {{")
-            vector_path(lambda d: f"vec<{self.ctype(d)}, 4>", 4, "base + q" if per > 4 else "base", "[k]",
-                        "        " if per > 4 else "      ")
-            if per > 4:
-                L.append("      }")
-        else:  # 8-byte types (two elements per 16 bytes) and bool: plain accesses
-            L.append(f"      for (int k = 0; k < {per}; ++k) {{")
-            call("        ", lambda x: f"{x.arg}[{position(x, 'base + k')}]", lambda j: f"{self.out_name(j)}[base + k]")
+            # Metal: vectors are at most 4 wide, so 16 bytes are per/4 vec<T, 4> (bool arrays take
+            # the scalar loop: clang, which metal-sim compiles with, crashes on bool vectors)
+            vt, width, item = (lambda d: f"vec<{self.ctype(d)}, 4>"), 4, "[k]"
+        if vt is not None:
+            lanes = per // width          # vector accesses per 16 bytes
+            slots = V * lanes
+            off = f"c * {step}" if lanes == 1 else f"(c / {lanes}) * {step} + (c % {lanes}) * {width}"
+            at = f"first + {off}" if slots > 1 else "first"
+            for a in full:
+                L.append(f"    {vt(a.dtype)} {a.arg}_v[{slots}];")
+            L.append(f"    for (int c = 0; c < {slots}; ++c) {{")
+            for a in full:
+                L.append(f"      {a.arg}_v[c] = *(const {space[a]}{vt(a.dtype)}*)({a.arg} + {at});")
+            L.append("    }")
+            L.append(f"    for (int c = 0; c < {slots}; ++c) {{")
+            for j, o in enumerate(p.outputs):
+                L.append(f"      {vt(o.dtype)} res{j}_v;")
+            L.append(f"      for (int k = 0; k < {width}; ++k) {{")
+            call("        ", lambda x: f"{x.arg}_v[c]{item}" if x in full else f"{x.arg}[{position(x, at + ' + k')}]",
+                 lambda j: f"res{j}_v{item}")
             L.append("      }")
-        L.append("    } else {")
+            for j, o in enumerate(p.outputs):
+                L.append(f"      *({dev}{vt(o.dtype)}*)({self.out_name(j)} + {at}) = res{j}_v;")
+            L.append("    }")
+        else:  # 8-byte types (two elements per 16 bytes) and bool: plain accesses
+            L.append(f"    for (int c = 0; c < {V}; ++c) {{")
+            L.append(f"      for (int k = 0; k < {per}; ++k) {{")
+            L.append(f"        const {idx} i = first + c * {step} + k;")
+            call("        ", lambda x: f"{x.arg}[{position(x, 'i')}]", lambda j: f"{self.out_name(j)}[i]")
+            L.append("      }")
+            L.append("    }")
+        # The rest: the last threads of the grid and strided (non-contiguous) inputs, per element.
+        L.append("  } else {")
+        L.append(f"    for (int c = 0; c < {V}; ++c) {{")
+        L.append(f"      const {idx} base = first + c * {step};")
         L.append(f"      for ({idx} i = base; i < n && i < base + {per}; ++i) {{")
         call("        ", lambda x: f"{x.arg}[contiguous ? {position(x, 'i')} : "
              f"zmlx_loc({position(x, 'i')}, {x.arg}_shape, {x.arg}_strides, {x.arg}_ndim)]",
