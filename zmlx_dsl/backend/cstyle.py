@@ -28,7 +28,6 @@ VECTOR_BYTES = 16
 ELEMENTWISE_VECTORS = 2
 # Row kernels: a row is held in registers when each thread needs at most this many elements.
 MAX_REGISTER_ELEMENTS = 32
-REGISTER_BUDGET = 16384  # cached elements per thread, times threads per group
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,7 @@ class CStyle:
     simd_helpers = ""
     uint = "uint"                   # 32-bit unsigned index type
     vector_struct = False           # fast path through an aligned 16-byte struct (else scalar accesses)
+    register_budget = 16384         # row elements held in registers per group (per thread x threads)
 
     # ---- expressions ---------------------------------------------------------------------
     def ctype(self, d: dt.DType) -> str:
@@ -353,9 +353,9 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             lv = max((level.get(a, 0) for a in n.args), default=0)
             level[n] = lv + 1 if n in reductions else lv
         full = [x for x, m in zip(p.inputs, plan.modes) if m == "full"]
-        # Registers: the CUDA/Metal compilers do not know the group size, so keep the cached row
-        # within what 1024 threads can hold (64K registers per SM); shared rows stay in cache.
-        cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, REGISTER_BUDGET // threads)
+        # Registers: at most MAX_REGISTER_ELEMENTS per thread and the backend's register_budget per
+        # group (what one SM's register file holds at that group size); shared rows stay in cache.
+        cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, self.register_budget // threads)
         idx = "size_t" if plan.wide_index else self.uint
         u = self.uint
         L = [f"  // {p.name}: one row of {D} per threadgroup of {threads}, vectors of {vec}, "

@@ -1,0 +1,64 @@
+"""GPU experiments behind RESULTS.md's explanations (MLX's CUDA backend).
+
+    python3 benchmarks/gpu_profile.py          # long rows: register-cached vs re-read, timed A/B
+    ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
+        python3 benchmarks/gpu_profile.py --once  # each kernel of interest once, for Nsight Compute
+
+The A/B builds the same row kernels under two register budgets (the CUDA renderer's
+register_budget): 16384 re-reads rows of 32768 per reduction level; 32768 (the CUDA default since GPU run 4) holds them in
+registers (32 per thread at 1024 threads, one group per SM).
+"""
+from __future__ import annotations
+
+import sys
+
+import mlx.core as mx
+
+import zmlx_dsl as zmlx
+from zmlx_dsl.backend import cuda
+
+import gpu  # the bodies, timing and the copy kernel of benchmarks/gpu.py
+
+
+def long_rows(total: int) -> None:
+    D, default = 32768, cuda.RENDERER.register_budget
+    for dtype in (mx.float32, mx.bfloat16):
+        x = mx.random.normal((total // D, D)).astype(dtype)
+        w = mx.random.normal((D,)).astype(dtype)
+        b = mx.random.normal((D,)).astype(dtype)
+        cases = (("softmax", zmlx.map_reduce, gpu.softmax_body, (x,), lambda: mx.softmax(x, axis=-1)),
+                 ("rmsnorm", zmlx.map_reduce, gpu.rmsnorm_body, (x, w, 1e-5), lambda: mx.fast.rms_norm(x, w, 1e-5)),
+                 ("layernorm", zmlx.map_reduce, gpu.layernorm_body, (x, w, b, 1e-5),
+                  lambda: mx.fast.layer_norm(x, w, b, 1e-5)),
+                 ("logsumexp", zmlx.reduce, gpu.logsumexp_body, (x,), lambda: mx.logsumexp(x, axis=-1)))
+        for name, deco, body, args, builtin in cases:
+            base = gpu.timed(builtin)
+            line = [f"{name} D={D} {str(dtype).split('.')[-1]}: built-in {base * 1e6:.1f} µs"]
+            for budget in (16384, 32768):
+                cuda.RENDERER.register_budget = budget
+                k = deco(body)
+                err = mx.max(mx.abs(k(*args).astype(mx.float32) - builtin().astype(mx.float32))).item()
+                t = gpu.timed(k, *args)
+                line.append(f"budget {budget}: {t * 1e6:.1f} µs ({base / t:.2f}x, err {err:.1e})")
+            cuda.RENDERER.register_budget = default
+            print("; ".join(line), flush=True)
+
+
+def once(total: int) -> None:
+    """Each kernel of interest once (inputs made and evaluated first)."""
+    xe = mx.random.normal((total,)).astype(mx.bfloat16)
+    x4 = mx.random.normal((total // 4096, 4096))
+    w4 = mx.random.normal((4096,))
+    x32 = mx.random.normal((total // 32768, 32768)).astype(mx.bfloat16)
+    mx.eval(xe, x4, w4, x32)
+    mx.synchronize()
+    for fn in (lambda: gpu.gelu(xe), lambda: mx.compile(gpu.gelu_body)(xe),
+               lambda: gpu.rmsnorm(x4, w4, 1e-5), lambda: mx.fast.rms_norm(x4, w4, 1e-5),
+               lambda: gpu.softmax(x32), lambda: mx.softmax(x32, axis=-1)):
+        mx.eval(fn())
+        mx.synchronize()
+
+
+if __name__ == "__main__":
+    n = 1 << 26
+    (once if "--once" in sys.argv else long_rows)(n)
