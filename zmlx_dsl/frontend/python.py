@@ -402,9 +402,6 @@ class Parser:
 
     # ---- expressions -----------------------------------------------------------------------
     def expr(self, e: ast.expr, env: dict) -> Any:
-        for kind, msg in _UNSUPPORTED_EXPR.items():
-            if isinstance(e, kind):
-                raise ZMLXSyntaxError(msg, self.src.loc(e))
         if isinstance(e, ast.Constant):
             if isinstance(e.value, (bool, int, float)):
                 return e.value
@@ -467,6 +464,9 @@ class Parser:
             return self.subscript(e, env)
         if isinstance(e, ast.Call):
             return self.call(e, env)
+        for kind, msg in _UNSUPPORTED_EXPR.items():
+            if isinstance(e, kind):
+                raise ZMLXSyntaxError(msg, self.src.loc(e))
         raise ZMLXSyntaxError(f"'{type(e).__name__}' expressions are not supported in kernels", self.src.loc(e))
 
     def name(self, name: str, e: ast.AST, env: dict) -> Any:

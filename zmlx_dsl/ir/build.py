@@ -23,6 +23,17 @@ def cast(x: Node, dtype: dt.DType) -> Node:
     return x if x.dtype == dtype else Node("cast", (x,), dtype)
 
 
+_OPS: dict = {}
+
+
+def _ops() -> dict:
+    """The op registry (imported on first use: the registry builds its derivative rules with this module)."""
+    if not _OPS:
+        from .registry import OPS
+        _OPS.update(OPS)
+    return _OPS
+
+
 def lift(value: Any, like: dt.DType) -> Node:
     """A Python scalar combined with an array of dtype `like`, typed as MLX's weak scalars are."""
     return const(value, dt.promote_weak(like, dt.weak_kind(value)))
@@ -30,8 +41,7 @@ def lift(value: Any, like: dt.DType) -> Node:
 
 def apply(name: str, *args: Any) -> Node:
     """Apply a registry op; Python scalars among args are weak, arrays promote (MLX rules)."""
-    from .registry import OPS
-    op = OPS[name]
+    op = _ops()[name]
     nodes = [a for a in args if isinstance(a, Node)]
     if not nodes:
         raise TypeError(f"{name}: at least one argument must be an IR node")
@@ -48,8 +58,7 @@ def apply(name: str, *args: Any) -> Node:
 
 def make(name: str, args: tuple[Node, ...]) -> Node:
     """Apply a registry op to typed nodes: operands are cast to the op's operand type."""
-    from .registry import OPS
-    op = OPS[name]
+    op = _ops()[name]
     operand, result = op.types(tuple(a.dtype for a in args))
     if operand is not None:
         args = tuple(a if i in op.keep_type_args else cast(a, operand) for i, a in enumerate(args))
