@@ -116,6 +116,7 @@ class Launcher:
         self.factory = factory
         self.target = target
         self.kernels: dict = {}
+        self.launches: dict = {}  # input shapes -> what a launch needs but the arrays (see rows/elementwise)
         self.fallback = None
         p = self.program
         self.row_flags = per_row(p.outputs) if p.kind == "row" else {}
@@ -138,31 +139,41 @@ class Launcher:
         return outs
 
     def elementwise(self, p: Program, inputs: list, params: list) -> list[mx.array]:
-        shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
-        size = math.prod(shape)
-        if size == 0:
-            return [mx.zeros(shape, o.dtype.mx) for o in p.outputs]
-        args, plan = elementwise_plan(inputs, shape)
-        kernel, per = self.kernel(p, plan)
-        threads = cstyle.THREADS
-        groups = -(-size // (per * threads))
-        return kernel(inputs=args + params, output_shapes=[shape] * len(p.outputs),
-                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(groups * threads, 1, 1),
-                      threadgroup=(threads, 1, 1))
+        key = (p.outputs,) + tuple(x.shape for x in inputs)
+        launch = self.launches.get(key)
+        if launch is None:  # once per shape signature: the plan, the kernel and the grid
+            shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
+            size = math.prod(shape)
+            if size == 0:
+                return [mx.zeros(shape, o.dtype.mx) for o in p.outputs]
+            _, plan = elementwise_plan(inputs, shape)
+            kernel, per = self.kernel(p, plan)
+            threads = cstyle.THREADS
+            launch = self.launches[key] = (shape, kernel, [shape] * len(p.outputs), [o.dtype.mx for o in p.outputs],
+                                           (-(-size // (per * threads)) * threads, 1, 1), (threads, 1, 1))
+        shape, kernel, out_shapes, out_dtypes, grid, group = launch
+        args, _ = elementwise_plan(inputs, shape)
+        return kernel(inputs=args + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
+                      threadgroup=group)
 
     def rows(self, inputs: list, params: list) -> list[mx.array]:
-        p = self.program
-        shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
-        D = shape[-1]
-        nrows = math.prod(shape[:-1])
-        if D == 0 or nrows == 0:
-            return self.portable(inputs, params)
-        inputs, plan, threads = self.row_plan(inputs, shape)
-        kernel, _ = self.kernel(p, plan)
-        out_shapes = [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs]
-        return kernel(inputs=list(inputs) + params, output_shapes=out_shapes,
-                      output_dtypes=[o.dtype.mx for o in p.outputs], grid=(nrows * threads, 1, 1),
-                      threadgroup=(threads * plan.rows_per_group, 1, 1))
+        key = tuple(x.shape for x in inputs)
+        launch = self.launches.get(key)
+        if launch is None:  # once per shape signature: the plan, the kernel and the grid
+            p = self.program
+            shape = tuple(mx.broadcast_shapes(*key))
+            nrows = math.prod(shape[:-1])
+            if shape[-1] == 0 or nrows == 0:
+                return self.portable(inputs, params)
+            _, plan, threads = self.row_plan(inputs, shape)
+            kernel, _ = self.kernel(p, plan)
+            launch = self.launches[key] = (
+                shape, kernel, [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs],
+                [o.dtype.mx for o in p.outputs], (nrows * threads, 1, 1), (threads * plan.rows_per_group, 1, 1))
+        shape, kernel, out_shapes, out_dtypes, grid, group = launch
+        views = [row_mode(x, shape)[0] for x in inputs]
+        return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
+                      threadgroup=group)
 
     def row_plan(self, inputs: list, shape: tuple) -> tuple[list, Plan, int]:
         """How to launch rows of `shape`: the input views, the plan and threads per row."""
