@@ -470,7 +470,7 @@ def test_half_precision_mean_of_long_rows(backend, dtype):
 
 def test_long_rows_held_in_registers_per_backend_budget():
     """Rows of 32768 float32: the CUDA renderer keeps them in registers (32 per thread at 1024
-    threads, measured faster on an H100); Metal's smaller budget re-reads them per pass."""
+    threads, measured faster on an H100); 16-bit rows and Metal's smaller budget re-read them."""
     def softmax_body(x):
         e = mx.exp(x - x.max())
         return e / e.sum()
@@ -479,3 +479,5 @@ def test_long_rows_held_in_registers_per_backend_budget():
     assert "one row of 32768 per threadgroup of 1024, vectors of 4, row held in registers (32 per thread)" \
         in k.source(x, backend="cuda")
     assert "one row of 32768 per threadgroup of 1024, vectors of 4, row re-read per pass" in k.source(x, backend="metal")
+    xh = mx.zeros((2, 32768), dtype=mx.bfloat16)
+    assert "one row of 32768 per threadgroup of 1024, vectors of 8, row re-read per pass" in k.source(xh, backend="cuda")

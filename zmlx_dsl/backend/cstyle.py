@@ -63,7 +63,10 @@ class CStyle:
     simd_helpers = ""
     uint = "uint"                   # 32-bit unsigned index type
     vector_struct = False           # fast path through an aligned 16-byte struct (else scalar accesses)
-    register_budget = 16384         # row elements held in registers per group (per thread x threads)
+
+    def register_budget(self, itemsize: int) -> int:
+        """Row elements of `itemsize` bytes a group may hold in registers (per thread x threads)."""
+        return 16384
 
     # ---- expressions ---------------------------------------------------------------------
     def ctype(self, d: dt.DType) -> str:
@@ -355,7 +358,8 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         full = [x for x, m in zip(p.inputs, plan.modes) if m == "full"]
         # Registers: at most MAX_REGISTER_ELEMENTS per thread and the backend's register_budget per
         # group (what one SM's register file holds at that group size); shared rows stay in cache.
-        cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, self.register_budget // threads)
+        budget = self.register_budget(max([x.dtype.itemsize for x in full], default=4))
+        cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
         idx = "size_t" if plan.wide_index else self.uint
         u = self.uint
         L = [f"  // {p.name}: one row of {D} per threadgroup of {threads}, vectors of {vec}, "

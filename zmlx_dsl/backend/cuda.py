@@ -31,7 +31,11 @@ class CUDARenderer(CStyle):
     group_size = "blockDim.x"
     uint = "uint32_t"
     vector_struct = True
-    register_budget = 32768  # rows of 32768 f32 held by 1024 threads: 1.1-1.35x faster on an H100 (RESULTS.md)
+    def register_budget(self, itemsize: int) -> int:
+        """32-bit rows of up to 32768 stay in registers (1024 threads x 32: 1.1-1.35x faster on an
+        H100, RESULTS.md GPU run 5); 16-bit ones re-read (one group per SM made them slower)."""
+        return 32768 if itemsize >= 4 else 16384
+
     simd_helpers = """\
 #ifndef INFINITY
 #define INFINITY __int_as_float(0x7f800000)
