@@ -60,10 +60,13 @@ def _evaluate(roots, leaf) -> list:
 
 
 def compile(program: Program, target: str = name) -> Callable[[Sequence[mx.array]], list[mx.array]]:
-    """The runner for a program: mx.compile of its MLX-op form (empty arrays skip the compiled
-    path: MLX 0.32.4's CUDA backend crashes launching a fused kernel over zero elements)."""
+    """The runner for a program: mx.compile of its MLX-op form. Where MLX has its CUDA backend,
+    empty arrays skip the compiled path (0.32.4 crashes launching a fused kernel over zero
+    elements); elsewhere the runner is the compiled function itself (a call costs nothing more)."""
     plain = to_mlx(program)
     fn = mx.compile(plain)
+    if not mx.cuda.is_available():
+        return lambda arrays: fn(*arrays)
 
     def run(arrays: Sequence[mx.array]) -> list[mx.array]:
         for a in arrays:
