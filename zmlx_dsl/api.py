@@ -42,6 +42,7 @@ class ExprKernel(Kernel):
         self.autodiff = "ir"  # a given grad_expr or a serial fold must act alike on every backend
         self.positional = list(arg_names)
         self._cache: dict = {}
+        self._fast: dict = {}
         self._make = build
         self._given = given_vjp
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 from typing import Any, Callable, Optional
 
 import mlx.core as mx
@@ -23,6 +24,7 @@ from .ir.program import Program
 from .runtime import Compiled
 
 _SCALARS = (bool, int, float)
+_DTYPE = operator.attrgetter("dtype")
 
 
 class _Entry:
@@ -66,14 +68,27 @@ class Kernel:
         self.positional = [p.name for p in inspect.signature(fn).parameters.values()
                            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self._cache: dict = {}
+        self._fast: dict = {}  # (backend, argument dtypes...) -> (compiled, entry) for array-only calls
         source_of(fn)  # fail early (at decoration) when the source cannot be read
 
     # ---- calling -------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        entry = self._entry(args, kwargs)
         target = self.backend or backends.default()
+        if not kwargs:  # the fast path: all arguments arrays, nothing baked in that could change
+            try:
+                hit = self._fast.get((target, *map(_DTYPE, args)))
+            except AttributeError:  # a Python scalar argument
+                hit = None
+            if hit is not None:
+                return self._run(hit[0], hit[1], list(args), [])
+        entry = self._entry(args, kwargs)
         compiled = entry.compiled.get(target) or self._compile(entry, target)
+        if entry.arrays_only and not entry.baked and not kwargs:
+            self._fast[(target, *map(_DTYPE, args))] = (compiled, entry)
         arrays, params = (list(args), []) if entry.arrays_only else self._split(entry, args)
+        return self._run(compiled, entry, arrays, params)
+
+    def _run(self, compiled: Compiled, entry: _Entry, arrays: list, params: list) -> Any:
         if self.kind == "elementwise":
             try:
                 outs = compiled(arrays + params)

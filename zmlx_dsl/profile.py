@@ -54,7 +54,7 @@ def memory_usage(fn: Callable, *args: Any) -> dict[str, int]:
 def kernel_stats() -> list[dict[str, Any]]:
     """One dict per (kernel, backend): name, backend, compile_count, compile_time_ms (time spent
     generating and compiling; MLX's portable backend compiles lazily at the first call), run_count."""
-    keys = list(dict.fromkeys(list(stats.COMPILES) + list(stats.RUNS)))
+    keys = list(dict.fromkeys(list(stats.COMPILES) + [k for k, runs in stats.RUNS.items() if runs[0]]))
     return [{"name": name, "backend": backend, "compile_count": stats.COMPILES.get((name, backend), [0, 0.0])[0],
              "compile_time_ms": stats.COMPILES.get((name, backend), [0, 0.0])[1] * 1e3,
-             "run_count": stats.RUNS.get((name, backend), 0)} for name, backend in keys]
+             "run_count": stats.RUNS.get((name, backend), [0])[0]} for name, backend in keys]
