@@ -402,11 +402,7 @@ class Parser:
 
     # ---- expressions -----------------------------------------------------------------------
     def expr(self, e: ast.expr, env: dict) -> Any:
-        if isinstance(e, ast.Constant):
-            if isinstance(e.value, (bool, int, float)):
-                return e.value
-            what = "strings" if isinstance(e.value, str) else f"{type(e.value).__name__} constants"
-            raise ZMLXSyntaxError(f"{what} are not supported in kernels", self.src.loc(e))
+        # the most frequent node kinds first
         if isinstance(e, ast.Name):
             return self.name(e.id, e, env)
         if isinstance(e, ast.BinOp):
@@ -414,6 +410,15 @@ class Parser:
             if op is None:
                 return self.bitop(e, env)
             return self.binop(op, self.expr(e.left, env), self.expr(e.right, env), e)
+        if isinstance(e, ast.Call):
+            return self.call(e, env)
+        if isinstance(e, ast.Constant):
+            if isinstance(e.value, (bool, int, float)):
+                return e.value
+            what = "strings" if isinstance(e.value, str) else f"{type(e.value).__name__} constants"
+            raise ZMLXSyntaxError(f"{what} are not supported in kernels", self.src.loc(e))
+        if isinstance(e, ast.Attribute):
+            return self.attribute(e, env)
         if isinstance(e, ast.UnaryOp):
             v = self.expr(e.operand, env)
             if isinstance(e.op, ast.UAdd):
@@ -427,13 +432,6 @@ class Parser:
             if _dtype(v) == dt.bool_:
                 return self.unary("logical_not", v, e)
             raise ZMLXSyntaxError("bitwise '~' on non-boolean arrays is not supported", self.src.loc(e))
-        if isinstance(e, ast.BoolOp):
-            vals = [self.expr(v, env) for v in e.values]
-            op = "logical_and" if isinstance(e.op, ast.And) else "logical_or"
-            result = vals[0]
-            for v in vals[1:]:
-                result = self.logical(op, result, v, e)
-            return result
         if isinstance(e, ast.Compare):
             result = None
             left = self.expr(e.left, env)
@@ -446,6 +444,8 @@ class Parser:
                 result = c if result is None else self.logical("logical_and", result, c, e)
                 left = right
             return result
+        if isinstance(e, ast.Subscript):
+            return self.subscript(e, env)
         if isinstance(e, ast.IfExp):
             c = self.expr(e.test, env)
             if _is_python(c):
@@ -456,14 +456,15 @@ class Parser:
             finally:
                 self.branch_depth -= 1
             return self._select(self.to_bool(c, e.test), a, b, e)
+        if isinstance(e, ast.BoolOp):
+            vals = [self.expr(v, env) for v in e.values]
+            op = "logical_and" if isinstance(e.op, ast.And) else "logical_or"
+            result = vals[0]
+            for v in vals[1:]:
+                result = self.logical(op, result, v, e)
+            return result
         if isinstance(e, ast.Tuple):
             return tuple(self.expr(v, env) for v in e.elts)
-        if isinstance(e, ast.Attribute):
-            return self.attribute(e, env)
-        if isinstance(e, ast.Subscript):
-            return self.subscript(e, env)
-        if isinstance(e, ast.Call):
-            return self.call(e, env)
         for kind, msg in _UNSUPPORTED_EXPR.items():
             if isinstance(e, kind):
                 raise ZMLXSyntaxError(msg, self.src.loc(e))
@@ -713,6 +714,8 @@ class Parser:
     # ---- typed op construction ---------------------------------------------------------------
     def op(self, name: str, args: list, e: ast.AST) -> Any:
         """Apply a registry op to frontend values, with MLX's weak-scalar typing."""
+        if all(type(a) is Node for a in args):  # arrays only: apply() promotes them (MLX rules)
+            return self._apply(name, args, e)
         for a in args:
             if not _is_value(a):
                 raise ZMLXTypeError(f"{name}(): {_describe(a)} is not a number or array", self.src.loc(e))

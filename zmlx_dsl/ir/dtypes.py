@@ -7,9 +7,12 @@ import mlx.core as mx
 import numpy as np
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DType:
-    """One scalar type: its name, kind ('b', 'i', 'u', 'f') and width in bits."""
+    """One scalar type: its name, kind ('b', 'i', 'u', 'f') and width in bits.
+
+    The seven instances below are the only ones (unpickling returns them too), so equality and
+    hashing are by identity: cheap, and the IR compares dtypes everywhere."""
 
     name: str
     kind: str
@@ -38,6 +41,9 @@ class DType:
 
     def __repr__(self) -> str:
         return self.name
+
+    def __reduce__(self):
+        return by_name, (self.name,)
 
 
 bool_ = DType("bool", "b", 1)
