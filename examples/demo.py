@@ -35,17 +35,21 @@ def main() -> None:
     w = mx.random.normal((1024,))
     print("Generated MSL for silu (what mx.fast.metal_kernel compiles):\n")
     print(silu.source(x, backend="metal"))
+    ct = mx.random.normal(x.shape)
+    generated = zmlx.map_reduce(softmax.__wrapped__, autodiff="ir")  # the symbolic backward kernel
     checks = {
         "silu": (silu(x), x * mx.sigmoid(x)),
         "gelu": (gelu(x), gelu.__wrapped__(x)),
         "softmax": (softmax(x), mx.softmax(x, axis=-1)),
         "rmsnorm": (rmsnorm(x, w, 1e-5), mx.fast.rms_norm(x, w, 1e-5)),
         "grad silu": (mx.grad(lambda z: silu(z).sum())(x), mx.grad(lambda z: (z * mx.sigmoid(z)).sum())(x)),
+        "vjp softmax (generated backward)": (mx.vjp(generated, [x], [ct])[1][0],
+                                             mx.vjp(lambda z: mx.softmax(z, axis=-1), [x], [ct])[1][0]),
     }
     print(f"backend: {backends.default()}")
     for name, (got, want) in checks.items():
         err = mx.max(mx.abs(got - want)).item()
-        print(f"  {name:10s} max |kernel - MLX| = {err:.2e}")
+        print(f"  {name:32s} max |kernel - MLX| = {err:.2e}")
         assert err < 1e-4, name
     try:
         from zmlx_dsl.backend.metal_sim.compiler import find_compiler
