@@ -98,17 +98,30 @@ def _widens(src: dt.DType, dst: dt.DType) -> bool:
 
 
 def optimize(roots: Sequence[Node]) -> list[Node]:
-    """Constant folding + simplification + CSE, to a fixed point (a pass that rewrote nothing)."""
+    """Constant folding + simplification + CSE, to a fixed point.
+
+    One bottom-up pass applies the rules to each node until none fires (its arguments are
+    already final); a rule that built new inner nodes (make() inserting casts) asks for another
+    pass over the result."""
     for _ in range(8):
-        changed = []
+        fresh = []
 
         def step(n: Node) -> Node:
-            new = _simplify(_fold(n))
-            if new is not n:
-                changed.append(n)
-            return new
-        roots = rewrite(roots, step)
-        if not changed:
+            while True:
+                new = _simplify(_fold(n))
+                if new is n:
+                    return n
+                if any(a not in seen for a in new.args) and new not in seen:
+                    fresh.append(new)
+                n = new
+        seen: set = set()
+
+        def visit(n: Node) -> Node:
+            out = step(n)
+            seen.add(out)
+            return out
+        roots = rewrite(roots, visit)
+        if not fresh:
             break
     return list(roots)
 
@@ -135,5 +148,7 @@ def widen(roots: Sequence[Node], compute: dt.DType) -> list[Node]:
             return const(n.arg, compute)
         return Node(n.op, n.args, compute, n.arg)
 
+    if not any(n.dtype in narrow for n in toposort(roots)):
+        return list(roots)
     widened = rewrite(roots, up)
     return [cast(w, r.dtype) for w, r in zip(widened, roots)]
