@@ -190,6 +190,27 @@ def test_augmented_assignment_updates_aliases_like_mlx(backend, rng):
     assert_close(want, mx.array((0.5 * s * s - s).astype(np.float32)))
 
 
+def bump(v):
+    v += 1.0        # updates the caller's array in place (MLX semantics)
+    return v * 2.0
+
+
+def aug_through_helper(x, y):
+    pair = (y, x)
+    b = bump(y)     # y -- and the tuple slot holding it -- now read y + 1
+    first, second = pair
+    return x * b + first - second
+
+
+def test_augmented_assignment_in_a_helper_updates_the_callers_arrays(backend, rng):
+    k = kernel_of(aug_through_helper, backend)
+    x, y = rand((4, 3), rng=rng), rand((3,), rng=rng)
+    want = aug_through_helper(x + 0, y + 0)  # copies: the eager body mutates y
+    assert_close(k(x, y), want)
+    xs, ys = to_numpy(x), to_numpy(y) + 1
+    assert_close(want, mx.array((xs * ys * 2 + ys - xs).astype(np.float32)))
+
+
 def make_scaler(c):
     def scale(x):
         return x * c + 1.0

@@ -399,3 +399,40 @@ def test_error_is_raised_from_none():
     with pytest.raises(ZMLXNameError) as ei:
         k(X)
     assert ei.value.__cause__ is None
+
+
+def _bump(v):
+    v += 1.0
+    return v
+
+
+def _bump_if_positive(v):
+    if v > 0:
+        v += 1.0
+    return v
+
+
+def operand_then_helper(x):
+    return x + _bump(x)
+
+
+def helper_in_branch(x):
+    y = _bump_if_positive(x)
+    return x * y
+
+
+def test_in_place_update_by_a_helper_of_an_operand_already_read():
+    """`x + f(x)` with f doing `v += 1`: MLX adds the updated x (the operand is the array object),
+    which the kernel cannot reproduce -- a located error, never a different value."""
+    check(operand_then_helper, ZMLXSyntaxError, located(
+        operand_then_helper, "return x + _bump(x)",
+        "an array read in this expression was then updated in place ('+=') by a helper called later "
+        "in it, which MLX would see but the kernel cannot; call the helper in its own statement first",
+        at="x + _bump(x)"))
+
+
+def test_in_place_update_of_a_callers_array_inside_a_data_dependent_if():
+    check(helper_in_branch, ZMLXSyntaxError, located(
+        _bump_if_positive, "v += 1.0",
+        "augmented assignment inside a data-dependent 'if' updates, in place, an array the calling "
+        "function also holds; write `name = name + ...` to make a new array"))

@@ -204,6 +204,8 @@ class Parser:
         self.baked: list = []     # (getter, value) of globals/closure values read
         self.stack: list = []     # helper functions being inlined (recursion check)
         self.branch_depth = 0     # > 0 inside a data-dependent `if`
+        self.callers: list = []   # the current env of each frame that called into a helper
+        self.stale: set = set()   # ids of arrays a helper updated in place while a caller held them
         self.src: _Source
 
     # ---- entry -----------------------------------------------------------------------------
@@ -295,10 +297,12 @@ class Parser:
             if s.value is None:
                 raise ZMLXSyntaxError("a kernel must return a value", self.src.loc(s))
             value = self.expr(s.value, env)
+            self.check_current([value], s)
             returns.append((cond, value))
             return True
         if isinstance(s, ast.Assign):
             value = self.expr(s.value, env)
+            self.check_current([value], s)
             for t in s.targets:
                 self.assign(t, value, env)
             return False
@@ -314,10 +318,8 @@ class Parser:
                 self.assign(s.target, None, env)  # raises the located error
             cur = self.name(s.target.id, s.target, env)
             new = self.binop(op, cur, self.expr(s.value, env), s)
-            if isinstance(cur, Node):  # MLX's `a += b` updates the array in place: aliases see it
-                for n, v in list(env.items()):
-                    if v is cur:
-                        env[n] = new
+            if isinstance(cur, Node):
+                self.update_in_place(cur, new, env, s)
             self.assign(s.target, new, env)
             return False
         if isinstance(s, ast.If):
@@ -333,6 +335,28 @@ class Parser:
                                   "call functions for side effects); assign or return its value",
                                   self.src.loc(s))
         raise ZMLXSyntaxError(f"'{type(s).__name__}' statements are not supported in kernels", self.src.loc(s))
+
+    def update_in_place(self, cur: Node, new: Node, env: dict, s: ast.stmt) -> None:
+        """MLX's `a += b` updates the array object in place: every name (and tuple slot) holding
+        it sees the new value, in this frame and in the callers of a helper. A caller's operand
+        already read for a pending expression cannot follow, so using it later is an error."""
+        outer = [e for e in self.callers if any(_holds(v, cur) for v in e.values())]
+        if outer and self.branch_depth:
+            raise ZMLXSyntaxError("augmented assignment inside a data-dependent 'if' updates, in place, an "
+                                  "array the calling function also holds; write `name = name + ...` to "
+                                  "make a new array", self.src.loc(s))
+        for scope in [env] + outer:
+            for n, v in list(scope.items()):
+                scope[n] = _replaced(v, cur, new)
+        if outer:
+            self.stale.add(id(cur))
+
+    def check_current(self, values: Sequence[Any], e: ast.AST) -> None:
+        """Raise when a value read earlier in an expression was since updated in place by a helper."""
+        if self.stale and any(_nodes_with_ids(v, self.stale) for v in values):
+            raise ZMLXSyntaxError("an array read in this expression was then updated in place ('+=') by "
+                                  "a helper called later in it, which MLX would see but the kernel cannot; "
+                                  "call the helper in its own statement first", self.src.loc(e))
 
     def assign(self, target: ast.AST, value: Any, env: dict) -> None:
         if isinstance(target, ast.Name):
@@ -590,7 +614,11 @@ class Parser:
         if isinstance(target, types.FunctionType):
             if any(not _is_value(a) for a in args):
                 raise ZMLXTypeError(f"arguments of '{target.__name__}' must be values", self.src.loc(e))
-            return self.inline(target, args, kwargs, e)
+            self.callers.append(env)
+            try:
+                return self.inline(target, args, kwargs, e)
+            finally:
+                self.callers.pop()
         name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
         module = getattr(target, "__module__", None)
         full = f"{module}.{name}" if module and module not in ("builtins",) else name
@@ -684,6 +712,7 @@ class Parser:
         x = args[0]
         if _is_python(x) or isinstance(x, Weak):
             raise ZMLXTypeError(f"{name}() needs a row (an array value), not a scalar", loc)
+        self.check_current([x], e)
         n = Node("rowsize", (), dt.int32)
         if name in ("sum", "max", "min"):
             return apply(name, x)
@@ -714,6 +743,8 @@ class Parser:
     # ---- typed op construction ---------------------------------------------------------------
     def op(self, name: str, args: list, e: ast.AST) -> Any:
         """Apply a registry op to frontend values, with MLX's weak-scalar typing."""
+        if self.stale:
+            self.check_current(args, e)
         if all(type(a) is Node for a in args):  # arrays only: apply() promotes them (MLX rules)
             return self._apply(name, args, e)
         for a in args:
@@ -814,6 +845,23 @@ class _RowShape:
 
 
 _MISSING = object()
+
+
+def _holds(v: Any, node: Node) -> bool:
+    """Whether value v is the array `node` or a tuple holding it."""
+    return v is node or (isinstance(v, tuple) and any(_holds(x, node) for x in v))
+
+
+def _replaced(v: Any, old: Node, new: Node) -> Any:
+    if v is old:
+        return new
+    return tuple(_replaced(x, old, new) for x in v) if isinstance(v, tuple) else v
+
+
+def _nodes_with_ids(v: Any, ids: set) -> list:
+    if isinstance(v, tuple):
+        return [n for x in v for n in _nodes_with_ids(x, ids)]
+    return [v] if isinstance(v, Node) and id(v) in ids else []
 
 
 def _is_python(v: Any) -> bool:
