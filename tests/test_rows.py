@@ -481,3 +481,39 @@ def test_long_rows_held_in_registers_per_backend_budget():
     assert "one row of 32768 per threadgroup of 1024, vectors of 4, row re-read per pass" in k.source(x, backend="metal")
     xh = mx.zeros((2, 32768), dtype=mx.bfloat16)
     assert "one row of 32768 per threadgroup of 1024, vectors of 8, row re-read per pass" in k.source(xh, backend="cuda")
+
+
+def _count_positive(x):
+    return (x > 0).sum()
+
+
+def _count_and_total(x):
+    return (x * 2 > 1).sum() + x.sum()
+
+
+def _range_of(x):
+    return x.max() - x.min()
+
+
+def _rowwise(body, x):
+    """The body applied to each row in MLX: the reference for one value per row."""
+    return mx.stack([body(x[i]) for i in range(x.shape[0])])
+
+
+@pytest.mark.parametrize("body", [_count_positive, _count_and_total], ids=lambda f: f.__name__)
+def test_sums_of_comparisons(backend, body):
+    """MLX sums booleans as int32; a comparison summed by `acc + ...` keeps its parentheses."""
+    x = mx.array([[1.0, -1.0, 2.0, 0.25], [0.5, 3.0, -2.0, 0.75], [-1.0, -2.0, -3.0, -4.0]])
+    got, want = zmlx.reduce(body, backend=backend)(x), _rowwise(body, x)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert mx.array_equal(got, want).item()
+
+
+def test_row_max_and_min_propagate_nan(backend):
+    """A NaN anywhere in a row makes its max and min NaN, as in MLX (C's max/min would drop it),
+    also when it sits in another simdgroup than the row's extremes."""
+    x = mx.random.normal((3, 300))
+    x = mx.concatenate([x[:1], mx.where(mx.arange(300) == 290, float("nan"), x[1:2]), x[2:]])
+    got, want = zmlx.reduce(_range_of, backend=backend)(x), _rowwise(_range_of, x)
+    assert mx.isnan(got[1]).item() and not mx.isnan(got[0]).item()
+    assert mx.allclose(got, want, equal_nan=True).item()

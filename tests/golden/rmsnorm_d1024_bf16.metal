@@ -3,8 +3,11 @@ template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
 template <typename T> inline T zmlx_simd_sum(T v) { return simd_sum(v); }
 template <typename T> inline T zmlx_simd_max(T v) { return simd_max(v); }
 template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
+// float max/min as MLX's: a NaN in any lane gives NaN (simd_max/simd_min may drop it)
+inline float zmlx_simd_max(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
+inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 
-[[kernel]] void custom_kernel_rmsnorm_0093c852654a_3061e5ef_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
+[[kernel]] void custom_kernel_rmsnorm_0093c852654a_f109e84a_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const device bfloat16_t* w [[buffer(1)]],
   const constant float* eps [[buffer(2)]],

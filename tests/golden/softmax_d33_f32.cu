@@ -23,12 +23,32 @@ template <typename T> __device__ inline T zmlx_simd_min(T v) {
   for (int offset = 16; offset > 0; offset >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
 }
+// float max/min as MLX's: a NaN in any lane gives NaN (max/min return the other operand)
+__device__ inline float zmlx_simd_max(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = isnan(v) || v > o ? v : o;
+  }
+  return v;
+}
+__device__ inline float zmlx_simd_min(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = isnan(v) || v < o ? v : o;
+  }
+  return v;
+}
+
+__device__ inline float zmlx_fmax(float a, float b) {
+  // MLX's maximum: a NaN operand gives NaN (Metal's and CUDA's max/fmax return the other operand).
+  return isnan(a) || a > b ? a : b;
+}
 
 namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void softmax_3b358ff77199_29113945(
+__global__ void softmax_3b358ff77199_3b26196c(
     const float* x,
     float* out0) {
   // softmax: one row of 33 per threadgroup of 32, vectors of 1, row held in registers (2 per thread)
@@ -47,7 +67,7 @@ __global__ void softmax_3b358ff77199_29113945(
     const uint32_t v = lid + k * 32;
     if (v < 33) {
       for (int j = 0; j < 1; ++j) {
-        max1_0 = max(max1_0, x_r[k].v[j]);
+        max1_0 = zmlx_fmax(max1_0, x_r[k].v[j]);
       }
     }
   }

@@ -3,8 +3,16 @@ template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
 template <typename T> inline T zmlx_simd_sum(T v) { return simd_sum(v); }
 template <typename T> inline T zmlx_simd_max(T v) { return simd_max(v); }
 template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
+// float max/min as MLX's: a NaN in any lane gives NaN (simd_max/simd_min may drop it)
+inline float zmlx_simd_max(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
+inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 
-[[kernel]] void custom_kernel_softmax_3b358ff77199_b3555498_float_float(
+inline float zmlx_fmax(float a, float b) {
+  // MLX's maximum: a NaN operand gives NaN (Metal's and CUDA's max/fmax return the other operand).
+  return isnan(a) || a > b ? a : b;
+}
+
+[[kernel]] void custom_kernel_softmax_3b358ff77199_3b86c555_float_float(
   const device float* x [[buffer(0)]],
   device float* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
@@ -25,7 +33,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     const uint v = lid + k * 32;
     if (v < 33) {
       for (int j = 0; j < 1; ++j) {
-        max1_0 = max(max1_0, x_r[k].v[j]);
+        max1_0 = zmlx_fmax(max1_0, x_r[k].v[j]);
       }
     }
   }

@@ -3,8 +3,16 @@ template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };
 template <typename T> inline T zmlx_simd_sum(T v) { return simd_sum(v); }
 template <typename T> inline T zmlx_simd_max(T v) { return simd_max(v); }
 template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
+// float max/min as MLX's: a NaN in any lane gives NaN (simd_max/simd_min may drop it)
+inline float zmlx_simd_max(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
+inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 
-[[kernel]] void custom_kernel_softmax_304dab7198bb_73c2c1e3_float16_t_float16_t(
+inline float zmlx_fmax(float a, float b) {
+  // MLX's maximum: a NaN operand gives NaN (Metal's and CUDA's max/fmax return the other operand).
+  return isnan(a) || a > b ? a : b;
+}
+
+[[kernel]] void custom_kernel_softmax_304dab7198bb_41dd9237_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   device float16_t* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
@@ -28,7 +36,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
     const uint v = lid + k * 256;
     if (v < 512) {
       for (int j = 0; j < 8; ++j) {
-        max1_0 = max(max1_0, float(x_r[k].v[j]));
+        max1_0 = zmlx_fmax(max1_0, float(x_r[k].v[j]));
       }
     }
   }

@@ -63,3 +63,19 @@ def test_rows_cuda(D, rows):
     got = mx.vjp(sm, [x], [ct])[1][0]
     want = mx.vjp(lambda z: mx.softmax(z, axis=-1), [x], [ct])[1][0]
     assert mx.allclose(got, want, atol=1e-5).item()
+
+
+def _count_and_range(x):
+    return (x * 2 > 1).sum(), x.max() - x.min()
+
+
+@pytest.mark.parametrize("D", [33, 300, 4096, 32768])
+def test_bool_sums_and_nan_rows_cuda(D):
+    """int32 sums of comparisons, and a NaN anywhere in a row making its max/min NaN, as in MLX."""
+    x = mx.random.normal((3, D))
+    x = mx.concatenate([x[:1], mx.where(mx.arange(D) == D - 3, float("nan"), x[1:2]), x[2:]])
+    k = zmlx.reduce(_count_and_range, backend="cuda")
+    ref = zmlx.reduce(_count_and_range, backend="mlx")
+    for a, b in zip(k(x), ref(x)):
+        assert a.dtype == b.dtype and mx.allclose(a, b, equal_nan=True).item()
+    assert mx.isnan(k(x)[1][1]).item()

@@ -127,9 +127,7 @@ class CStyle:
         template = op.spelling(self.backend, operand_kind)
         if template is None:
             raise NotImplementedError(f"op {n.op} has no C spelling")
-        for h in HELPERS.values():
-            if h.name in template:
-                helpers.add(h.name)
+        helpers.update(h.name for h in HELPERS.values() if h.name in template)
         parts = []
         for i, a in enumerate(n.args):
             text, aprec = expr[a]
@@ -489,7 +487,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
 
             def tail(vals, ind, group=group, accs=accs):
                 for r in group:
-                    L.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]])};")
+                    L.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]], helpers)};")
             if group:
                 element_loop([r.args[0] for r in group], tail)
             for r in group:
@@ -542,9 +540,17 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             return "0u" if r.dtype.kind == "u" else f"(-{self.literal(const(top, r.dtype))} - 1)"
         return self.literal(const(value, r.dtype))
 
-    def combine(self, r: Node, acc: str, v: str) -> str:
-        """acc combined with v by reduction r (the registry's spelling)."""
-        return OPS[r.op].spelling(self.backend, r.dtype.kind).format(acc, v)
+    def combine(self, r: Node, acc: str, v: str, helpers: set[str]) -> str:
+        """acc combined with v (the text of r's operand) by reduction r, in the registry's
+        spelling: a call, or `{0} + {1}`, where v binding looser than `+` is parenthesised
+        (so `acc + (x > 0.0f)` keeps its meaning)."""
+        template = OPS[r.op].spelling(self.backend, r.dtype.kind)
+        helpers.update(h.name for h in HELPERS.values() if h.name in template)
+        x = r.args[0]
+        prec = 9 if x.op in LEAF_OPS or x.op == "cast" or re.fullmatch(r"[\w.\[\]]+", v) else OPS[x.op].prec or 9
+        if not _bare_argument(template, 1) and prec <= OPS["add"].prec:
+            v = f"({v})"
+        return template.format(acc, v)
 
     def block_reduce(self, r: Node, acc: str, threads: int) -> list[str]:
         """Reduce acc over the threadgroup: within each simdgroup, then across them via shared memory."""

@@ -55,6 +55,21 @@ template <typename T> {q} T zmlx_simd_min(T v) {{
   for (int offset = 16; offset > 0; offset >>= 1) v = min(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
 }}
+// float max/min as MLX's: a NaN in any lane gives NaN (max/min return the other operand)
+{q} float zmlx_simd_max(float v) {{
+  for (int offset = 16; offset > 0; offset >>= 1) {{
+    const float o = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = isnan(v) || v > o ? v : o;
+  }}
+  return v;
+}}
+{q} float zmlx_simd_min(float v) {{
+  for (int offset = 16; offset > 0; offset >>= 1) {{
+    const float o = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = isnan(v) || v < o ? v : o;
+  }}
+  return v;
+}}
 """
 
     def common_header(self) -> str:

@@ -31,6 +31,9 @@ class MetalRenderer(CStyle):
 template <typename T> {q} T zmlx_simd_sum(T v) {{ return simd_sum(v); }}
 template <typename T> {q} T zmlx_simd_max(T v) {{ return simd_max(v); }}
 template <typename T> {q} T zmlx_simd_min(T v) {{ return simd_min(v); }}
+// float max/min as MLX's: a NaN in any lane gives NaN (simd_max/simd_min may drop it)
+{q} float zmlx_simd_max(float v) {{ return simd_any(isnan(v)) ? NAN : simd_max(v); }}
+{q} float zmlx_simd_min(float v) {{ return simd_any(isnan(v)) ? NAN : simd_min(v); }}
 """
 
 

@@ -116,6 +116,12 @@ def row_reduce(ts):
     return ts[0], ts[0]
 
 
+def row_sum(ts):
+    """MLX sums booleans as int32."""
+    t = dt.int32 if ts[0] == dt.bool_ else ts[0]
+    return t, t
+
+
 # ---- numpy helpers (the interpreter's definitions) -----------------------------------------
 
 _np_erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -456,15 +462,17 @@ _unary("stop_gradient", ("stop_gradient",), same, lambda x: x, mx.stop_gradient,
 
 # row reductions (row kernels only): the value is per row and broadcasts back over it
 # (their C spelling combines an accumulator {0} with a value {1}; the renderer reduces across threads)
-_unary("sum", ("sum",), row_reduce, lambda x: np.sum(x, axis=-1, keepdims=True),
+_unary("sum", ("sum",), row_sum, lambda x: np.sum(x, axis=-1, keepdims=True),
        lambda x: mx.sum(x, axis=-1, keepdims=True), "{0} + {1}", lambda a, y, g: (g,), reduction=True,
        jvp=lambda a, y, t: apply("sum", t), identity=0.0)
-_unary("max", ("max",), row_reduce, _np_rowmax, lambda x: mx.max(x, axis=-1, keepdims=True), "max({0}, {1})",
+_unary("max", ("max",), row_reduce, _np_rowmax, lambda x: mx.max(x, axis=-1, keepdims=True),
+       {"f": "zmlx_fmax({0}, {1})", "*": "max({0}, {1})"},  # a NaN in the row gives NaN, as in MLX
        lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t),
-       identity=-math.inf)
-_unary("min", ("min",), row_reduce, _np_rowmin, lambda x: mx.min(x, axis=-1, keepdims=True), "min({0}, {1})",
+       identity=-math.inf, helpers={"c": FMAX})
+_unary("min", ("min",), row_reduce, _np_rowmin, lambda x: mx.min(x, axis=-1, keepdims=True),
+       {"f": "zmlx_fmin({0}, {1})", "*": "min({0}, {1})"},
        lambda a, y, g: (_tie_share(a[0], y, g),), reduction=True, jvp=lambda a, y, t: _tie_mean(a[0], y, t),
-       identity=math.inf)
+       identity=math.inf, helpers={"c": FMIN})
 
 
 
