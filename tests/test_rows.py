@@ -517,3 +517,19 @@ def test_row_max_and_min_propagate_nan(backend):
     got, want = zmlx.reduce(_range_of, backend=backend)(x), _rowwise(_range_of, x)
     assert mx.isnan(got[1]).item() and not mx.isnan(got[0]).item()
     assert mx.allclose(got, want, equal_nan=True).item()
+
+
+def _reduce_row_values(x, w):
+    m = x.max()
+    return (mx.abs(m).sum() / (mx.abs(w) + 1.0) + mx.mean(m) + mx.var(x.sum()) + mx.logsumexp(m)
+            + mx.softmax(x.min()) + (m > 0).sum())
+
+
+def test_reductions_of_values_already_one_per_row(backend):
+    """In the body such a value is a 0-d array: its sum/max/min/mean is itself, its var 0, its
+    softmax 1 (a kernel must not reduce it over the row's elements)."""
+    x, w = mx.random.normal((3, 37)), mx.random.normal((37,))
+    got = zmlx.map_reduce(_reduce_row_values, backend=backend)(x, w)
+    want = mx.stack([_reduce_row_values(x[i], w) for i in range(3)])
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert mx.allclose(got, want, atol=1e-5).item()

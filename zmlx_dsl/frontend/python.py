@@ -22,6 +22,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..ir import dtypes as dt
+from ..ir.autodiff import per_row
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
 from ..ir.registry import BY_PY_NAME, CONSTANTS, OPS
@@ -714,20 +715,26 @@ class Parser:
             raise ZMLXTypeError(f"{name}() needs a row (an array value), not a scalar", loc)
         self.check_current([x], e)
         n = Node("rowsize", (), dt.int32)
+        reduce = apply
+        if per_row([x])[x]:  # already one value per row (a 0-d array in the body): a row of one
+            n = const(1, dt.int32)
+
+            def reduce(op: str, v: Node) -> Node:
+                return cast(v, dt.int32) if op == "sum" and v.dtype == dt.bool_ else v
         if name in ("sum", "max", "min"):
-            return apply(name, x)
+            return reduce(name, x)
         if name == "mean":
-            return _divide(apply("sum", x), n)
+            return _divide(reduce("sum", x), n)
         if name == "var":
-            mean = _divide(apply("sum", x), n)
+            mean = _divide(reduce("sum", x), n)
             d = apply("sub", x, mean)
-            return _divide(apply("sum", apply("mul", d, d)), apply("sub", n, ddof) if ddof else n)
+            return _divide(reduce("sum", apply("mul", d, d)), apply("sub", n, ddof) if ddof else n)
         if name == "softmax":
-            ex = apply("exp", apply("sub", x, apply("max", x)))
-            return apply("div", ex, apply("sum", ex))
-        m = apply("max", x)  # logsumexp, exact for rows of -inf/+inf as MLX's
+            ex = apply("exp", apply("sub", x, reduce("max", x)))
+            return apply("div", ex, reduce("sum", ex))
+        m = reduce("max", x)  # logsumexp, exact for rows of -inf/+inf as MLX's
         safe = apply("where", apply("isinf", m), 0.0, m)
-        return apply("add", safe, apply("log", apply("sum", apply("exp", apply("sub", x, safe)))))
+        return apply("add", safe, apply("log", reduce("sum", apply("exp", apply("sub", x, safe)))))
 
     def intrinsic(self, op: str, args: list, kwargs: dict, e: ast.AST) -> Any:
         spec = OPS[op]

@@ -26,7 +26,7 @@ def cast(x: Node, dtype: dt.DType) -> Node:
 _OPS: dict = {}
 
 
-def _ops() -> dict:
+def op_table() -> dict:
     """The op registry (imported on first use: the registry builds its derivative rules with this module)."""
     if not _OPS:
         from .registry import OPS
@@ -41,7 +41,7 @@ def lift(value: Any, like: dt.DType) -> Node:
 
 def apply(name: str, *args: Any) -> Node:
     """Apply a registry op; Python scalars among args are weak, arrays promote (MLX rules)."""
-    op = _ops()[name]
+    op = op_table()[name]
     nodes = [a for a in args if isinstance(a, Node)]
     if not nodes:
         raise TypeError(f"{name}: at least one argument must be an IR node")
@@ -58,7 +58,7 @@ def apply(name: str, *args: Any) -> Node:
 
 def make(name: str, args: tuple[Node, ...]) -> Node:
     """Apply a registry op to typed nodes: operands are cast to the op's operand type."""
-    op = _ops()[name]
+    op = op_table()[name]
     operand, result = op.types(tuple(a.dtype for a in args))
     if operand is not None:
         args = tuple(a if i in op.keep_type_args else cast(a, operand) for i, a in enumerate(args))

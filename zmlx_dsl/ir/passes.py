@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from . import dtypes as dt
-from .build import cast, const, make
+from .build import cast, const, make, op_table
 from .node import LEAF_OPS, Node, toposort
 
 
@@ -39,9 +39,8 @@ def _fold(n: Node) -> Node:
     """Evaluate ops whose arguments are all constants (rounded to the node's dtype)."""
     if n.op in LEAF_OPS or n.op == "rowsize" or not n.args or not all(a.op == "const" for a in n.args):
         return n
-    from .interpret import interpret
-    from .registry import OPS
-    if n.op != "cast" and OPS[n.op].reduction:
+    from .interpret import interpret  # late: the interpreter needs the registry, which needs passes
+    if n.op != "cast" and op_table()[n.op].reduction:
         return n
     value = interpret([n], {}, mode="faithful")[0]
     return const(value.item(), n.dtype)
@@ -78,7 +77,23 @@ def _simplify(n: Node) -> Node:
         return a[1] if a[0].arg else a[2]
     if n.op == "where" and a[1] is a[2] and _inputs(a[0]) <= _inputs(a[1]):
         return a[1]  # only when dropping the condition drops no input (its shape broadcasts)
+    if n.op in ("sum", "max", "min") and _uniform(a[0]):
+        # a value already one per row (a 0-d array in the body) reduces to itself, as in MLX;
+        # every backend then agrees (a kernel would otherwise sum it once per row element)
+        return a[0] if a[0].dtype == n.dtype else cast(a[0], n.dtype)
     return n
+
+
+class _Reductions:
+    """toposort's `stop`: do not enter reductions (their value is one per row)."""
+
+    def __contains__(self, n: Node) -> bool:
+        return n.op not in LEAF_OPS and n.op != "cast" and op_table()[n.op].reduction
+
+
+def _uniform(n: Node) -> bool:
+    """Whether n is one value per row: no array input reaches it except through a reduction."""
+    return not any(m.op == "input" for m in toposort([n], stop=_Reductions()))
 
 
 def _inputs(n: Node) -> set:
