@@ -1,0 +1,104 @@
+"""Property test for row kernels: random `map_reduce` bodies mixing the registry's elementwise ops
+with the row reductions (sum, max, min, mean, var, logsumexp, softmax, counts of comparisons),
+reductions of reductions, and inputs that are full rows, shared rows or one value per row. Each
+kernel must return what its body returns when run in MLX on each row (values, shape, dtype), on
+the portable backend and on metal-sim (the generated MSL run on the CPU).
+
+The bodies are written into a module file, as in test_property.py (kernels need source)."""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import zmlx_dsl as zmlx
+from conftest import HAVE_METAL_SIM, assert_values
+from test_property import BOOL_OPS, EAGER, FLOAT_OPS, _expr
+
+REDUCTIONS = ["{a}.sum()", "{a}.max()", "{a}.min()", "mx.mean({a})", "mx.var({a})", "mx.logsumexp({a})",
+              "mx.softmax({a})", "({a} > 0.25).sum()", "mx.var({a}, ddof=1)"]
+SHAPES = {"full": lambda r, d: (r, d), "shared": lambda r, d: (d,), "per_row": lambda r, d: (r, 1)}
+
+
+@st.composite
+def row_bodies(draw) -> str:
+    leaves = ["x", "y", "w", "0.5", "2.0"]
+
+    def sub(kind: str = "f") -> str:  # "a": an array expression (reductions need one)
+        return _expr(draw, FLOAT_OPS, BOOL_OPS, leaves, draw(st.integers(0, 2)), kind)
+
+    def red(inner: str) -> str:
+        return draw(st.sampled_from(REDUCTIONS)).format(a=f"({inner})")
+
+    r1 = red(sub("a"))
+    r2 = red(f"{sub('a')} - {red(sub('a'))}")  # a reduction of something that uses a reduction
+    form = draw(st.sampled_from(["{e} + {r1}", "{e} * {r1}", "{r1}", "({e} - {r1}) / (mx.abs({r2}) + 1.0)",
+                                 "{r2} + {r1}"]))
+    return form.format(e=sub(), r1=r1, r2=r2)
+
+
+_counter = itertools.count()
+
+
+def _load(tmp_dir, text: str):
+    """`def body(x, y, w): return <text>` in a fresh module (anchored on x when it reads no row)."""
+    if "x" not in text and "y" not in text and "w" not in text:
+        text = f"({text}) + x * 0"
+    src = f"import mlx.core as mx\nimport numpy as np\n\n\ndef body(x, y, w):\n    return {text}\n"
+    name = f"zmlx_prop_rows_{next(_counter)}"
+    path = tmp_dir / f"{name}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.body, src
+
+
+def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backend: str) -> None:
+    body, src = _load(tmp_dir, text)
+    eager, _ = _load(tmp_dir, text.replace(*next(iter(EAGER.items()))))
+    rng = np.random.default_rng(seed)
+    x = mx.array(rng.uniform(-3, 3, size=(rows, D)).astype(np.float32))
+    y = mx.array(rng.uniform(-3, 3, size=SHAPES[y_mode](rows, D)).astype(np.float32))
+    w = mx.array(rng.uniform(-3, 3, size=(D,)).astype(np.float32))
+    got = zmlx.map_reduce(body, backend=backend)(x, y, w)
+    rows_y = [y[i] if y_mode == "full" else y if y_mode == "shared" else mx.broadcast_to(y[i], (D,))
+              for i in range(rows)]
+    want = mx.stack([eager(x[i], rows_y[i], w) for i in range(rows)])
+    assert got.dtype == want.dtype and got.shape == want.shape, \
+        f"{src}\nkernel {got.dtype}{got.shape}, MLX {want.dtype}{want.shape}"
+    finite = np.abs(np.asarray(want, dtype=np.float64))
+    finite = finite[np.isfinite(finite)]
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    tol = 0 if want.dtype in (mx.int32, mx.bool_) else 1e-4
+    try:
+        assert_values(got, want, atol=tol * scale, rtol=tol, what="kernel vs MLX body: ")
+    except AssertionError as e:
+        raise AssertionError(f"{src}\nseed {seed}, y {y_mode}, rows {rows}, D {D} ({backend})\n{e}") from None
+
+
+@pytest.fixture(scope="module")
+def prop_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("prop_rows")
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(text=row_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=st.sampled_from(sorted(SHAPES)),
+       rows=st.sampled_from([1, 3]), D=st.sampled_from([1, 5, 37, 256]))
+def test_random_row_bodies(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
+    _check(prop_dir, text, seed, y_mode, rows, D, "mlx")
+
+
+@pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(text=row_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=st.sampled_from(sorted(SHAPES)),
+       rows=st.sampled_from([1, 3]), D=st.sampled_from([1, 5, 37, 256]))
+def test_random_row_bodies_metal_sim(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
+    _check(prop_dir, text, seed, y_mode, rows, D, "metal-sim")
