@@ -527,3 +527,26 @@ def test_autodiff_option_errors():
     with pytest.raises(RuntimeError, match=r"^swish: autodiff='mlx' needs backend='mlx' \(MLX cannot "
                                          r"differentiate a cuda kernel\); use autodiff='ir'$"):
         k(mx.ones((4,)))
+
+
+# ---- per-row values used at every element of the row ----------------------------------------------
+
+def centred_total(x):
+    return (x - x.sum()).sum()            # the gradient does not read x: the row length must still be known
+
+
+def centred_mix(x):
+    return mx.abs((x - x.sum()).sum()) + x
+
+
+@pytest.mark.parametrize("body,kind", [(centred_total, "reduce"), (centred_mix, "map_reduce")],
+                         ids=["reduce", "map_reduce"])
+def test_per_row_value_used_at_every_element(backend, body, kind):
+    """s = x.sum() feeds x - s at each of the D elements: its adjoint is the row's sum of those
+    contributions (D times a per-row cotangent), as MLX's autodiff of the body gives."""
+    k = kernel_of(body, backend, kind=kind)
+    x = rand((3, 5), rng=np.random.default_rng(5))
+    ct = random_like(mx.zeros((3,) if kind == "reduce" else (3, 5)), np.random.default_rng(6))
+    got = mx.vjp(k, [x], [ct])[1][0]
+    want = mx.vjp(lambda z: mx.stack([body(z[i]) for i in range(3)]), [x], [ct])[1][0]
+    assert_close(got, want)

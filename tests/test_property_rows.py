@@ -2,7 +2,9 @@
 with the row reductions (sum, max, min, mean, var, logsumexp, softmax, counts of comparisons),
 reductions of reductions, and inputs that are full rows, shared rows or one value per row. Each
 kernel must return what its body returns when run in MLX on each row (values, shape, dtype), on
-the portable backend and on metal-sim (the generated MSL run on the CPU).
+the portable backend and on metal-sim (the generated MSL run on the CPU); and its VJP with a random
+cotangent must equal MLX's VJP of the body, through the generated backward ("mlx" with
+autodiff="ir", and metal-sim).
 
 The bodies are written into a module file, as in test_property.py (kernels need source)."""
 from __future__ import annotations
@@ -59,27 +61,44 @@ def _load(tmp_dir, text: str):
     return mod.body, src
 
 
-def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backend: str) -> None:
+def _close(got, want, what: str, context: str) -> None:
+    finite = np.abs(np.asarray(want, dtype=np.float64))
+    finite = finite[np.isfinite(finite)]
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    tol = 0 if want.dtype in (mx.int32, mx.bool_) else 1e-4
+    try:
+        assert got.dtype == want.dtype and got.shape == want.shape, \
+            f"{what}{got.dtype}{got.shape}, MLX {want.dtype}{want.shape}"
+        assert_values(got, want, atol=tol * scale, rtol=tol, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{context}\n{e}") from None
+
+
+def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backend: str,
+           grads: bool = False) -> None:
     body, src = _load(tmp_dir, text)
     eager, _ = _load(tmp_dir, text.replace(*next(iter(EAGER.items()))))
     rng = np.random.default_rng(seed)
     x = mx.array(rng.uniform(-3, 3, size=(rows, D)).astype(np.float32))
     y = mx.array(rng.uniform(-3, 3, size=SHAPES[y_mode](rows, D)).astype(np.float32))
     w = mx.array(rng.uniform(-3, 3, size=(D,)).astype(np.float32))
-    got = zmlx.map_reduce(body, backend=backend)(x, y, w)
-    rows_y = [y[i] if y_mode == "full" else y if y_mode == "shared" else mx.broadcast_to(y[i], (D,))
-              for i in range(rows)]
-    want = mx.stack([eager(x[i], rows_y[i], w) for i in range(rows)])
-    assert got.dtype == want.dtype and got.shape == want.shape, \
-        f"{src}\nkernel {got.dtype}{got.shape}, MLX {want.dtype}{want.shape}"
-    finite = np.abs(np.asarray(want, dtype=np.float64))
-    finite = finite[np.isfinite(finite)]
-    scale = max(1.0, float(finite.max())) if finite.size else 1.0
-    tol = 0 if want.dtype in (mx.int32, mx.bool_) else 1e-4
-    try:
-        assert_values(got, want, atol=tol * scale, rtol=tol, what="kernel vs MLX body: ")
-    except AssertionError as e:
-        raise AssertionError(f"{src}\nseed {seed}, y {y_mode}, rows {rows}, D {D} ({backend})\n{e}") from None
+    name, _, autodiff = backend.partition(":")
+    kernel = zmlx.map_reduce(body, backend=name, **({"autodiff": autodiff} if autodiff else {}))
+
+    def reference(x, y, w):  # the body on each row, as MLX runs it
+        rows_y = [y[i] if y_mode == "full" else y if y_mode == "shared" else mx.broadcast_to(y[i], (D,))
+                  for i in range(rows)]
+        return mx.stack([eager(x[i], rows_y[i], w) for i in range(rows)])
+
+    context = f"{src}\nseed {seed}, y {y_mode}, rows {rows}, D {D} ({backend})"
+    want = reference(x, y, w)
+    _close(kernel(x, y, w), want, "kernel vs MLX body: ", context)
+    if grads and want.dtype == mx.float32:
+        ct = mx.array(rng.normal(size=want.shape).astype(np.float32))
+        got_g = mx.vjp(kernel, [x, y, w], [ct])[1]
+        want_g = mx.vjp(reference, [x, y, w], [ct])[1]
+        for arg, g, h in zip("xyw", got_g, want_g):
+            _close(g, h, f"gradient of {arg}: ", context)
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +114,18 @@ def test_random_row_bodies(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
     _check(prop_dir, text, seed, y_mode, rows, D, "mlx")
 
 
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(text=row_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=st.sampled_from(sorted(SHAPES)),
+       rows=st.sampled_from([1, 3]), D=st.sampled_from([1, 5, 37]))
+def test_random_row_bodies_generated_gradients(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
+    _check(prop_dir, text, seed, y_mode, rows, D, "mlx:ir", grads=True)
+
+
 @pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
 @settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(text=row_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=st.sampled_from(sorted(SHAPES)),
        rows=st.sampled_from([1, 3]), D=st.sampled_from([1, 5, 37, 256]))
 def test_random_row_bodies_metal_sim(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
-    _check(prop_dir, text, seed, y_mode, rows, D, "metal-sim")
+    _check(prop_dir, text, seed, y_mode, rows, D, "metal-sim", grads=True)

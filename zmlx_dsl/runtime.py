@@ -83,6 +83,8 @@ class Compiled:
         grads, saved = _reuse_outputs(p, grads, picked)
         present = [g for g in grads if g is not None]
         leaves = [n for n in toposort(present) if n.op == "input"]
+        if p.kind == "row":  # the primal inputs fix the row shape (D, and the rows), read or not
+            leaves += [x for x in p.inputs if x not in leaves]
         roles = []
         for leaf in dict.fromkeys(leaves):
             if leaf in p.inputs:
@@ -142,6 +144,8 @@ class Compiled:
         outs = simplify([None if t is None else cast(t, o.dtype) for t, o in zip(outs, p.outputs)])
         present = [t for t in outs if t is not None]
         used = {n for n in toposort(present) if n.op == "input"}
+        if p.kind == "row":  # the primal inputs fix the row shape, read or not
+            used.update(p.inputs)
         inputs = tuple(x for x in p.inputs if x in used) + tuple(t for t in tans.values() if t in used)
         order = [("x", i) for i, x in enumerate(p.inputs) if x in used] + \
                 [("t", i) for i, x in enumerate(p.inputs) if x in tans and tans[x] in used]

@@ -353,7 +353,8 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         for n in toposort(p.outputs):
             lv = max((level.get(a, 0) for a in n.args), default=0)
             level[n] = lv + 1 if n in reductions else lv
-        full = [x for x, m in zip(p.inputs, plan.modes) if m == "full"]
+        used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
+        full = [x for x, m in zip(p.inputs, plan.modes) if m == "full" and x in used]
         # Registers: at most MAX_REGISTER_ELEMENTS per thread and the backend's register_budget per
         # group (what one SM's register file holds at that group size); shared rows stay in cache.
         budget = self.register_budget(max([x.dtype.itemsize for x in full], default=4))

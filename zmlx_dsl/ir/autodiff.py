@@ -46,10 +46,13 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
             row[ct] = row[out]  # a per-row output's cotangent holds one value per row
     adj: dict[Node, Node] = {}
 
-    def add(n: Node, g: Optional[Node]) -> None:
+    def add(n: Node, g: Optional[Node], over_row: bool = False) -> None:
+        """Accumulate g into n's adjoint. over_row: the consumer uses n at every row element (it
+        is elementwise, or a reduction reading n broadcast), so a per-row n gets the row's sum
+        of its contributions -- D times g when g itself is one value per row."""
         if g is None or not _differentiable(n) or n.op in ("const", "param", "rowsize"):
             return
-        if row[n] and not _row_of(g, row):
+        if row[n] and over_row:
             g = apply("sum", g)
         g = cast(g, n.dtype)
         adj[n] = g if n not in adj else adj[n] + g
@@ -61,10 +64,11 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
         if g is None or n.op in LEAF_OPS:
             continue
         if n.op == "cast":
-            add(n.args[0], cast_grad(n.args[0], g))
+            add(n.args[0], cast_grad(n.args[0], g), over_row=not row[n])
             continue
+        over_row = not row[n] or OPS[n.op].reduction
         for a, ga in zip(n.args, OPS[n.op].grad(n.args, n, g)):
-            add(a, ga)
+            add(a, ga, over_row)
     return [adj.get(w) for w in wrt]
 
 

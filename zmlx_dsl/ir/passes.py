@@ -78,9 +78,12 @@ def _simplify(n: Node) -> Node:
     if n.op == "where" and a[1] is a[2] and _inputs(a[0]) <= _inputs(a[1]):
         return a[1]  # only when dropping the condition drops no input (its shape broadcasts)
     if n.op in ("sum", "max", "min") and _uniform(a[0]):
-        # a value already one per row (a 0-d array in the body) reduces to itself, as in MLX;
-        # every backend then agrees (a kernel would otherwise sum it once per row element)
-        return a[0] if a[0].dtype == n.dtype else cast(a[0], n.dtype)
+        # a row reduction reads its operand broadcast over the row: a value already one per row
+        # sums to D times itself and is its own max and min. Spelled out here so that every
+        # backend computes that (the portable one would reduce a size-1 axis). Bodies never get
+        # here: the frontend reduces a 0-d value to itself, as MLX does.
+        v = a[0] if a[0].dtype == n.dtype else cast(a[0], n.dtype)
+        return make("mul", (v, cast(Node("rowsize", (), dt.int32), n.dtype))) if n.op == "sum" else v
     return n
 
 
