@@ -550,3 +550,20 @@ def test_per_row_value_used_at_every_element(backend, body, kind):
     got = mx.vjp(k, [x], [ct])[1][0]
     want = mx.vjp(lambda z: mx.stack([body(z[i]) for i in range(3)]), [x], [ct])[1][0]
     assert_close(got, want)
+
+
+def plus_row_total(x, y):
+    return x + y.sum()
+
+
+def test_gradient_of_an_input_read_as_one_value_per_row(backend):
+    """y of shape (rows, 1) is read as a row of D equal values (the kernel broadcasts its inputs):
+    its gradient sums the D positions, as MLX's VJP of the broadcast body does."""
+    k = kernel_of(plus_row_total, backend, kind="map_reduce")
+    x, y = rand((3, 5), rng=np.random.default_rng(7)), rand((3, 1), rng=np.random.default_rng(8))
+    ct = random_like(mx.zeros((3, 5)), np.random.default_rng(9))
+    got = mx.vjp(k, [x, y], [ct])[1]
+    want = mx.vjp(lambda a, b: mx.stack([plus_row_total(a[i], mx.broadcast_to(b[i], (5,))) for i in range(3)]),
+                  [x, y], [ct])[1]
+    for g, h in zip(got, want):
+        assert_close(g, h)

@@ -15,7 +15,7 @@ import itertools
 import mlx.core as mx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import zmlx_dsl as zmlx
@@ -76,6 +76,9 @@ def _close(got, want, what: str, context: str) -> None:
 
 def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backend: str,
            grads: bool = False) -> None:
+    # var(ddof=1) of one element is 0/0: MLX's VJP then multiplies a zero cotangent by NaN, where
+    # the generated backward has no term at all (a comparison's derivative is structurally zero)
+    assume(not (D == 1 and "ddof=1" in text))
     body, src = _load(tmp_dir, text)
     eager, _ = _load(tmp_dir, text.replace(*next(iter(EAGER.items()))))
     rng = np.random.default_rng(seed)

@@ -128,9 +128,15 @@ class Compiled:
                 args.append(outputs[k])
         results = compiled(args + list(params)) if compiled.program.outputs else []
         by_float = dict(zip(which, results))
+        # a row kernel reads its inputs broadcast over the rows: a gradient computed per row (or per
+        # element) is first spread over that shape, then summed back to each input's own shape
+        rows = tuple(mx.broadcast_shapes(*[a.shape for a in arrays])) \
+            if self.program.kind == "row" and arrays else None
         grads = []
         for x, slot in zip(arrays, slots):
             g = by_float.get(slot) if slot is not None else None
+            if g is not None and rows is not None and g.shape != rows:
+                g = mx.broadcast_to(g, rows)
             grads.append(mx.zeros_like(x) if g is None else unbroadcast(g, x.shape))
         return grads + [mx.zeros_like(p) for p in params]
 
