@@ -567,3 +567,25 @@ def test_gradient_of_an_input_read_as_one_value_per_row(backend):
                   [x, y], [ct])[1]
     for g, h in zip(got, want):
         assert_close(g, h)
+
+
+def twin_outputs(x):
+    return x + 0.5, x + 0.5
+
+
+def same_array_twice(x):
+    return x, x
+
+
+def test_equal_outputs_each_get_their_cotangent(backend):
+    """Two outputs computing the same value are two arrays in MLX: both cotangents count. (The IR
+    shares the node; the portable backend must still return two arrays, or MLX's VJP would drop
+    one cotangent.)"""
+    k = kernel_of(twin_outputs, backend)
+    x = rand((6,), rng=np.random.default_rng(10))
+    cts = [random_like(x, np.random.default_rng(11)), random_like(x, np.random.default_rng(12))]
+    assert_close(mx.vjp(k, [x], cts)[1][0], mx.vjp(twin_outputs, [x], cts)[1][0])
+    # Returning one array twice: MLX 0.32.4's own VJP counts only the first cotangent (one per
+    # array object); kernels give the sum, the derivative of the function.
+    k2 = kernel_of(same_array_twice, backend)
+    assert_close(mx.vjp(k2, [x], cts)[1][0], cts[0] + cts[1])

@@ -2,6 +2,8 @@
 into a module file, imported and decorated. For each: the IR interpreter (NumPy, every node
 rounded to its dtype) = the portable backend = the body run in MLX; and on "metal-sim" (the generated
 MSL run on the CPU; a C++ compile per program, so fewer examples) = the interpreter = the MLX body.
+For float bodies, also mx.vjp with random cotangents = mx.vjp of the body: through the generated
+backward (the portable backend with autodiff="ir", and metal-sim) and the portable default.
 
 Operands of ops with restricted domains are wrapped (log(|a| + 1), arcsin(tanh(a) * 0.99), ...)
 so that NaN and inf do not dominate. `mx.compile` is disabled here (see conftest.eager_mlx): each
@@ -16,7 +18,7 @@ import re
 import mlx.core as mx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import zmlx_dsl as zmlx
@@ -223,3 +225,58 @@ def test_random_float_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, 
        scalar=st.sampled_from([2, -3]))
 def test_random_int_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, scalar):
     _check(prop_dir, outs, mx.int32, seed, shapes, scalar, "metal-sim", tol=0)
+
+
+# ---- gradients: mx.vjp through the kernel = mx.vjp of the body, random cotangents ---------------
+
+def _check_vjp(tmp_dir, outs, seed, shapes, scalar, backend):
+    """backend may be "mlx:ir" (the generated backward, run as MLX ops). Skipped: one array
+    returned twice or an output cut off by stop_gradient, where MLX 0.32.4's own VJP pairs
+    cotangents with outputs by array object (it drops or shifts one); kernels differentiate the
+    function, so they differ from MLX there by design."""
+    assume(not any(o == p and o.isidentifier() for i, o in enumerate(outs) for p in outs[:i]))
+    assume(not any(o.startswith("mx.stop_gradient(") for o in outs))
+    body_k, src = _load(tmp_dir, outs)
+    body_e, _ = _load(tmp_dir, outs, eager=True)
+    rng = np.random.default_rng(seed)
+    args = [mx.array(rng.uniform(-3, 3, size=s).astype(np.float32)) for s in shapes]
+    name, _, autodiff = backend.partition(":")
+    k = zmlx.elementwise(body_k, backend=name, **({"autodiff": autodiff} if autodiff else {}))
+    want_out = body_e(*args, scalar)
+    want_out = want_out if isinstance(want_out, tuple) else (want_out,)
+    assume(all(o.dtype == mx.float32 and o.size for o in want_out))
+    cts = [mx.array(rng.normal(size=o.shape).astype(np.float32)) for o in want_out]
+    want = mx.vjp(lambda *a: body_e(*a, scalar), args, cts)[1]
+    got = mx.vjp(lambda *a: k(*a, scalar), args, cts)[1]
+    for i, (g, w) in enumerate(zip(got, want)):
+        finite = np.abs(np.asarray(w, dtype=np.float64))
+        finite = finite[np.isfinite(finite)]
+        scale = max(1.0, float(finite.max())) if finite.size else 1.0
+        try:
+            assert_values(g, w, atol=1e-4 * scale, rtol=1e-4, what=f"gradient of {'xyz'[i]}: ")
+        except AssertionError as e:
+            raise AssertionError(f"{src}\n{backend}, args seed {seed}, shapes {shapes}, s={scalar}\n{e}") from None
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
+       scalar=st.sampled_from([0.75, -2.0]))
+def test_random_float_gradients(prop_dir, eager_mlx, outs, seed, shapes, scalar):
+    _check_vjp(prop_dir, outs, seed, shapes, scalar, "mlx:ir")
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES))
+def test_random_float_gradients_native(prop_dir, eager_mlx, outs, seed, shapes):
+    """The portable default (MLX differentiates the kernel's ops): shared output nodes included."""
+    _check_vjp(prop_dir, outs, seed, shapes, 0.75, "mlx")
+
+
+@needs_sim
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES))
+def test_random_float_gradients_metal_sim(prop_dir, eager_mlx, outs, seed, shapes):
+    _check_vjp(prop_dir, outs, seed, shapes, -2.0, "metal-sim")
