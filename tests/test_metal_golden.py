@@ -26,7 +26,7 @@ import pytest
 import zmlx_dsl as zmlx
 from zmlx_dsl.backend.metal_source import METAL_ATTRIBUTES
 
-from conftest import assert_grads, assert_same, rand
+from conftest import HAVE_METAL_SIM, assert_grads, assert_same, rand
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -321,3 +321,24 @@ def test_distinct_sources_have_distinct_names(backend):
     assert len(set(names)) == len(names), names
     again = softmax.source(_x((5, 33), seed=9), backend=backend)  # same plan: same text, same name
     assert again == texts[0]
+
+
+def _log_chain(x):
+    a = mx.log(x * x + 1.0)
+    b = mx.log(a * a + 1.0)
+    c = mx.log(b * b + 1.0)
+    d = mx.log(c * c + 1.0)
+    e = mx.log(d * d + 1.0)
+    f = mx.log(e * e + 1.0)
+    return a * b * c * d * e * f + mx.log2(a + b + 2.0) * mx.log10(c + d + 3.0) + mx.log(e - f + 5.0)
+
+
+@pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
+def test_temporaries_never_shadow_functions():
+    """Temporaries are `<op>_<n>`: `log` + 10 must not become `log10` and hide the C function."""
+    src = zmlx.elementwise(_log_chain).source(mx.ones((8,)), backend="metal")
+    names = re.findall(r"const float (\w+) =", src)
+    assert len(names) >= 6 and not {"log2", "log10"} & set(names)
+    x = mx.random.uniform(-2, 2, (64,))
+    got = zmlx.elementwise(_log_chain, backend="metal-sim")(x)
+    assert mx.allclose(got, _log_chain(x), rtol=1e-4, atol=1e-5).item()

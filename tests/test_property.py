@@ -2,8 +2,9 @@
 into a module file, imported and decorated. For each: the IR interpreter (NumPy, every node
 rounded to its dtype) = the portable backend = the body run in MLX; and on "metal-sim" (the generated
 MSL run on the CPU; a C++ compile per program, so fewer examples) = the interpreter = the MLX body.
-For float bodies, also mx.vjp with random cotangents = mx.vjp of the body: through the generated
-backward (the portable backend with autodiff="ir", and metal-sim) and the portable default.
+For float bodies, also mx.vjp with random cotangents and mx.jvp with random tangents = the same
+transforms of the body: through the generated derivative programs (the portable backend with
+autodiff="ir", and metal-sim) and the portable default.
 
 Operands of ops with restricted domains are wrapped (log(|a| + 1), arcsin(tanh(a) * 0.99), ...)
 so that NaN and inf do not dominate. `mx.compile` is disabled here (see conftest.eager_mlx): each
@@ -248,12 +249,17 @@ def _check_vjp(tmp_dir, outs, seed, shapes, scalar, backend):
     cts = [mx.array(rng.normal(size=o.shape).astype(np.float32)) for o in want_out]
     want = mx.vjp(lambda *a: body_e(*a, scalar), args, cts)[1]
     got = mx.vjp(lambda *a: k(*a, scalar), args, cts)[1]
-    for i, (g, w) in enumerate(zip(got, want)):
+    tangents = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in args]
+    got_t = mx.jvp(lambda *a: k(*a, scalar), args, tangents)[1]
+    want_t = mx.jvp(lambda *a: body_e(*a, scalar), args, tangents)[1]
+    pairs = [(f"gradient of {'xyz'[i]}: ", g, w) for i, (g, w) in enumerate(zip(got, want))]
+    pairs += [(f"tangent of output {i}: ", g, w) for i, (g, w) in enumerate(zip(got_t, want_t))]
+    for what, g, w in pairs:
         finite = np.abs(np.asarray(w, dtype=np.float64))
         finite = finite[np.isfinite(finite)]
         scale = max(1.0, float(finite.max())) if finite.size else 1.0
         try:
-            assert_values(g, w, atol=1e-4 * scale, rtol=1e-4, what=f"gradient of {'xyz'[i]}: ")
+            assert_values(g, w, atol=1e-4 * scale, rtol=1e-4, what=what)
         except AssertionError as e:
             raise AssertionError(f"{src}\n{backend}, args seed {seed}, shapes {shapes}, s={scalar}\n{e}") from None
 

@@ -3,8 +3,8 @@ with the row reductions (sum, max, min, mean, var, logsumexp, softmax, counts of
 reductions of reductions, and inputs that are full rows, shared rows or one value per row. Each
 kernel must return what its body returns when run in MLX on each row (values, shape, dtype), on
 the portable backend and on metal-sim (the generated MSL run on the CPU); and its VJP with a random
-cotangent must equal MLX's VJP of the body, through the generated backward ("mlx" with
-autodiff="ir", and metal-sim).
+cotangent (and its JVP with random tangents) must equal MLX's of the body, through the generated
+derivative programs ("mlx" with autodiff="ir", and metal-sim).
 
 The bodies are written into a module file, as in test_property.py (kernels need source)."""
 from __future__ import annotations
@@ -102,6 +102,9 @@ def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backen
         want_g = mx.vjp(reference, [x, y, w], [ct])[1]
         for arg, g, h in zip("xyw", got_g, want_g):
             _close(g, h, f"gradient of {arg}: ", context)
+        tangents = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in (x, y, w)]
+        _close(mx.jvp(kernel, [x, y, w], tangents)[1][0], mx.jvp(reference, [x, y, w], tangents)[1][0],
+               "forward-mode tangent: ", context)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ import mlx.core as mx
 from . import backend as backends
 from . import stats
 from .frontend.errors import ZMLXGradientError
-from .ir.autodiff import jvp as ir_jvp
-from .ir.autodiff import simplify, vjp as ir_vjp
+from .ir.autodiff import jvp as ir_jvp, per_row, simplify, vjp as ir_vjp
 from .ir.build import cast
 from .ir.node import Node, toposort
 from .ir.passes import optimize, rewrite
@@ -171,8 +170,9 @@ class Compiled:
                 args.append(mx.zeros_like(arrays[i]) if t is None else t)
         results = dict(zip(which, compiled(args + list(params)))) if which else {}
         shapes = output_shapes(self.program, [a.shape for a in arrays])
-        return [results[k] if k in results else mx.zeros(shapes[k], o.dtype.mx)
-                for k, o in enumerate(self.program.outputs)]
+        # a tangent computed per row (sum(t), say) spreads over its output's row
+        return [(results[k] if results[k].shape == shapes[k] else mx.broadcast_to(results[k], shapes[k]))
+                if k in results else mx.zeros(shapes[k], o.dtype.mx) for k, o in enumerate(self.program.outputs)]
 
     # ---- vmap ----------------------------------------------------------------------------
     def _vmap(self, inputs, axes):
@@ -227,7 +227,13 @@ def unbroadcast(g: mx.array, shape: tuple) -> mx.array:
 
 
 def output_shapes(p: Program, shapes: Sequence[tuple]) -> list[tuple]:
-    """Each output's shape: the broadcast of the input shapes it depends on."""
+    """Each output's shape: elementwise, the broadcast of the input shapes it depends on; in a
+    row program, the broadcast of all inputs (rows on the last axis), or (..., 1) for an output
+    that holds one value per row."""
+    if p.kind == "row":
+        full = tuple(mx.broadcast_shapes(*shapes)) if shapes else ()
+        rows = per_row(p.outputs)
+        return [full[:-1] + (1,) if rows[o] else full for o in p.outputs]
     out = []
     for o in p.outputs:
         deps = [shapes[i] for i in p.depends(o)]

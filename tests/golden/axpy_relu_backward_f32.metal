@@ -26,12 +26,12 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 }
 
 inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const float z, const float cotan0, const float alpha, thread float& out0, thread float& out1, thread float& out2) {
-  const float sel0 = x * y + alpha * z > 0.0f ? cotan0 : 0.0f;
-  out0 = sel0 * y;
-  out1 = sel0 * x;
-  out2 = sel0 * alpha;
+  const float sel_0 = x * y + alpha * z > 0.0f ? cotan0 : 0.0f;
+  out0 = sel_0 * y;
+  out1 = sel_0 * x;
+  out2 = sel_0 * alpha;
 }
-[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_c2d21cf0_float_float_floatc_float_floatc_float_float_float(
+[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_2c4c79f8_float_float_floatc_float_floatc_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

@@ -46,10 +46,10 @@ inline float zmlx_erf(float x) {
 }
 
 inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
-  const float cast0 = float(x);
-  out0 = half(0.5f * cast0 * (1.0f + zmlx_erf(cast0 / 1.4142135381698608f)));
+  const float cast_0 = float(x);
+  out0 = half(0.5f * cast_0 * (1.0f + zmlx_erf(cast_0 / 1.4142135381698608f)));
 }
-[[kernel]] void custom_kernel_gelu_881c3db2486b_1846572e_float16_t_float16_t(
+[[kernel]] void custom_kernel_gelu_881c3db2486b_0c532403_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

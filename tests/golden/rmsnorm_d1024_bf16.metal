@@ -7,7 +7,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
 inline float zmlx_simd_max(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
 inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 
-[[kernel]] void custom_kernel_rmsnorm_0093c852654a_f109e84a_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
+[[kernel]] void custom_kernel_rmsnorm_0093c852654a_8589e668_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const device bfloat16_t* w [[buffer(1)]],
   const constant float* eps [[buffer(2)]],
@@ -33,8 +33,8 @@ inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min
     const uint v = lid + k * 64;
     if (v < 128) {
       for (int j = 0; j < 8; ++j) {
-        const float cast0 = float(x_r[k].v[j]);
-        sum1_0 = sum1_0 + cast0 * cast0;
+        const float cast_0 = float(x_r[k].v[j]);
+        sum1_0 = sum1_0 + cast_0 * cast_0;
       }
     }
   }
@@ -43,7 +43,7 @@ inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min
   threadgroup_barrier(mem_flags::mem_threadgroup);
   sum1_0 = zmlx_simd_sum(lane < 2 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  const float row_rsqrt1 = rsqrt(sum1_0 * float(bfloat16_t(1.0f / float(D))) + float(bfloat16_t(eps[0])));
+  const float row_rsqrt_1 = rsqrt(sum1_0 * float(bfloat16_t(1.0f / float(D))) + float(bfloat16_t(eps[0])));
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 64;
     if (v < 128) {
@@ -51,7 +51,7 @@ inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min
       for (int q = 0; q < 8; q += 4) *(thread vec<bfloat16_t, 4>*)(w_c.v + q) = *(const device vec<bfloat16_t, 4>*)(w + v * 8 + q);
       zmlx_vec<bfloat16_t, 8> res0;
       for (int j = 0; j < 8; ++j) {
-        res0.v[j] = bfloat16_t(float(x_r[k].v[j]) * row_rsqrt1 * float(w_c.v[j]));
+        res0.v[j] = bfloat16_t(float(x_r[k].v[j]) * row_rsqrt_1 * float(w_c.v[j]));
       }
       for (int q = 0; q < 8; q += 4) *(device vec<bfloat16_t, 4>*)(out0 + row * D + v * 8 + q) = *(thread vec<bfloat16_t, 4>*)(res0.v + q);
     }

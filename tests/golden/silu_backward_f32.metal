@@ -33,10 +33,10 @@ inline float zmlx_sigmoid(float x) {
 }
 
 inline void silu_vjp_fcf72b05ae29_body(const float x, const float cotan0, thread float& out0) {
-  const float sig0 = zmlx_sigmoid(x);
-  out0 = cotan0 * sig0 + cotan0 * x * sig0 * (1.0f - sig0);
+  const float sig_0 = zmlx_sigmoid(x);
+  out0 = cotan0 * sig_0 + cotan0 * x * sig_0 * (1.0f - sig_0);
 }
-[[kernel]] void custom_kernel_silu_vjp_fcf72b05ae29_b72412bc_float_float_float(
+[[kernel]] void custom_kernel_silu_vjp_fcf72b05ae29_7de99761_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

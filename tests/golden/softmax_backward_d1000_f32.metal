@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_vjp_8bb24e80e80c_0df6c101_float_float_float(
+[[kernel]] void custom_kernel_softmax_vjp_8bb24e80e80c_275ca275_float_float_float(
   const device float* x [[buffer(0)]],
   const device float* cotan0 [[buffer(1)]],
   device float* out0 [[buffer(2)]],
@@ -102,8 +102,8 @@ inline float zmlx_fmax(float a, float b) {
     if (v < 250) {
       zmlx_vec<float, 4> res0;
       for (int j = 0; j < 4; ++j) {
-        const float add0 = (cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp(x_r[k].v[j] - max1_0) + sum4_0 * float(x_r[k].v[j] == max1_0) / sum2_1;
-        res0.v[j] = add0;
+        const float add_0 = (cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp(x_r[k].v[j] - max1_0) + sum4_0 * float(x_r[k].v[j] == max1_0) / sum2_1;
+        res0.v[j] = add_0;
       }
       for (int q = 0; q < 4; q += 4) *(device vec<float, 4>*)(out0 + row * D + v * 4 + q) = *(thread vec<float, 4>*)(res0.v + q);
     }

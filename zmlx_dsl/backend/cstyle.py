@@ -111,7 +111,7 @@ class CStyle:
                 raise KeyError(f"unbound leaf {n}")
             text, prec = self._op_text(n, expr, helpers)
             if uses.get(n, 0) > 1 or len(text) > 72 or (name_roots and n in roots):
-                name = f"{prefix}{_short(n.op)}{counter[0]}"
+                name = f"{prefix}{_short(n.op)}_{counter[0]}"  # `log_10`: `log10` is a C function
                 counter[0] += 1
                 lines.append(f"{indent}const {self.ctype(n.dtype)} {name} = {text};")
                 expr[n] = (name, 9)

@@ -35,8 +35,9 @@ RESERVED = {"base", "n", "contiguous", "first", "c", "q", "i", "j", "k", "v", "r
 
 
 def _temporary(name: str) -> bool:
-    """A name of the renderer's temporaries: an op's (short) name and a counter, e.g. `exp0`, `sig3`."""
-    m = re.fullmatch(r"([a-z_]+?)(\d+)(?:_\d+)?", name)
+    """A name of the renderer's temporaries or accumulators: an op's (short) name and a counter,
+    e.g. `exp_0`, `sig_3`, `max1_0`."""
+    m = re.fullmatch(r"([a-z_]+?)_?(\d+)(?:_\d+)?", name)
     return bool(m) and (m.group(1) in OPS or m.group(1) in {_short(op) for op in OPS})
 
 
