@@ -125,8 +125,14 @@ def _load(tmp_dir, outs: list[str], eager: bool = False):
     # an output made only of literals/the scalar would not be an array: anchor it on x
     texts = [t if re.search(r"\b[xyz]\b", t) else f"({t} + x * 0)" for t in texts]
     ret = ", ".join(texts) + ("," if len(texts) > 1 else "")
-    src = f"import mlx.core as mx\nimport numpy as np\n\n\ndef body(x, y, z, s):\n    return {ret}\n"
-    name = f"zmlx_prop_{next(_counter)}_{'e' if eager else 'k'}"
+    return body_module(tmp_dir, "x, y, z, s", ret, f"zmlx_prop_{'e' if eager else 'k'}")
+
+
+def body_module(tmp_dir, params: str, returned: str, prefix: str):
+    """`def body(<params>): return <returned>` written to a fresh module file (kernels need a
+    source file) and imported; returns (body, source)."""
+    src = f"import mlx.core as mx\nimport numpy as np\n\n\ndef body({params}):\n    return {returned}\n"
+    name = f"{prefix}_{next(_counter)}"
     path = tmp_dir / f"{name}.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(name, path)

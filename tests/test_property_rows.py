@@ -9,9 +9,6 @@ derivative programs ("mlx" with autodiff="ir", and metal-sim).
 The bodies are written into a module file, as in test_property.py (kernels need source)."""
 from __future__ import annotations
 
-import importlib.util
-import itertools
-
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -20,7 +17,7 @@ from hypothesis import strategies as st
 
 import zmlx_dsl as zmlx
 from conftest import HAVE_METAL_SIM, assert_values
-from test_property import BOOL_OPS, EAGER, FLOAT_OPS, _expr
+from test_property import BOOL_OPS, EAGER, FLOAT_OPS, _expr, body_module
 
 REDUCTIONS = ["{a}.sum()", "{a}.max()", "{a}.min()", "mx.mean({a})", "mx.var({a})", "mx.logsumexp({a})",
               "mx.softmax({a})", "({a} > 0.25).sum()", "mx.var({a}, ddof=1)"]
@@ -44,21 +41,11 @@ def row_bodies(draw) -> str:
     return form.format(e=sub(), r1=r1, r2=r2)
 
 
-_counter = itertools.count()
-
-
 def _load(tmp_dir, text: str):
     """`def body(x, y, w): return <text>` in a fresh module (anchored on x when it reads no row)."""
     if "x" not in text and "y" not in text and "w" not in text:
         text = f"({text}) + x * 0"
-    src = f"import mlx.core as mx\nimport numpy as np\n\n\ndef body(x, y, w):\n    return {text}\n"
-    name = f"zmlx_prop_rows_{next(_counter)}"
-    path = tmp_dir / f"{name}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.body, src
+    return body_module(tmp_dir, "x, y, w", text, "zmlx_prop_rows")
 
 
 def _close(got, want, what: str, context: str) -> None:
