@@ -603,3 +603,29 @@ def test_default_backend_without_env(clean_backend_env):
     from zmlx_dsl import backend as backends
     want = "metal" if mx.metal.is_available() else "cuda" if mx.cuda.is_available() else "mlx"
     assert backends.default() == want
+
+
+def one_sided_then_unused(x, y):
+    if y > 0.0:
+        if x > 0.0:
+            b = x          # b is assigned on one side only, and never read afterwards
+        a = x * 2.0
+    else:
+        b = y
+        a = y
+    return a
+
+
+def constant_and_sum(x, y):
+    return mx.maximum(1.5 * 1.5, 0.5 + 2.0), x + y
+
+
+def test_a_name_assigned_on_one_side_and_never_read_is_fine(backend, rng):
+    k = kernel_of(one_sided_then_unused, backend)
+    x, y = rand((7,), rng=rng), rand((7,), rng=rng)
+    assert_close(k(x, y), mx.where(y > 0, x * 2.0, y))
+
+
+def test_an_output_that_reads_no_array_is_a_0d_array(backend):
+    """mx.maximum(2.25, 2.5) is a 0-d array in MLX; the kernel returns the same on every backend."""
+    assert_same(kernel_of(constant_and_sum, backend), constant_and_sum, mx.array([1.0, 2.0]), mx.array([3.0, 4.0]))

@@ -405,6 +405,8 @@ class Parser:
             elif a is _MISSING or b is _MISSING:
                 side = "if" if b is _MISSING else "else"
                 env[name] = Undefined(name, f"line {self.src.loc(s).line} assigns it only in the '{side}' branch")
+            elif isinstance(a, Undefined) or isinstance(b, Undefined):
+                env[name] = a if isinstance(a, Undefined) else b  # stays an error only if read later
             else:
                 env[name] = self._select(c, a, b, s)
         return False
