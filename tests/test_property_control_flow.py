@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
+from conftest import BACKENDS
 
 HELPER = "\n\ndef h(v):\n    if v > 0.5:\n        return v * 2.0\n    return -v\n"
 EXPRS = ["{} + {}", "{} - {}", "{} * {}", "mx.maximum({}, {})", "mx.tanh({})", "mx.abs({})", "(-{})", "h({})",
@@ -69,10 +70,12 @@ def cf_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("control_flow")
 
 
-@pytest.mark.parametrize("seed", range(40))
+CASES = [("mlx", seed) for seed in range(40)] + [(b, seed) for b in BACKENDS[1:] for seed in range(0, 40, 4)]
+"""metal-sim compiles a kernel per body: every fourth seed there."""
+
+
+@pytest.mark.parametrize("backend,seed", CASES)
 def test_random_control_flow(cf_dir, eager_mlx, backend, seed):
-    if backend != "mlx" and seed % 4:
-        pytest.skip("metal-sim compiles a kernel per body: every fourth seed")
     text = _Gen(seed).body()
     path = cf_dir / f"zmlx_cf_{seed}_{backend}.py"
     path.write_text(f"import mlx.core as mx\n{HELPER}\n\ndef body(x, y):\n{text}\n")
