@@ -589,3 +589,18 @@ def test_equal_outputs_each_get_their_cotangent(backend):
     # array object); kernels give the sum, the derivative of the function.
     k2 = kernel_of(same_array_twice, backend)
     assert_close(mx.vjp(k2, [x], cts)[1][0], cts[0] + cts[1])
+
+
+def nan_row_max_plus_total(x):
+    return x.max() + x.sum()
+
+
+def test_row_max_gradient_with_a_nan_in_the_row(backend):
+    """A row whose max is NaN: no element equals it, and MLX's VJP (cotangent / count * mask) gives
+    NaN across that row; the other rows are unaffected."""
+    k = kernel_of(nan_row_max_plus_total, backend, kind="reduce")
+    x = mx.array([[0.5, float("nan"), 2.0], [1.0, -1.0, 3.0]])
+    ct = mx.array([0.75, -1.25])
+    got = mx.vjp(k, [x], [ct])[1][0]
+    want = mx.vjp(lambda z: mx.stack([nan_row_max_plus_total(z[i]) for i in range(2)]), [x], [ct])[1][0]
+    assert_close(got, want)
