@@ -52,52 +52,71 @@ def c_safe(p: Program) -> Program:
     return Program(p.name, p.kind, tuple(ren[n] for n in p.inputs), tuple(ren[n] for n in p.params), tuple(outs))
 
 
-def row_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
+def row_mode(x: mx.array, shape: tuple) -> str:
     """How a row kernel reads an input broadcast to `shape` without materialising the broadcast:
     full rows, one row shared by all (a (D,) weight), one value per row ((B, 1)), or one scalar."""
     if x.shape == shape:
-        return x, "full"
+        return "full"
     if x.size == 1:
-        return x.reshape((1,)), "scalar"
+        return "scalar"
     if x.shape[-1] == shape[-1] and x.size == shape[-1]:
-        return x.reshape((shape[-1],)), "shared"
+        return "shared"
     lead = (1,) * (len(shape) - x.ndim) + x.shape[:-1]
-    if x.shape[-1] == 1 and lead == shape[:-1]:
-        return x.reshape((math.prod(lead),)), "per_row"
-    return mx.broadcast_to(x, shape), "full"
+    return "per_row" if x.shape[-1] == 1 and lead == shape[:-1] else "full"
+
+
+def row_view(x: mx.array, mode: str, shape: tuple) -> mx.array:
+    """The array a row launch passes for input x read in `mode` (see row_mode)."""
+    if mode == "full":
+        return x if x.shape == shape else mx.broadcast_to(x, shape)
+    if mode == "scalar":
+        return x.reshape((1,))
+    return x.reshape((shape[-1],) if mode == "shared" else (math.prod(shape[:-1]),))
+
+
+def elementwise_modes(inputs: Sequence[mx.array], shape: tuple) -> list[str]:
+    """How an elementwise launch over `shape` reads each input (see Plan.modes): broadcasts along
+    leading or trailing dims are read in place, other broadcasts through stride-0 views; one
+    array, at least, carries the full shape."""
+    modes = [elementwise_mode(x, shape) for x in inputs]
+    if "full" not in modes:
+        modes[next((i for i, m in enumerate(modes) if m != "scalar"), 0)] = "full"
+    return modes
+
+
+def elementwise_view(x: mx.array, mode: str, shape: tuple) -> mx.array:
+    """The array an elementwise launch passes for input x read in `mode`."""
+    if mode == "scalar" or (mode == "full" and not shape):
+        return x.reshape((1,))
+    if mode == "full" and x.shape != shape:
+        return mx.broadcast_to(x, shape)
+    return x
 
 
 def elementwise_plan(inputs: Sequence[mx.array], shape: tuple) -> tuple[list[mx.array], Plan]:
-    """The input views and the plan of an elementwise launch over `shape`. Broadcasts along
-    leading or trailing dims are read in place (no stride-0 views); other broadcasts become
-    stride-0 views read through their strides. One array, at least, carries the full shape."""
-    views, modes = zip(*[elementwise_mode(x, shape) for x in inputs]) if inputs else ((), ())
-    views, modes = list(views), list(modes)
-    if "full" not in modes:
-        i = next((i for i, m in enumerate(modes) if m != "scalar"), 0)
-        views[i], modes[i] = mx.broadcast_to(inputs[i], shape) if shape else inputs[i].reshape((1,)), "full"
+    """The input views and the plan of an elementwise launch over `shape`."""
+    modes = elementwise_modes(inputs, shape)
+    views = [elementwise_view(x, m, shape) for x, m in zip(inputs, modes)]
     return views, Plan(tuple(modes), math.prod(shape) >= 2**31,
                        in_constant=tuple(x.size < METAL_CONSTANT_SIZE for x in views))
 
 
-def elementwise_mode(x: mx.array, shape: tuple) -> tuple[mx.array, str]:
+def elementwise_mode(x: mx.array, shape: tuple) -> str:
     """How an elementwise kernel reads input x broadcast to `shape` (see Plan.modes)."""
     if x.size == 1:
-        return x.reshape((1,)), "scalar"
+        return "scalar"
     if x.shape == shape:
-        return x, "full"
+        return "full"
     dims = list(x.shape)
     while dims and dims[0] == 1:
         dims.pop(0)
     if tuple(dims) == shape[len(shape) - len(dims):]:
-        return x, "suffix"
+        return "suffix"
     padded = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
     k = len(padded)
     while k and padded[k - 1] == 1:
         k -= 1
-    if padded[:k] == shape[:k]:
-        return x, "prefix"
-    return mx.broadcast_to(x, shape), "full"
+    return "prefix" if padded[:k] == shape[:k] else "full"
 
 
 def source_name(p: Program, header: str, body: str) -> str:
@@ -152,10 +171,11 @@ class Launcher:
             _, plan = elementwise_plan(inputs, shape)
             kernel, per = self.kernel(p, plan)
             threads = cstyle.THREADS
-            launch = self.launches[key] = (shape, kernel, [shape] * len(p.outputs), [o.dtype.mx for o in p.outputs],
+            launch = self.launches[key] = (shape, plan.modes, kernel, [shape] * len(p.outputs),
+                                           [o.dtype.mx for o in p.outputs],
                                            (-(-size // (per * threads)) * threads, 1, 1), (threads, 1, 1))
-        shape, kernel, out_shapes, out_dtypes, grid, group = launch
-        args, _ = elementwise_plan(inputs, shape)
+        shape, modes, kernel, out_shapes, out_dtypes, grid, group = launch
+        args = [elementwise_view(x, m, shape) for x, m in zip(inputs, modes)]
         return kernel(inputs=args + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
                       threadgroup=group)
 
@@ -171,16 +191,17 @@ class Launcher:
             _, plan, threads = self.row_plan(inputs, shape)
             kernel, _ = self.kernel(p, plan)
             launch = self.launches[key] = (
-                shape, kernel, [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs],
+                shape, plan.modes, kernel, [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs],
                 [o.dtype.mx for o in p.outputs], (nrows * threads, 1, 1), (threads * plan.rows_per_group, 1, 1))
-        shape, kernel, out_shapes, out_dtypes, grid, group = launch
-        views = [row_mode(x, shape)[0] for x in inputs]
+        shape, modes, kernel, out_shapes, out_dtypes, grid, group = launch
+        views = [row_view(x, m, shape) for x, m in zip(inputs, modes)]
         return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
                       threadgroup=group)
 
     def row_plan(self, inputs: list, shape: tuple) -> tuple[list, Plan, int]:
         """How to launch rows of `shape`: the input views, the plan and threads per row."""
-        inputs, modes = zip(*[row_mode(x, shape) for x in inputs])
+        modes = [row_mode(x, shape) for x in inputs]
+        inputs = [row_view(x, m, shape) for x, m in zip(inputs, modes)]
         nrows = math.prod(shape[:-1])
         plan = Plan(tuple(modes), math.prod(shape) >= 2**31, shape[-1],
                     in_constant=tuple(x.size < METAL_CONSTANT_SIZE for x in inputs))

@@ -14,24 +14,8 @@ from typing import Optional, Sequence
 
 from .build import apply, cast
 from .node import LEAF_OPS, Node, toposort
-from .passes import optimize
+from .passes import optimize, per_row
 from .registry import OPS, cast_grad
-
-
-def per_row(roots: Sequence[Node]) -> dict[Node, bool]:
-    """For each node: True when its value is the same along the row (a reduction result, a
-    constant, a parameter or anything computed only from those)."""
-    out: dict[Node, bool] = {}
-    for n in toposort(roots):
-        if n.op == "input":
-            out[n] = False
-        elif n.op in LEAF_OPS:
-            out[n] = True
-        elif n.op != "cast" and OPS[n.op].reduction:
-            out[n] = True
-        else:
-            out[n] = all(out[a] for a in n.args)
-    return out
 
 
 def _differentiable(n: Node) -> bool:
@@ -70,19 +54,6 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
         for a, ga in zip(n.args, OPS[n.op].grad(n.args, n, g)):
             add(a, ga, over_row)
     return [adj.get(w) for w in wrt]
-
-
-def _row_of(n: Node, known: dict) -> bool:
-    """per_row for a node built during differentiation (memoised into `known`)."""
-    for m in toposort([n]):
-        if m not in known:
-            if m.op == "input":
-                known[m] = False
-            elif m.op in LEAF_OPS or (m.op != "cast" and OPS[m.op].reduction):
-                known[m] = True
-            else:
-                known[m] = all(known[a] for a in m.args)
-    return known[n]
 
 
 def jvp(outputs: Sequence[Node], tangents: dict[Node, Node]) -> list[Optional[Node]]:

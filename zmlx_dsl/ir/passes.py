@@ -87,16 +87,25 @@ def _simplify(n: Node) -> Node:
     return n
 
 
-class _Reductions:
-    """toposort's `stop`: do not enter reductions (their value is one per row)."""
-
-    def __contains__(self, n: Node) -> bool:
-        return n.op not in LEAF_OPS and n.op != "cast" and op_table()[n.op].reduction
+def per_row(roots: Sequence[Node]) -> dict[Node, bool]:
+    """For each node: True when its value is the same along the row (a reduction result, a
+    constant, a parameter or anything computed only from those)."""
+    out: dict[Node, bool] = {}
+    for n in toposort(roots):
+        if n.op == "input":
+            out[n] = False
+        elif n.op in LEAF_OPS:
+            out[n] = True
+        elif n.op != "cast" and op_table()[n.op].reduction:
+            out[n] = True
+        else:
+            out[n] = all(out[a] for a in n.args)
+    return out
 
 
 def _uniform(n: Node) -> bool:
     """Whether n is one value per row: no array input reaches it except through a reduction."""
-    return not any(m.op == "input" for m in toposort([n], stop=_Reductions()))
+    return per_row([n])[n]
 
 
 def _inputs(n: Node) -> set:
