@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
-from conftest import assert_close, assert_same, kernel_of, rand, skip_if_traced, to_numpy
+from conftest import assert_close, assert_same, kernel_of, rand, random_like, skip_if_traced, to_numpy
 
 THIS = sys.modules[__name__]
 
@@ -209,6 +209,12 @@ def test_augmented_assignment_in_a_helper_updates_the_callers_arrays(backend, rn
     assert_close(k(x, y), want)
     xs, ys = to_numpy(x), to_numpy(y) + 1
     assert_close(want, mx.array((xs * ys * 2 + ys - xs).astype(np.float32)))
+    # gradients: mx.vjp of the body (its in-place update traced on copies) = through the kernel
+    ct = random_like(want, np.random.default_rng(3))
+    got_g = mx.vjp(k, [x, y], [ct])[1]
+    want_g = mx.vjp(lambda a, b: aug_through_helper(a + 0, b + 0), [x, y], [ct])[1]
+    for g, h in zip(got_g, want_g):
+        assert_close(g, h)
 
 
 def make_scaler(c):
