@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -42,6 +42,34 @@ class Plan:
     rowsize: int = 0                  # row kernels: the row length D
     rows_per_group: int = 1           # row kernels of one simdgroup per row: rows sharing a threadgroup
     in_constant: tuple[bool, ...] = ()  # per input: MLX passes it in Metal's constant space (< 8 elements)
+
+
+ATOM = 9  # the precedence of a name, literal, call or subscript: never bracketed
+
+
+class Expr(str):
+    """The C text of a value with the precedence of its outermost operator (ATOM when atomic), so
+    every consumer brackets it by the same rule however many levels it passes through."""
+
+    def __new__(cls, text: str, prec: float = ATOM) -> "Expr":
+        e = super().__new__(cls, text)
+        e.prec = prec
+        return e
+
+
+@dataclass
+class RenderState:
+    """What one render accumulates: the helper functions its ops use and its temporaries' counter
+    (per render, so kernels rendered from several threads get the same text)."""
+
+    helpers: set[str] = field(default_factory=set)
+    temps: int = 0
+
+    def temp(self, stem: str) -> str:
+        """A fresh temporary name `<stem>_<n>`."""
+        name = f"{stem}_{self.temps}"
+        self.temps += 1
+        return name
 
 
 class CStyle:
@@ -90,56 +118,55 @@ class CStyle:
     def cast(self, text: str, src: dt.DType, d: dt.DType) -> str:
         return f"{self.ctype(d)}({text})"
 
-    _temps = [0]
-
     def render_values(self, roots: list[Node], names: dict[Node, str], lines: list[str], indent: str,
-                      helpers: set[str], prefix: str = "", name_roots: bool = False) -> dict[Node, str]:
-        """Emit statements computing roots; returns node -> C expression. Values used once are
-        inlined into their consumer; shared ones (and roots, with name_roots) get a `const` temporary."""
+                      state: "RenderState", prefix: str = "", name_roots: bool = False) -> dict[Node, "Expr"]:
+        """Emit statements computing roots; returns node -> C expression (an `Expr`, which carries
+        its precedence, so a caller may pass it back in `names` and it is bracketed where needed).
+        Values used once are inlined into their consumer; shared ones (and roots, with name_roots)
+        get a `const` temporary. Plain strings in `names` are atomic (names, element reads)."""
         order = [n for n in toposort(roots, stop=names) if n not in names]
         uses: dict[Node, int] = {}
         for n in order:
             for a in n.args:
                 uses[a] = uses.get(a, 0) + 1
-        expr: dict[Node, tuple[str, float]] = {n: (v, 9) for n, v in names.items()}
-        counter = self._temps  # per kernel: temporaries of separate calls never clash
+        expr: dict[Node, Expr] = {n: v if isinstance(v, Expr) else Expr(v) for n, v in names.items()}
         for n in order:
             if n.op == "const":
-                expr[n] = (self.literal(n), 9)
+                expr[n] = Expr(self.literal(n))
                 continue
             if n.op in LEAF_OPS:
                 raise KeyError(f"unbound leaf {n}")
-            text, prec = self._op_text(n, expr, helpers)
+            text = self._op_text(n, expr, state)
             if uses.get(n, 0) > 1 or len(text) > 72 or (name_roots and n in roots):
-                name = f"{prefix}{_short(n.op)}_{counter[0]}"  # `log_10`: `log10` is a C function
-                counter[0] += 1
+                name = state.temp(f"{prefix}{_short(n.op)}")  # `log_10`: `log10` is a C function
                 lines.append(f"{indent}const {self.ctype(n.dtype)} {name} = {text};")
-                expr[n] = (name, 9)
+                expr[n] = Expr(name)
             else:
-                expr[n] = (text, prec)
-        return {n: expr[n][0] for n in expr}
+                expr[n] = text
+        return expr
 
-    def _op_text(self, n: Node, expr: dict, helpers: set[str]) -> tuple[str, float]:
+    def _op_text(self, n: Node, expr: dict[Node, "Expr"], state: "RenderState") -> "Expr":
         if n.op == "cast":
-            return self.cast(expr[n.args[0]][0], n.args[0].dtype, n.dtype), 9
+            return Expr(self.cast(expr[n.args[0]], n.args[0].dtype, n.dtype))
         op = OPS[n.op]
         operand_kind = n.args[0].dtype.kind if n.op != "where" else n.dtype.kind
         template = op.spelling(self.backend, operand_kind)
         if template is None:
             raise NotImplementedError(f"op {n.op} has no C spelling")
-        helpers.update(h.name for h in HELPERS.values() if h.name in template)
+        state.helpers.update(h.name for h in HELPERS.values() if h.name in template)
         parts = []
         for i, a in enumerate(n.args):
-            text, aprec = expr[a]
+            text = expr[a]
+            aprec = text.prec
             repeated = template.count("{%d}" % i) > 1
-            needs = op.prec and aprec != 9 and (aprec < op.prec or (aprec == op.prec and i > 0)
-                                                 or op.prec >= 6)
-            if repeated and aprec != 9:
+            needs = op.prec and aprec != ATOM and (aprec < op.prec or (aprec == op.prec and i > 0)
+                                                   or op.prec >= 6)
+            if repeated and aprec != ATOM:
                 needs = True
-            if not op.prec and aprec != 9 and not _bare_argument(template, i):
+            if not op.prec and aprec != ATOM and not _bare_argument(template, i):
                 needs = True  # an operand of an infix expression inside a call, e.g. floor({0} / {1})
             parts.append(f"({text})" if needs else text)
-        return template.format(*parts), (op.prec or 9)
+        return Expr(template.format(*parts), op.prec or ATOM)
 
     def helper_text(self, names: set[str]) -> str:
         out, done = [], set()
@@ -157,14 +184,14 @@ class CStyle:
 
     # ---- the per-element body function ---------------------------------------------------
     def body_function(self, fname: str, params: list[tuple[Node, str]], outputs: list[Node],
-                      helpers: set[str]) -> str:
+                      state: RenderState) -> str:
         """`<fname>(inputs..., outputs&...)`: the program for one element (or one row element)."""
         sig = [f"const {self.ctype(n.dtype)} {name}" for n, name in params]
         sig += [f"{self.thread_ref} {self.ctype(o.dtype)}& out{k}".strip().replace("  ", " ")
                 for k, o in enumerate(outputs)]
         lines: list[str] = []
         names = {n: name for n, name in params}
-        vals = self.render_values(outputs, names, lines, "  ", helpers)
+        vals = self.render_values(outputs, names, lines, "  ", state)
         for k, o in enumerate(outputs):
             lines.append(f"  out{k} = {vals[o]};")
         head = f"{self.fn_qual} void {fname}(" + ", ".join(sig) + ") {"
@@ -178,12 +205,11 @@ class CStyle:
         row-contiguous (checked at run time from their strides), each thread moves
         ELEMENTWISE_VECTORS vectors with 16-byte accesses; otherwise it indexes through the strides.
         The third value is the number of elements one thread covers."""
-        helpers: set[str] = set()
-        self._temps = [0]
+        state = RenderState()
         leaves = list(p.inputs) + list(p.params)
         params = [(n, n.arg) for n in leaves]
         fname = f"{p.kernel_name}_body"
-        body_fn = self.body_function(fname, params, list(p.outputs), helpers)
+        body_fn = self.body_function(fname, params, list(p.outputs), state)
         mode = dict(zip(p.inputs, plan.modes))
         arrays = [x for x in p.inputs if mode[x] != "scalar"]
         full = [x for x in arrays if mode[x] == "full"]
@@ -274,7 +300,7 @@ class CStyle:
         L.append("      }")
         L.append("    }")
         L.append("  }")
-        header = "\n".join(x for x in (self.common_header(), self.helper_text(helpers), body_fn) if x)
+        header = "\n".join(x for x in (self.common_header(), self.helper_text(state.helpers), body_fn) if x)
         return header + "\n", "\n".join(L) + "\n", per * V
 
     def space(self, plan: Plan, i: int) -> str:
@@ -345,8 +371,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         vec = self.row_vector(p, plan)
         NV = D // vec
         KV = -(-NV // threads)
-        helpers: set[str] = set()
-        self._temps = [0]
+        state = RenderState()
         rows = per_row(p.outputs)
         reductions = [n for n in toposort(p.outputs) if n.op != "cast" and n.op in OPS and OPS[n.op].reduction]
         level: dict[Node, int] = {}
@@ -416,7 +441,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             frontier = {a: None for n in toposort(targets, stop=names) if not rows.get(n, True)
                         for a in n.args if rows.get(a) and a.op not in LEAF_OPS and a not in names}
             if frontier:
-                names.update(self.render_values(list(frontier), names, L, "  ", helpers, prefix="row_",
+                names.update(self.render_values(list(frontier), names, L, "  ", state, prefix="row_",
                                                 name_roots=True))
             local = dict(names)
             if cached:
@@ -436,7 +461,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             if before:
                 before("      ")
             L.append(f"      for (int j = 0; j < {vec}; ++j) {{")
-            vals = self.render_values(targets, local, L, "        ", helpers)
+            vals = self.render_values(targets, local, L, "        ", state)
             emit_tail(vals, "        ")
             L.append("      }")
             if after:
@@ -455,7 +480,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                         for a in n.args if rows.get(a) and a.op not in LEAF_OPS and a not in names}
             before = [v for v in [init, *[o for o in operands if rows[o]], *frontier] if v not in names]
             if before:  # per-row values the loop needs: computed (by every thread) before it
-                names.update(self.render_values(before, names, L, "  ", helpers, prefix="row_", name_roots=True))
+                names.update(self.render_values(before, names, L, "  ", state, prefix="row_", name_roots=True))
             ct = self.ctype(r.dtype)
             slot = "0" if plan.rows_per_group == 1 else f"{self.local_id} / 32"
             L.append(f"  {self.shared} {ct} zmlx_{name}[{plan.rows_per_group}];")
@@ -465,10 +490,10 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             local = dict(names)
             for x in elem_inputs:
                 local[x] = f"{x.arg}[{'row * D + ' if x in full else ''}zmlx_i]"
-            vals = self.render_values(elem, local, L, "      ", helpers, name_roots=True) if elem else local
+            vals = self.render_values(elem, local, L, "      ", state, name_roots=True) if elem else local
             bind = {lam.params[0]: f"zmlx_{name}_acc"}
             bind.update({q: vals[o] for q, o in zip(lam.params[1:], operands)})
-            step = self.render_values([lam.body], bind, L, "      ", helpers)
+            step = self.render_values([lam.body], bind, L, "      ", state)
             L.append(f"      zmlx_{name}_acc = {step[lam.body]};")
             L.append("    }")
             L.append(f"    zmlx_{name}[{slot}] = zmlx_{name}_acc;")
@@ -488,7 +513,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
 
             def tail(vals, ind, group=group, accs=accs):
                 for r in group:
-                    L.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]], helpers)};")
+                    L.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]], state)};")
             if group:
                 element_loop([r.args[0] for r in group], tail)
             for r in group:
@@ -499,7 +524,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         row_outputs = [(k, o) for k, o in enumerate(p.outputs) if rows[o]]
         elem_outputs = [(k, o) for k, o in enumerate(p.outputs) if not rows[o]]
         if row_outputs:
-            vals = self.render_values([o for _, o in row_outputs], names, L, "  ", helpers, prefix="row_")
+            vals = self.render_values([o for _, o in row_outputs], names, L, "  ", state, prefix="row_")
             L.append("  if (lid == 0) {")
             for k, o in row_outputs:
                 L.append(f"    {self.out_name(k)}[row] = {vals[o]};")
@@ -526,7 +551,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                         L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
             element_loop([o for _, o in elem_outputs], store, declare, write)
         header = "\n".join(x for x in (self.vec_struct, self.simd_helpers.format(q=self.fn_qual),
-                                         self.helper_text(helpers)) if x)
+                                         self.helper_text(state.helpers)) if x)
         return header + "\n", "\n".join(L) + "\n"
 
     def identity(self, r: Node) -> str:
@@ -541,15 +566,13 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
             return "0u" if r.dtype.kind == "u" else f"(-{self.literal(const(top, r.dtype))} - 1)"
         return self.literal(const(value, r.dtype))
 
-    def combine(self, r: Node, acc: str, v: str, helpers: set[str]) -> str:
+    def combine(self, r: Node, acc: str, v: Expr, state: RenderState) -> str:
         """acc combined with v (the text of r's operand) by reduction r, in the registry's
         spelling: a call, or `{0} + {1}`, where v binding looser than `+` is parenthesised
         (so `acc + (x > 0.0f)` keeps its meaning)."""
         template = OPS[r.op].spelling(self.backend, r.dtype.kind)
-        helpers.update(h.name for h in HELPERS.values() if h.name in template)
-        x = r.args[0]
-        prec = 9 if x.op in LEAF_OPS or x.op == "cast" or re.fullmatch(r"[\w.\[\]]+", v) else OPS[x.op].prec or 9
-        if not _bare_argument(template, 1) and prec <= OPS["add"].prec:
+        state.helpers.update(h.name for h in HELPERS.values() if h.name in template)
+        if not _bare_argument(template, 1) and v.prec <= OPS["add"].prec:
             v = f"({v})"
         return template.format(acc, v)
 
