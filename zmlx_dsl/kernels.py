@@ -14,11 +14,11 @@ import mlx.core as mx
 import numpy as np
 
 from . import backend as backends
-from .frontend.errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
+from .frontend.errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
 from .frontend.python import Parser, Weak, source_of
 from .ir import dtypes as dt
 from .ir.autodiff import per_row
-from .ir.node import Node
+from .ir.node import Node, toposort
 from .ir.passes import optimize, widen
 from .ir.program import Program
 from .runtime import Compiled
@@ -27,12 +27,24 @@ _SCALARS = (bool, int, float)
 _DTYPE = operator.attrgetter("dtype")
 
 
+def _param_ranges(p: Program) -> dict:
+    """Per integer parameter, the values it can take without wrapping: those of its own type and
+    of every integer type the program converts it to (MLX raises an overflow error there)."""
+    ranges = {q: q.dtype.limits for q in p.params if q.dtype.is_int}
+    for n in toposort(p.outputs):
+        if n.op == "cast" and n.args[0] in ranges and n.dtype.is_int:
+            lo, hi = ranges[n.args[0]]
+            ranges[n.args[0]] = (max(lo, n.dtype.limits[0]), min(hi, n.dtype.limits[1]))
+    return ranges
+
+
 class _Entry:
     """One compiled signature: the program, its compiled forms per backend, and how to call it."""
 
     def __init__(self, program: Program, slots: list, is_tuple: bool, row_flags: list, baked: list) -> None:
         self.program = program
-        self.slots = slots              # per positional argument: ("array", i) or ("param", dtype)
+        self.slots = slots              # per positional argument: ("array", i) or
+        #                                 ("param", dtype, (lo, hi) of an integer, else None)
         self.is_tuple = is_tuple
         self.row_flags = row_flags      # per output: True when it holds one value per row
         self.baked = baked
@@ -126,8 +138,17 @@ class Kernel:
             if slot[0] == "array":
                 arrays.append(a)
             else:
+                if slot[2] is not None and not slot[2][0] <= a <= slot[2][1]:
+                    self._overflow(a, slot, entry)
                 params.append(mx.array(a, dtype=slot[1].mx))
         return arrays, params
+
+    def _overflow(self, value: int, slot: tuple, entry: _Entry) -> None:
+        pname = self.positional[entry.slots.index(slot)]
+        lo, hi = slot[2]
+        raise ZMLXValueError(f"{self.name}(): argument '{pname}' = {value} does not fit the integer type "
+                             f"it takes in the kernel ({lo} to {hi}; MLX raises 'Converting {value} ... "
+                             "would result in overflow'); pass a value in that range, or an mx.array of the type you mean")
 
     def _check_shapes(self, arrays: list) -> None:
         """Raise ZMLXShapeError when the array arguments do not broadcast together (checked only
@@ -182,7 +203,7 @@ class Kernel:
                 values.append(n)
             elif isinstance(a, _SCALARS):
                 n = Node("param", (), dt.weak_kind(a), pname)
-                slots.append(("param", n.dtype))
+                slots.append(("param", n.dtype, n))
                 params.append(n)
                 values.append(Weak(n))
             else:
@@ -211,6 +232,8 @@ class Kernel:
                                   src.loc(src.fdef))
         kind = "elementwise" if self.kind == "elementwise" else "row"
         program = Program(self.name, kind, tuple(inputs), tuple(params), tuple(outs))
+        ranges = _param_ranges(program)
+        slots = [s if s[0] == "array" else s[:2] + (ranges.get(s[2]),) for s in slots]
         return _Entry(program, slots, body.is_tuple, flags, body.baked)
 
     # ---- inspection ----------------------------------------------------------------------

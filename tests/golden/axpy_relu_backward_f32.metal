@@ -15,11 +15,12 @@ template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shap
   return true;
 }
 
-template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> inline long zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  long loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += long(index % I(shape[d])) * long(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -31,7 +32,7 @@ inline void axpy_relu_vjp_871b11eb914e_body(const float x, const float y, const 
   out1 = sel_0 * x;
   out2 = sel_0 * alpha;
 }
-[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_2c4c79f8_float_float_floatc_float_floatc_float_float_float(
+[[kernel]] void custom_kernel_axpy_relu_vjp_871b11eb914e_2d955bf3_float_float_floatc_float_floatc_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

@@ -15,11 +15,12 @@ template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shap
   return true;
 }
 
-template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> inline long zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  long loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += long(index % I(shape[d])) * long(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -45,11 +46,11 @@ inline float zmlx_erf(float x) {
   return clamped * p / q;
 }
 
-inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
+inline void gelu_d3f69c98a9fd_body(const half x, thread half& out0) {
   const float cast_0 = float(x);
-  out0 = half(0.5f * cast_0 * (1.0f + zmlx_erf(cast_0 / 1.4142135381698608f)));
+  out0 = half(0.5f * cast_0 * (1.0f + zmlx_erf(cast_0 / 1.4140625f)));
 }
-[[kernel]] void custom_kernel_gelu_881c3db2486b_0c532403_float16_t_float16_t(
+[[kernel]] void custom_kernel_gelu_d3f69c98a9fd_a90f495d_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
@@ -70,7 +71,7 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
       vec<half, 4> res0_v;
       for (int k = 0; k < 4; ++k) {
         half res0;
-        gelu_881c3db2486b_body(x_v[c][k], res0);
+        gelu_d3f69c98a9fd_body(x_v[c][k], res0);
         res0_v[k] = res0;
       }
       *(device vec<half, 4>*)(out0 + first + (c / 2) * 2048 + (c % 2) * 4) = res0_v;
@@ -80,7 +81,7 @@ inline void gelu_881c3db2486b_body(const half x, thread half& out0) {
       const uint base = first + c * 2048;
       for (uint i = base; i < n && i < base + 8; ++i) {
         half res0;
-        gelu_881c3db2486b_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);
+        gelu_d3f69c98a9fd_body(x[contiguous ? i : zmlx_loc(i, x_shape, x_strides, x_ndim)], res0);
         out0[i] = res0;
       }
     }

@@ -15,11 +15,12 @@ template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shap
   return true;
 }
 
-template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> inline long zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  long loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += long(index % I(shape[d])) * long(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -28,7 +29,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void masked_scale_dd7d96505b90_body(const int a, const bool m, thread int& out0) {
   out0 = m ? a * 3 : -a;
 }
-[[kernel]] void custom_kernel_masked_scale_dd7d96505b90_91969f8f_int32_t_bool_int32_t(
+[[kernel]] void custom_kernel_masked_scale_dd7d96505b90_7390ce8a_int32_t_bool_int32_t(
   const device int32_t* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],

@@ -15,11 +15,12 @@ template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shap
   return true;
 }
 
-template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> inline long zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  long loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += long(index % I(shape[d])) * long(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -28,7 +29,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void mixed_types_c58a70ead368_body(const int a, const bool m, const half h, const bfloat16_t b, thread float& out0) {
   out0 = m ? float(a) * float(h) : float(b);
 }
-[[kernel]] void custom_kernel_mixed_types_c58a70ead368_71964ae1_int32_t_bool_float16_t_bfloat16_t_float(
+[[kernel]] void custom_kernel_mixed_types_c58a70ead368_597dbc69_int32_t_bool_float16_t_bfloat16_t_float(
   const device int32_t* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],

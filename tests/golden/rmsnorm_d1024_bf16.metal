@@ -7,7 +7,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
 inline float zmlx_simd_max(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
 inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 
-[[kernel]] void custom_kernel_rmsnorm_0093c852654a_8589e668_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
+[[kernel]] void custom_kernel_rmsnorm_0093c852654a_01273237_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const device bfloat16_t* w [[buffer(1)]],
   const constant float* eps [[buffer(2)]],
@@ -16,11 +16,11 @@ inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // rmsnorm: one row of 1024 per threadgroup of 64, vectors of 8, row held in registers (16 per thread)
   constexpr int D = 1024;
-  const uint row = threadgroup_position_in_grid.x;
   const uint lid = thread_position_in_threadgroup.x;
   const uint lane = lid % 32;
   const uint warp = lid / 32;
   threadgroup float zmlx_scratch[32];
+  const uint row = threadgroup_position_in_grid.x;
   zmlx_vec<bfloat16_t, 8> x_r[2];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 64;

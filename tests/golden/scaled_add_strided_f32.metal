@@ -15,11 +15,12 @@ template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shap
   return true;
 }
 
-template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> inline long zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  long loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += long(index % I(shape[d])) * long(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -28,7 +29,7 @@ template <typename I, typename S, typename St> inline I zmlx_loc(I index, const 
 inline void scaled_add_78d8d49cb1c6_body(const float a, const float b, thread float& out0) {
   out0 = a * 2.0f + b;
 }
-[[kernel]] void custom_kernel_scaled_add_78d8d49cb1c6_88583971_float_float_float(
+[[kernel]] void custom_kernel_scaled_add_78d8d49cb1c6_e00e4cc2_float_float_float(
   const device float* a [[buffer(0)]],
   const constant int* a_shape [[buffer(1)]],
   const constant int64_t* a_strides [[buffer(2)]],

@@ -26,11 +26,12 @@ template <typename S, typename St> __device__ inline bool zmlx_row_contiguous(co
   return true;
 }
 
-template <typename I, typename S, typename St> __device__ inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> __device__ inline int64_t zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  int64_t loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += int64_t(index % I(shape[d])) * int64_t(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -50,7 +51,7 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void silu_4a6e4a0b2b4e_32f016ec(
+__global__ void silu_4a6e4a0b2b4e_b91e07db(
     const float* x,
     const __grid_constant__ Shape x_shape,
     const __grid_constant__ Strides x_strides,

@@ -15,11 +15,12 @@ template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shap
   return true;
 }
 
-template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> inline long zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  long loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += long(index % I(shape[d])) * long(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -35,7 +36,7 @@ inline float zmlx_sigmoid(float x) {
 inline void silu_4a6e4a0b2b4e_body(const float x, thread float& out0) {
   out0 = x * zmlx_sigmoid(x);
 }
-[[kernel]] void custom_kernel_silu_4a6e4a0b2b4e_4a56de65_float_float(
+[[kernel]] void custom_kernel_silu_4a6e4a0b2b4e_5802487b_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_vjp_8bb24e80e80c_275ca275_float_float_float(
+[[kernel]] void custom_kernel_softmax_vjp_8bb24e80e80c_e747a04f_float_float_float(
   const device float* x [[buffer(0)]],
   const device float* cotan0 [[buffer(1)]],
   device float* out0 [[buffer(2)]],
@@ -20,11 +20,11 @@ inline float zmlx_fmax(float a, float b) {
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // softmax_vjp: one row of 1000 per threadgroup of 128, vectors of 4, row held in registers (8 per thread)
   constexpr int D = 1000;
-  const uint row = threadgroup_position_in_grid.x;
   const uint lid = thread_position_in_threadgroup.x;
   const uint lane = lid % 32;
   const uint warp = lid / 32;
   threadgroup float zmlx_scratch[32];
+  const uint row = threadgroup_position_in_grid.x;
   zmlx_vec<float, 4> x_r[2];
   zmlx_vec<float, 4> cotan0_r[2];
   for (int k = 0; k < 2; ++k) {

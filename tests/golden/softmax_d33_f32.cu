@@ -48,13 +48,13 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void softmax_3b358ff77199_3b26196c(
+__global__ void softmax_3b358ff77199_36aa0908(
     const float* x,
     float* out0) {
   // softmax: one row of 33 per threadgroup of 32, vectors of 1, row held in registers (2 per thread)
   constexpr int D = 33;
-  const uint32_t row = blockIdx.x;
   const uint32_t lid = threadIdx.x;
+  const uint32_t row = blockIdx.x;
   zmlx_vec<float, 1> x_r[2];
   for (int k = 0; k < 2; ++k) {
     const uint32_t v = lid + k * 32;

@@ -12,15 +12,15 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_3b358ff77199_3b86c555_float_float(
+[[kernel]] void custom_kernel_softmax_3b358ff77199_963aac13_float_float(
   const device float* x [[buffer(0)]],
   device float* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // softmax: one row of 33 per threadgroup of 32, vectors of 1, row held in registers (2 per thread)
   constexpr int D = 33;
-  const uint row = threadgroup_position_in_grid.x;
   const uint lid = thread_position_in_threadgroup.x;
+  const uint row = threadgroup_position_in_grid.x;
   zmlx_vec<float, 1> x_r[2];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 32;

@@ -12,18 +12,18 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_304dab7198bb_41dd9237_float16_t_float16_t(
+[[kernel]] void custom_kernel_softmax_304dab7198bb_609674c9_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   device float16_t* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
   uint3 threadgroup_position_in_grid [[threadgroup_position_in_grid]]) {
   // softmax: one row of 4096 per threadgroup of 256, vectors of 8, row held in registers (16 per thread)
   constexpr int D = 4096;
-  const uint row = threadgroup_position_in_grid.x;
   const uint lid = thread_position_in_threadgroup.x;
   const uint lane = lid % 32;
   const uint warp = lid / 32;
   threadgroup float zmlx_scratch[32];
+  const uint row = threadgroup_position_in_grid.x;
   zmlx_vec<half, 8> x_r[2];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 256;

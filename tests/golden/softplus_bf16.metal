@@ -15,11 +15,12 @@ template <typename S, typename St> inline bool zmlx_row_contiguous(const S& shap
   return true;
 }
 
-template <typename I, typename S, typename St> inline I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> inline long zmlx_loc(I index, const S& shape, const St& strides, int ndim) {
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  long loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += long(index % I(shape[d])) * long(strides[d]);
     index /= I(shape[d]);
   }
   return loc;
@@ -44,7 +45,7 @@ inline float zmlx_logaddexp(float a, float b) {
 inline void softplus_d20c5d97f71e_body(const bfloat16_t x, thread bfloat16_t& out0) {
   out0 = bfloat16_t(zmlx_logaddexp(float(x), 0.0f));
 }
-[[kernel]] void custom_kernel_softplus_d20c5d97f71e_b1074db1_bfloat16_t_bfloat16_t(
+[[kernel]] void custom_kernel_softplus_d20c5d97f71e_a0bd5648_bfloat16_t_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],

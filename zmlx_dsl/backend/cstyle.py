@@ -26,6 +26,9 @@ from ..ir.registry import HELPERS, OPS, helper_deps
 THREADS = 256
 VECTOR_BYTES = 16
 ELEMENTWISE_VECTORS = 2
+# The most threads one launch may have: MLX's grid is a signed 32-bit int (Metal) and CUDA's
+# block count comes from it. Larger launches loop over their work (Plan.grid_stride).
+MAX_GRID_THREADS = 2**31 - 1
 # Row kernels: a row is held in registers when each thread needs at most this many elements.
 MAX_REGISTER_ELEMENTS = 32
 
@@ -41,9 +44,11 @@ class Plan:
     wide_index: bool                  # 64-bit indexing (an array has >= 2**31 elements)
     rowsize: int = 0                  # row kernels: the row length D
     rows_per_group: int = 1           # row kernels of one simdgroup per row: rows sharing a threadgroup
+    grid_stride: bool = False         # more groups than one grid launches: each loops over its share
     in_constant: tuple[bool, ...] = ()  # per input: MLX passes it in Metal's constant space (< 8 elements)
 
 
+SIMD64 = "zmlx_simd64"  # a row kernel reduces 64-bit values (see CStyle.simd64_helpers)
 ATOM = 9  # the precedence of a name, literal, call or subscript: never bracketed
 
 
@@ -87,8 +92,9 @@ class CStyle:
     global_id: str                  # thread index expressions
     group_id: str
     local_id: str
-    group_size: str
-    simd_helpers = ""
+    group_count: str                # groups in the grid
+    simd_helpers = ""               # zmlx_simd_<reduction> for the types collectives take natively
+    simd64_helpers = ""             # and for 64-bit integers, where the backend needs more
     uint = "uint"                   # 32-bit unsigned index type
     vector_struct = False           # fast path through an aligned 16-byte struct (else scalar accesses)
 
@@ -106,12 +112,13 @@ class CStyle:
             return "true" if v else "false"
         if d.is_int:
             return f"{v}" + ("u" if d.kind == "u" else "") + ("l" if d.bits == 64 else "")
+        v = dt.round_float(v, dt.float32)  # the text is a float literal (narrow types cast it)
         if np.isnan(v):
             text = "NAN"
         elif np.isinf(v):
             text = "INFINITY" if v > 0 else "-INFINITY"
         else:
-            text = repr(float(np.float32(v)))
+            text = repr(v)
             text = (text if ("." in text or "e" in text) else text + ".0") + "f"
         return text if d == dt.float32 else f"{self.ctype(d)}({text})"
 
@@ -227,10 +234,15 @@ class CStyle:
             elif mode[x] == "prefix":
                 L.append(f"  const {idx} {x.arg}_run = n / zmlx_numel({x.arg}_shape, {x.arg}_ndim);")
         step = THREADS * per  # elements between a thread's consecutive vectors
-        L += ["  const bool contiguous = " + " && ".join(
-                  f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";",
-              f"  const {idx} first = {self.index(self.group_id, idx)} * {V * step} + "
-              f"{self.index(self.local_id, idx)} * {per};"]
+        L.append("  const bool contiguous = " + " && ".join(
+            f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";")
+        top, L = L, []
+        block = self.index(self.group_id, idx)
+        if plan.grid_stride:  # more blocks than one grid holds: each group loops over blocks
+            top.append(f"  for ({idx} block = {block}; block * {V * step} < n; "
+                       f"block += {self.index(self.group_count, idx)}) {{")
+            block = "block"
+        L.append(f"  const {idx} first = {block} * {V * step} + {self.index(self.local_id, idx)} * {per};")
         scalar_reads = {x: f"{x.arg}[0]" for x in p.inputs if mode[x] == "scalar"}
         scalar_reads.update({q: f"{q.arg}[0]" for q in p.params})
         dev = f"{self.device_ptr} " if self.device_ptr else ""
@@ -300,6 +312,7 @@ class CStyle:
         L.append("      }")
         L.append("    }")
         L.append("  }")
+        L = top + (["  " + line for line in L] + ["  }"] if plan.grid_stride else L)
         header = "\n".join(x for x in (self.common_header(), self.helper_text(state.helpers), body_fn) if x)
         return header + "\n", "\n".join(L) + "\n", per * V
 
@@ -319,7 +332,7 @@ class CStyle:
     vec_struct = "template <typename T, int N> struct alignas(sizeof(T) * N) zmlx_vec { T v[N]; };\n"
 
     def common_header(self) -> str:
-        q = self.fn_qual
+        q, off = self.fn_qual, self.ctype(dt.int64)
         return self.vec_struct + f"""
 template <typename S> {q} size_t zmlx_numel(const S& shape, int ndim) {{
   size_t n = 1;
@@ -336,11 +349,12 @@ template <typename S, typename St> {q} bool zmlx_row_contiguous(const S& shape, 
   return true;
 }}
 
-template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& shape, const St& strides, int ndim) {{
-  // memory offset of the index-th element in row-major order, through arbitrary strides
-  I loc = 0;
+template <typename I, typename S, typename St> {q} {off} zmlx_loc(I index, const S& shape, const St& strides, int ndim) {{
+  // memory offset of the index-th element in row-major order, through arbitrary strides: signed
+  // (a stride may be negative) and 64-bit (a view may span more storage than it has elements)
+  {off} loc = 0;
   for (int d = ndim - 1; d >= 0; --d) {{
-    loc += (index % I(shape[d])) * I(strides[d]);
+    loc += {off}(index % I(shape[d])) * {off}(strides[d]);
     index /= I(shape[d]);
   }}
   return loc;
@@ -360,6 +374,15 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         """Threads per row: about two vectors each, a power of two between 32 and 1024."""
         want = max(1, -(-plan.rowsize // (2 * self.row_vector(p, plan))))
         return min(1024, max(32, 1 << (want - 1).bit_length()))
+
+    def row_count(self, p: Program, plan: Plan, idx: str, R: int) -> list[str]:
+        """Lines declaring `ngroups`, the row count over R, from the shape of an input that has a
+        value per row (a full row or one per row: a kernel of shared rows only has one row)."""
+        x, mode = next((x, m) for x, m in zip(p.inputs, plan.modes) if m in ("full", "per_row"))
+        last = f"{x.arg}_ndim - 1" if mode == "full" else f"{x.arg}_ndim"
+        return [f"  {idx} nrows = 1;",
+                f"  for (int d = 0; d < {last}; ++d) nrows *= {x.arg}_shape[d];",
+                f"  const {idx} ngroups = nrows / {R};"]
 
     def row(self, p: Program, plan: Plan) -> tuple[str, str]:
         """(header, body) of a row kernel: one threadgroup per row (rows contiguous on the last
@@ -386,19 +409,27 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
         idx = "size_t" if plan.wide_index else self.uint
         u = self.uint
-        L = [f"  // {p.name}: one row of {D} per threadgroup of {threads}, vectors of {vec}, "
-             + (f"row held in registers ({KV * vec} per thread)" if cached else "row re-read per pass"),
-             f"  constexpr int D = {D};",
-             f"  const {idx} row = {self.index(self.group_id, idx)};",
-             f"  const {u} lid = {self.local_id};"]
-        if plan.rows_per_group > 1:  # short rows: one simdgroup per row, several rows per group
-            R = plan.rows_per_group
-            L[-2:] = [f"  const {idx} row = {self.index(self.group_id, idx)} * {R} + {self.local_id} / 32;",
-                      f"  const {u} lid = {self.local_id} % 32;"]
-        if threads > 32:  # several simdgroups: partial results meet in shared memory
-            L += [f"  const {u} lane = lid % 32;",
-                  f"  const {u} warp = lid / 32;",
-                  f"  {self.shared} float zmlx_scratch[32];"]
+        R = plan.rows_per_group  # > 1 for short rows: one simdgroup per row, several rows per group
+        # `top`: what the kernel declares once (shared memory included, which Metal wants at
+        # function scope); `L`: the work for one row (looped over rows when the grid strides)
+        top = [f"  // {p.name}: one row of {D} per threadgroup of {threads}, vectors of {vec}, "
+               + (f"row held in registers ({KV * vec} per thread)" if cached else "row re-read per pass"),
+               f"  constexpr int D = {D};",
+               f"  const {u} lid = {self.local_id}{' % 32' if R > 1 else ''};"]
+        if threads > 32:  # several simdgroups: partial results meet in shared memory, in their own type
+            top += [f"  const {u} lane = lid % 32;",
+                    f"  const {u} warp = lid / 32;"]
+            for d in sorted({r.dtype for r in reductions if r.op != "fold"}, key=lambda d: d.name):
+                top.append(f"  {self.shared} {self.ctype(d)} {_scratch(d)}[32];")
+        group = self.index(self.group_id, idx)
+        if plan.grid_stride:  # more rows than the grid can hold: each group loops over rows
+            group = "group"
+            top += self.row_count(p, plan, idx, R)
+            top.append(f"  for ({idx} group = {self.index(self.group_id, idx)}; group < ngroups; "
+                       f"group += {self.index(self.group_count, idx)}) {{")
+        L = [f"  const {idx} row = {group}" + (f" * {R} + {self.local_id} / 32;" if R > 1 else ";")]
+        if any(r.dtype.bits == 64 for r in reductions):
+            state.helpers.add(SIMD64)
         names: dict[Node, str] = {q: f"{q.arg}[0]" for q in p.params}
         names[Node("rowsize", (), dt.int32)] = "D"
         elem_inputs, offset = [], {}
@@ -483,7 +514,7 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                 names.update(self.render_values(before, names, L, "  ", state, prefix="row_", name_roots=True))
             ct = self.ctype(r.dtype)
             slot = "0" if plan.rows_per_group == 1 else f"{self.local_id} / 32"
-            L.append(f"  {self.shared} {ct} zmlx_{name}[{plan.rows_per_group}];")
+            top.append(f"  {self.shared} {ct} zmlx_{name}[{plan.rows_per_group}];")
             L.append("  if (lid == 0) {  // a serial loop over the row: the update is not associative")
             L.append(f"    {ct} zmlx_{name}_acc = {names[init]};")
             L.append("    for (int zmlx_i = 0; zmlx_i < D; ++zmlx_i) {")
@@ -550,7 +581,14 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
                     else:
                         L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
             element_loop([o for _, o in elem_outputs], store, declare, write)
-        header = "\n".join(x for x in (self.vec_struct, self.simd_helpers.format(q=self.fn_qual),
+        if plan.grid_stride:  # the next row's writes to shared memory wait for this row's reads
+            L = top + ["  " + line for line in L] + ([f"    {self.barrier}"] if any(f" {self.shared} " in t for t in top) else []) \
+                + ["  }"]
+        else:
+            L = top + L
+        simd = self.simd_helpers + (self.simd64_helpers if SIMD64 in state.helpers else "")
+        state.helpers.discard(SIMD64)
+        header = "\n".join(x for x in (self.vec_struct, simd.format(q=self.fn_qual),
                                          self.helper_text(state.helpers)) if x)
         return header + "\n", "\n".join(L) + "\n"
 
@@ -582,11 +620,10 @@ template <typename I, typename S, typename St> {q} I zmlx_loc(I index, const S& 
         lines = [f"  {acc} = {f}({acc});"]
         if threads <= 32:
             return lines
-        to_f = acc if r.dtype == dt.float32 else f"float({acc})"
-        back = "zmlx_scratch[lane]" if r.dtype == dt.float32 else f"{self.ctype(r.dtype)}(zmlx_scratch[lane])"
-        return lines + [f"  if (lane == 0) zmlx_scratch[warp] = {to_f};",
+        scratch = _scratch(r.dtype)
+        return lines + [f"  if (lane == 0) {scratch}[warp] = {acc};",
                         f"  {self.barrier}",
-                        f"  {acc} = {f}(lane < {threads // 32} ? {back} : {self.identity(r)});",
+                        f"  {acc} = {f}(lane < {threads // 32} ? {scratch}[lane] : {self.identity(r)});",
                         f"  {self.barrier}"]
 
 
@@ -594,6 +631,11 @@ def _bare_argument(template: str, i: int) -> bool:
     """Whether placeholder {i} only ever appears as a whole call argument (after `(` or `,`, before `,` or `)`)."""
     return all(template[:m.start()].rstrip().endswith(("(", ",")) and template[m.end():].lstrip().startswith((",", ")"))
                for m in re.finditer(r"\{%d\}" % i, template))
+
+
+def _scratch(d: dt.DType) -> str:
+    """The shared array through which simdgroups combine partial reductions of dtype d."""
+    return "zmlx_scratch" if d == dt.float32 else f"zmlx_scratch_{d.name}"
 
 
 def _short(op: str) -> str:

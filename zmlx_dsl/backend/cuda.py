@@ -28,7 +28,7 @@ class CUDARenderer(CStyle):
     global_id = "blockIdx.x * blockDim.x + threadIdx.x"
     group_id = "blockIdx.x"
     local_id = "threadIdx.x"
-    group_size = "blockDim.x"
+    group_count = "gridDim.x"
     uint = "uint32_t"
     vector_struct = True
     def register_budget(self, itemsize: int) -> int:

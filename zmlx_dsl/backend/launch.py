@@ -119,6 +119,12 @@ def elementwise_mode(x: mx.array, shape: tuple) -> str:
     return "prefix" if padded[:k] == shape[:k] else "full"
 
 
+def grid_groups(groups: int, group_threads: int) -> int:
+    """How many groups of `group_threads` to launch for `groups` of work: all of them, or as many
+    as one grid holds (cstyle.MAX_GRID_THREADS), each then looping over its share."""
+    return min(groups, max(1, cstyle.MAX_GRID_THREADS // group_threads))
+
+
 def source_name(p: Program, header: str, body: str) -> str:
     """The name MLX gets for one kernel text: the program's name plus a digest of the text. MLX
     caches compiled kernels by name (CUDA's JIT module cache by the name alone), and one program
@@ -171,9 +177,13 @@ class Launcher:
             _, plan = elementwise_plan(inputs, shape)
             kernel, per = self.kernel(p, plan)
             threads = cstyle.THREADS
+            groups = -(-size // (per * threads))
+            if grid_groups(groups, threads) < groups:
+                plan = dataclasses.replace(plan, grid_stride=True)
+                kernel, _ = self.kernel(p, plan)
             launch = self.launches[key] = (shape, plan.modes, kernel, [shape] * len(p.outputs),
                                            [o.dtype.mx for o in p.outputs],
-                                           (-(-size // (per * threads)) * threads, 1, 1), (threads, 1, 1))
+                                           (grid_groups(groups, threads) * threads, 1, 1), (threads, 1, 1))
         shape, modes, kernel, out_shapes, out_dtypes, grid, group = launch
         args = [elementwise_view(x, m, shape) for x, m in zip(inputs, modes)]
         return kernel(inputs=args + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
@@ -190,9 +200,11 @@ class Launcher:
                 return self.portable(inputs, params)
             _, plan, threads = self.row_plan(inputs, shape)
             kernel, _ = self.kernel(p, plan)
+            group = threads * plan.rows_per_group
             launch = self.launches[key] = (
                 shape, plan.modes, kernel, [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs],
-                [o.dtype.mx for o in p.outputs], (nrows * threads, 1, 1), (threads * plan.rows_per_group, 1, 1))
+                [o.dtype.mx for o in p.outputs], (grid_groups(nrows // plan.rows_per_group, group) * group, 1, 1),
+                (group, 1, 1))
         shape, modes, kernel, out_shapes, out_dtypes, grid, group = launch
         views = [row_view(x, m, shape) for x, m in zip(inputs, modes)]
         return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
@@ -208,6 +220,9 @@ class Launcher:
         threads = self.renderer.row_threads(self.program, plan)
         if threads == 32:  # one simdgroup per row: pack up to 8 rows (a divisor of nrows) per group
             plan = dataclasses.replace(plan, rows_per_group=math.gcd(nrows, 8))
+        groups = nrows // plan.rows_per_group
+        if grid_groups(groups, threads * plan.rows_per_group) < groups:
+            plan = dataclasses.replace(plan, grid_stride=True)
         return list(inputs), plan, threads
 
     def portable(self, inputs, params):

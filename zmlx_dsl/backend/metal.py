@@ -26,7 +26,7 @@ class MetalRenderer(CStyle):
     global_id = "thread_position_in_grid.x"
     group_id = "threadgroup_position_in_grid.x"
     local_id = "thread_position_in_threadgroup.x"
-    group_size = "threads_per_threadgroup.x"
+    group_count = "threadgroups_per_grid.x"
     simd_helpers = """\
 template <typename T> {q} T zmlx_simd_sum(T v) {{ return simd_sum(v); }}
 template <typename T> {q} T zmlx_simd_max(T v) {{ return simd_max(v); }}
@@ -34,6 +34,22 @@ template <typename T> {q} T zmlx_simd_min(T v) {{ return simd_min(v); }}
 // float max/min as MLX's: a NaN in any lane gives NaN (simd_max/simd_min may drop it)
 {q} float zmlx_simd_max(float v) {{ return simd_any(isnan(v)) ? NAN : simd_max(v); }}
 {q} float zmlx_simd_min(float v) {{ return simd_any(isnan(v)) ? NAN : simd_min(v); }}
+"""
+    simd64_helpers = """\
+// 64-bit integers: Metal's simd collectives take 32-bit types, so lanes exchange two halves
+{q} long zmlx_shuffle_xor(long v, ushort mask) {{ return as_type<long>(simd_shuffle_xor(as_type<uint2>(v), mask)); }}
+{q} long zmlx_simd_sum(long v) {{
+  for (ushort mask = 16; mask > 0; mask >>= 1) v += zmlx_shuffle_xor(v, mask);
+  return v;
+}}
+{q} long zmlx_simd_max(long v) {{
+  for (ushort mask = 16; mask > 0; mask >>= 1) v = max(v, zmlx_shuffle_xor(v, mask));
+  return v;
+}}
+{q} long zmlx_simd_min(long v) {{
+  for (ushort mask = 16; mask > 0; mask >>= 1) v = min(v, zmlx_shuffle_xor(v, mask));
+  return v;
+}}
 """
 
 

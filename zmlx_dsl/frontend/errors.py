@@ -58,6 +58,10 @@ class ZMLXShapeError(ZMLXError, ValueError):
     """Shapes that do not broadcast or rows of different lengths."""
 
 
+class ZMLXValueError(ZMLXError, ValueError):
+    """A value out of the range of the dtype it takes (where MLX raises ValueError too)."""
+
+
 class ZMLXBackendError(ZMLXError, RuntimeError):
     """A kernel that the chosen backend cannot run (e.g. raw Metal on the portable backend)."""
 

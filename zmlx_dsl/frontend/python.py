@@ -26,7 +26,7 @@ from ..ir.autodiff import per_row
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
 from ..ir.registry import BY_PY_NAME, CONSTANTS, OPS
-from .errors import Location, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
+from .errors import Location, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
 
 
 @dataclass(frozen=True)
@@ -550,6 +550,10 @@ class Parser:
             if e.attr == "ndim":
                 return 1 if self.mode == "row" else self._elementwise_shape_error(e)
             if e.attr == "T":
+                if self.mode != "row":  # a row is 1-D: its transpose is itself, as in MLX
+                    raise ZMLXSyntaxError("'.T' transposes the array, which an elementwise kernel "
+                                          "cannot do (the body sees one element); pass the transposed "
+                                          "array instead (kernel(x.T))", self.src.loc(e))
                 return base
             return _BoundMethod(base, e.attr)
         if isinstance(base, types.ModuleType):
@@ -604,11 +608,12 @@ class Parser:
             return self.method(target, args, kwargs, e)
         special = _SPECIAL.get(id(target))
         if special is not None:
-            return self.special(special, args, kwargs, e)
+            value = self.special(special, args, kwargs, e)
+            # an MLX (or NumPy) function returns an array, typed strongly even from Python scalars
+            return _strong(value) if _from_array_library(target) else value
         op = _INTRINSIC.get(id(target))
         if op is not None:
-            if args and all(_is_python(a) for a in args) and \
-                    (getattr(target, "__module__", None) or "").startswith("mlx"):
+            if args and all(_is_python(a) for a in args) and _from_array_library(target, numpy=False):
                 # mx.f(3) is an int32 array in MLX (strongly typed), not a weak Python number
                 args = [const(a, dt.weak_kind(a)) for a in args]
             return self.intrinsic(op, args, kwargs, e)
@@ -770,7 +775,15 @@ class Parser:
         for w in args:
             if not isinstance(w, Node):
                 common = dt.promote_weak(common, _weak_dtype(w))
-        nodes = [a if isinstance(a, Node) else self.node_of(a, common) for a in args]
+        try:
+            nodes = [a if isinstance(a, Node) else self.node_of(a, common) for a in args]
+        except ValueError:
+            value = next(a for a in args if _is_python(a) and not _fits(a, common))
+            raise ZMLXValueError(
+                f"the constant {value} does not fit {common.name}, the type it takes beside an "
+                f"array of {common.name} (MLX raises 'Converting {value} to {common.name} would result in "
+                "overflow'); write it as a float, or cast the array (e.g. .astype(mx.int64))",
+                self.src.loc(e)) from None
         return self._apply(name, nodes, e)
 
     def _apply(self, name, nodes, e):
@@ -871,6 +884,27 @@ def _nodes_with_ids(v: Any, ids: set) -> list:
     if isinstance(v, tuple):
         return [n for x in v for n in _nodes_with_ids(x, ids)]
     return [v] if isinstance(v, Node) and id(v) in ids else []
+
+
+def _from_array_library(fn: Any, numpy: bool = True) -> bool:
+    """Whether fn is MLX's (or NumPy's) own function, whose results are arrays."""
+    module = getattr(fn, "__module__", None) or ""
+    return module.startswith("mlx") or (numpy and module.split(".")[0] == "numpy")
+
+
+def _strong(v: Any) -> Any:
+    """v as an array value: a Python number becomes a constant of its own kind, a weak runtime
+    scalar its node (MLX's functions return arrays, which promote strongly)."""
+    if isinstance(v, tuple):
+        return tuple(_strong(x) for x in v)
+    if isinstance(v, Weak):
+        return v.node
+    return const(v, dt.weak_kind(v)) if _is_python(v) else v
+
+
+def _fits(v: Any, d: dt.DType) -> bool:
+    """Whether Python number v converts to dtype d without overflow."""
+    return not (d.is_int and isinstance(v, int)) or d.limits[0] <= v <= d.limits[1]
 
 
 def _is_python(v: Any) -> bool:

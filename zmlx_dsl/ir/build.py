@@ -8,13 +8,17 @@ from .node import Lambda, Node
 
 
 def const(value: Any, dtype: dt.DType) -> Node:
-    """A constant of dtype; the value is normalised to the matching Python type."""
+    """A constant of dtype holding the value MLX would: floats rounded to dtype (inf beyond its
+    range), integers checked against it (ValueError with MLX's message, as MLX raises)."""
     if dtype == dt.bool_:
         value = bool(value)
     elif dtype.is_int:
         value = int(value)
+        lo, hi = dtype.limits
+        if not lo <= value <= hi:
+            raise ValueError(f"Converting {value} to {dtype.name} would result in overflow.")
     else:
-        value = float(value)
+        value = dt.round_float(value, dtype)
     return Node("const", (), dtype, value)
 
 

@@ -39,6 +39,15 @@ class DType:
         """NumPy storage type (bfloat16 is held as float32, rounded by the interpreter)."""
         return np.dtype("float32" if self.name == "bfloat16" else self.name)
 
+    @property
+    def limits(self) -> tuple[int, int]:
+        """The smallest and largest value of an integer (or bool) type."""
+        if self.kind == "b":
+            return 0, 1
+        if self.kind == "u":
+            return 0, (1 << self.bits) - 1
+        return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
+
     def __repr__(self) -> str:
         return self.name
 
@@ -113,3 +122,15 @@ def promote_weak(strong: DType, weak: DType) -> DType:
 def float_of(d: DType) -> DType:
     """Result type of a float-valued op (exp, sqrt, /) on d: ints and bool become float32."""
     return d if d.is_float else float32
+
+
+def round_float(value: float, d: DType) -> float:
+    """value as the float type d holds it (nearest even; beyond the range: +-inf), as MLX converts
+    a Python float combined with an array of dtype d."""
+    with np.errstate(over="ignore"):
+        f = np.float32(value) if d != float16 else np.float16(value)
+    if d == bfloat16 and np.isfinite(f):
+        bits = int(np.asarray(f, np.float32).view(np.uint32))
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000) & 0xFFFFFFFF
+        f = np.asarray(bits, np.uint32).view(np.float32)
+    return float(f)

@@ -275,7 +275,10 @@ LOGADDEXP = Helper("zmlx_logaddexp", """\
 
 FLOORDIV_INT = Helper("zmlx_floordiv", """\
 template <typename I> {q} I zmlx_floordiv(I a, I b) {{
-  // Python/MLX floor division (C's / truncates toward zero).
+  // Python/MLX floor division (C's / truncates toward zero). By zero: 0, as MLX; by -1: the
+  // negation, wrapping for the most negative value (C's division would fault or be undefined).
+  if (b == I(0)) return I(0);
+  if (I(-1) < I(0) && b == I(-1)) return I(0) - a;
   const I q = a / b;
   return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
 }}
@@ -283,7 +286,9 @@ template <typename I> {q} I zmlx_floordiv(I a, I b) {{
 
 MOD_INT = Helper("zmlx_mod", """\
 template <typename I> {q} I zmlx_mod(I a, I b) {{
-  // Python/MLX remainder: the sign of the divisor.
+  // Python/MLX remainder: the sign of the divisor. By zero: a, as MLX; by -1: 0.
+  if (b == I(0)) return a;
+  if (I(-1) < I(0) && b == I(-1)) return I(0);
   const I r = a % b;
   return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r;
 }}
@@ -363,10 +368,19 @@ _binary("mul", ("multiply", "mx.multiply"), same, np.multiply, mx.multiply, "{0}
         lambda a, y, g: (g * a[1], g * a[0]), prec=5)
 _binary("div", ("divide", "mx.divide", "true_divide"), floating, np.divide, mx.divide, "{0} / {1}",
         lambda a, y, g: (g / a[1], -g * y / a[1]), prec=5)
+def _remainder(a, b):
+    """MLX's remainder: the sign of the divisor; an integer remainder by zero is the dividend."""
+    r = np.mod(a, b)
+    if np.asarray(r).dtype.kind in "iu":
+        r = np.where(np.asarray(b) == 0, a, r)
+    return r
+
+
+# (NumPy's integer floor division already has MLX's edge cases: by zero 0, MIN // -1 wraps to MIN)
 _binary("floordiv", ("floor_divide",), same, np.floor_divide, mx.floor_divide,
         {"f": "floor({0} / {1})", "*": "zmlx_floordiv({0}, {1})"}, _zero_grad,
         helpers={"c": FLOORDIV_INT})
-_binary("mod", ("remainder", "mod", "fmod_python"), same, np.mod, mx.remainder,
+_binary("mod", ("remainder", "mod", "fmod_python"), same, _remainder, mx.remainder,
         {"f": "zmlx_fmod({0}, {1})", "*": "zmlx_mod({0}, {1})"},
         lambda a, y, g: (g, -g * apply("floor", a[0] / a[1])), helpers={"c": MOD_INT})
 _binary("power", ("power", "pow", "math.pow"), same, np.power, mx.power,
