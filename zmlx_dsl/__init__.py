@@ -5,11 +5,11 @@
         return x * mx.sigmoid(x)
 """
 from .frontend.errors import (ZMLXBackendError, ZMLXError, ZMLXGradientError, ZMLXNameError,
-                              ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError)
+                              ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError)
 from .kernels import Kernel, elementwise, map_reduce, reduce
 from . import api, autograd, bench, msl, profile, testing  # noqa: E402  (the ZMLX-compatible modules)
 
 __all__ = ["elementwise", "reduce", "map_reduce", "Kernel", "ZMLXError", "ZMLXSyntaxError",
            "ZMLXTypeError", "ZMLXNameError", "ZMLXShapeError", "ZMLXBackendError", "ZMLXGradientError",
-           "api", "autograd", "msl", "testing", "bench", "profile"]
+           "ZMLXValueError",            "api", "autograd", "msl", "testing", "bench", "profile"]
 __version__ = "0.1.0"

@@ -582,7 +582,7 @@ template <typename I, typename S, typename St> {q} {off} zmlx_loc(I index, const
                         L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
             element_loop([o for _, o in elem_outputs], store, declare, write)
         if plan.grid_stride:  # the next row's writes to shared memory wait for this row's reads
-            L = top + ["  " + line for line in L] + ([f"    {self.barrier}"] if any(f" {self.shared} " in t for t in top) else []) \
+            L = top + ["  " + line for line in L] + ([f"    {self.barrier}"] if any(t.startswith(f"  {self.shared} ") for t in top) else []) \
                 + ["  }"]
         else:
             L = top + L
