@@ -61,12 +61,12 @@ def copy(x, per_thread=1):
 def tune(n: int) -> tuple[int, int]:
     """Elementwise launch shape: silu at threads per group x vectors per thread (and the copy
     kernel at 1, 2, 4 float4 per thread); returns the best (vectors, threads) over f32 and bf16."""
-    from zmlx_dsl.backend import cstyle
+    from zmlx_dsl.backend import plan as plans
     x = mx.random.normal((n,))
     for v in (1, 2, 4):
         t = timed(lambda z: copy(z, v), x)
         print(f"tune copy  {v} float4/thread: {2 * x.nbytes / t / 1e9:.0f} GB/s")
-    default = cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS
+    default = plans.ELEMENTWISE_VECTORS, plans.THREADS
     score: dict = {}
     for dtype in (mx.float32, mx.bfloat16):
         xd = x.astype(dtype)
@@ -74,13 +74,13 @@ def tune(n: int) -> tuple[int, int]:
         print(f"tune mx.compile(silu) {str(dtype).split('.')[-1]}: {2 * xd.nbytes / t / 1e9:.0f} GB/s")
         for threads in (256, 512, 1024):
             for v in (1, 2):
-                cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS = v, threads
+                plans.ELEMENTWISE_VECTORS, plans.THREADS = v, threads
                 k = zmlx.elementwise(silu_body)
                 t = timed(k, xd)
                 print(f"tune silu {str(dtype).split('.')[-1]} {threads} threads, {v} vectors/thread: "
                       f"{2 * xd.nbytes / t / 1e9:.0f} GB/s")
                 score[(v, threads)] = score.get((v, threads), 0.0) + t
-    cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS = default
+    plans.ELEMENTWISE_VECTORS, plans.THREADS = default
     return min(score, key=score.get)
 
 
@@ -188,8 +188,8 @@ def main() -> None:
     print(f"device: {mx.default_device()}, cuda available: {mx.cuda.is_available()}")
     n = (1 << 24) if QUICK else (1 << 26)
     if "--tune" in sys.argv:  # before any kernel of this module compiles
-        from zmlx_dsl.backend import cstyle
-        cstyle.ELEMENTWISE_VECTORS, cstyle.THREADS = best = tune(n)
+        from zmlx_dsl.backend import plan as plans
+        plans.ELEMENTWISE_VECTORS, plans.THREADS = best = tune(n)
         print(f"checks and table use the tuned elementwise launch: {best[0]} vector(s) x {best[1]} threads")
     fails = check()
     rows = []

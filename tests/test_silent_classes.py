@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
-from zmlx_dsl.backend import cstyle
+from zmlx_dsl.backend import plan as plans
 from zmlx_dsl.backend.metal import RENDERER as METAL
 from zmlx_dsl.backend.launch import Launcher
 from conftest import BACKENDS, GRAD_BACKENDS, HAVE_METAL_SIM, assert_close, assert_grads, kernel_of
@@ -133,27 +133,31 @@ def silu_shift(x, y):
 
 def test_launch_plans_for_more_rows_than_a_grid():
     """2**27 + 8 rows of 1 (rows x 32 threads wrapped the grid) and 2**26 rows of 100."""
+    k = zmlx.map_reduce(softmax, backend="metal")
     for shape in [(2**27 + 8, 1), (2**26, 100)]:
-        k = zmlx.map_reduce(softmax, backend="metal")
         launcher = Launcher(k.program(mx.zeros((1, shape[1]))), METAL, None, "metal")
-        _, plan, threads = launcher.row_plan([mx.zeros(shape)], shape)
-        assert plan.grid_stride
-        group = threads * plan.rows_per_group
+        _, plan = launcher.row_plan([mx.zeros(shape)], shape)
+        assert plan.grid_stride and plan.grid[0] <= 2**31 - 1
+        assert plan.grid[0] == plans.grid_groups(shape[0] // plan.rows_per_group, plan.group_threads) * plan.group_threads
         text = METAL.row(launcher.program, plan)[1]
         idx = "size_t" if plan.wide_index else "uint"
         assert f"for ({idx} group = {METAL.index('threadgroup_position_in_grid.x', idx)}; group < ngroups; " \
                f"group += {METAL.index('threadgroups_per_grid.x', idx)}) {{" in text
-        assert ("threadgroup_barrier" in text) == (threads > 32)  # shared memory is reused per row
+        assert ("threadgroup_barrier" in text) == (plan.threads > 32)  # shared memory is reused per row
     small = Launcher(k.program(mx.zeros((1, 100))), METAL, None, "metal")
-    assert not small.row_plan([mx.zeros((2**20, 100))], (2**20, 100))[1].grid_stride
-    from zmlx_dsl.backend.launch import grid_groups
-    assert grid_groups(2**27 + 8, group) * group <= 2**31 - 1
+    plan = small.row_plan([mx.zeros((2**20, 100))], (2**20, 100))[1]
+    assert not plan.grid_stride and plan.grid[0] == 2**20 * plan.threads
+    e = zmlx.elementwise(silu_shift, backend="metal")
+    big = (2**25, 2**10)  # 2**35 elements: 2**32 threads moving 8 floats each
+    _, plan = plans.elementwise_plan(e.program(mx.zeros((1, 1)), mx.zeros((1,))),
+                                     [mx.zeros(big), mx.zeros(big[-1:])], big)
+    assert plan.grid_stride and plan.wide_index and plan.grid[0] <= 2**31 - 1
 
 
 @needs_sim
 @pytest.mark.parametrize("shape", [(40, 1), (40, 100), (24, 1000), (16, 5), (9, 3)])
 def test_rows_loop_over_a_grid_too_small(monkeypatch, shape):
-    monkeypatch.setattr(cstyle, "MAX_GRID_THREADS", 64 * 3)
+    monkeypatch.setattr(plans, "MAX_GRID_THREADS", 64 * 3)
     rng = np.random.default_rng(shape[0])
     x = mx.array(rng.normal(size=shape).astype(np.float32))
     y = mx.array(rng.normal(size=shape[-1:]).astype(np.float32))
@@ -170,7 +174,7 @@ def test_rows_loop_over_a_grid_too_small(monkeypatch, shape):
 @needs_sim
 @pytest.mark.parametrize("shape", [(40, 1), (4000, 10), (24, 1000)])
 def test_elementwise_loops_over_a_grid_too_small(monkeypatch, shape):
-    monkeypatch.setattr(cstyle, "MAX_GRID_THREADS", 256 * 3)
+    monkeypatch.setattr(plans, "MAX_GRID_THREADS", 256 * 3)
     x = mx.array(np.random.default_rng(1).normal(size=shape).astype(np.float32))
     y = mx.ones(shape[-1:])
     k = zmlx.elementwise(silu_shift, backend="metal-sim")

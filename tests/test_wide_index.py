@@ -1,13 +1,11 @@
 """64-bit indexing (arrays of >= 2**31 elements): the plan switches index arithmetic to size_t.
 Such arrays do not fit a test, so the wide variant is rendered for small inputs and run on
 metal-sim, where it must give the same answer as the 32-bit one."""
-import dataclasses
-
 import mlx.core as mx
 import pytest
 
 import zmlx_dsl as zmlx
-from zmlx_dsl.backend import launch
+from zmlx_dsl.backend import plan as plans
 from zmlx_dsl.backend.metal_sim.compiler import find_compiler
 
 pytestmark = pytest.mark.skipif(find_compiler() is None, reason="metal-sim needs a C++ compiler (zig or clang)")
@@ -24,11 +22,7 @@ def rms(x, w):
 @pytest.fixture
 def wide_plans(monkeypatch):
     """Every plan made from now on claims 64-bit indexing."""
-    original = launch.Plan
-
-    def wide(*args, **kwargs):
-        return dataclasses.replace(original(*args, **kwargs), wide_index=True)
-    monkeypatch.setattr(launch, "Plan", wide)
+    monkeypatch.setattr(plans, "WIDE_INDEX_ELEMENTS", 0)
 
 
 def test_wide_elementwise_source_and_values(wide_plans):

@@ -15,38 +15,12 @@ from typing import Callable
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..ir.autodiff import per_row
+from ..ir.passes import per_row
 from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
 from ..ir.program import Program
+from .plan import Plan
 from ..ir.registry import HELPERS, OPS, helper_deps
-
-# Elementwise launch: threads per group, bytes per array access (vector width), and vectors per
-# thread (block-cyclic: vector c of a thread is THREADS vectors after vector c - 1).
-THREADS = 256
-VECTOR_BYTES = 16
-ELEMENTWISE_VECTORS = 2
-# The most threads one launch may have: MLX's grid is a signed 32-bit int (Metal) and CUDA's
-# block count comes from it. Larger launches loop over their work (Plan.grid_stride).
-MAX_GRID_THREADS = 2**31 - 1
-# Row kernels: a row is held in registers when each thread needs at most this many elements.
-MAX_REGISTER_ELEMENTS = 32
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Launch-time facts a kernel is specialised for (part of its cache key)."""
-
-    modes: tuple[str, ...]            # per program input, how it is read (see launch.py):
-    #   elementwise: full (the output's shape) / suffix (trailing dims, x[i % m]) /
-    #                prefix (leading dims, x[i / (n / m)]) / scalar (x[0])
-    #   rows:        full / shared (one row for all) / per_row / scalar
-    wide_index: bool                  # 64-bit indexing (an array has >= 2**31 elements)
-    rowsize: int = 0                  # row kernels: the row length D
-    rows_per_group: int = 1           # row kernels of one simdgroup per row: rows sharing a threadgroup
-    grid_stride: bool = False         # more groups than one grid launches: each loops over its share
-    in_constant: tuple[bool, ...] = ()  # per input: MLX passes it in Metal's constant space (< 8 elements)
-
 
 SIMD64 = "zmlx_simd64"  # a row kernel reduces 64-bit values (see CStyle.simd64_helpers)
 ATOM = 9  # the precedence of a name, literal, call or subscript: never bracketed
@@ -205,13 +179,12 @@ class CStyle:
         return "\n".join([head] + lines + ["}"])
 
     # ---- elementwise kernels -------------------------------------------------------------
-    def elementwise(self, p: Program, plan: Plan) -> tuple[str, str, int]:
-        """(header, body, elements per thread) of an elementwise kernel.
+    def elementwise(self, p: Program, plan: Plan) -> tuple[str, str]:
+        """(header, body) of an elementwise kernel.
 
         Every non-scalar input has the output's shape (the launcher broadcasts views). When all are
         row-contiguous (checked at run time from their strides), each thread moves
-        ELEMENTWISE_VECTORS vectors with 16-byte accesses; otherwise it indexes through the strides.
-        The third value is the number of elements one thread covers."""
+        plan.vectors vectors with 16-byte accesses; otherwise it indexes through the strides."""
         state = RenderState()
         leaves = list(p.inputs) + list(p.params)
         params = [(n, n.arg) for n in leaves]
@@ -220,11 +193,10 @@ class CStyle:
         mode = dict(zip(p.inputs, plan.modes))
         arrays = [x for x in p.inputs if mode[x] != "scalar"]
         full = [x for x in arrays if mode[x] == "full"]
-        widest = max([a.dtype.itemsize for a in full] + [o.dtype.itemsize for o in p.outputs])
-        per = max(1, VECTOR_BYTES // widest)
+        per = plan.vec
         idx = "size_t" if plan.wide_index else self.uint
         ref = full[0].arg
-        V = ELEMENTWISE_VECTORS
+        V = plan.vectors
         L = [f"  // {p.name}: {V} vector(s) of {per} elements per thread, block-cyclic; "
              "contiguous inputs take the vector path",
              f"  const {idx} n = zmlx_numel({ref}_shape, {ref}_ndim);"]
@@ -233,7 +205,7 @@ class CStyle:
                 L.append(f"  const {idx} {x.arg}_size = zmlx_numel({x.arg}_shape, {x.arg}_ndim);")
             elif mode[x] == "prefix":
                 L.append(f"  const {idx} {x.arg}_run = n / zmlx_numel({x.arg}_shape, {x.arg}_ndim);")
-        step = THREADS * per  # elements between a thread's consecutive vectors
+        step = plan.threads * per  # elements between a thread's consecutive vectors
         L.append("  const bool contiguous = " + " && ".join(
             f"zmlx_row_contiguous({a.arg}_shape, {a.arg}_strides, {a.arg}_ndim)" for a in arrays) + ";")
         top, L = L, []
@@ -314,7 +286,7 @@ class CStyle:
         L.append("  }")
         L = top + (["  " + line for line in L] + ["  }"] if plan.grid_stride else L)
         header = "\n".join(x for x in (self.common_header(), self.helper_text(state.helpers), body_fn) if x)
-        return header + "\n", "\n".join(L) + "\n", per * V
+        return header + "\n", "\n".join(L) + "\n"
 
     def space(self, plan: Plan, i: int) -> str:
         """The address-space qualifier (with a trailing space) MLX gives input i, for pointer casts."""
@@ -362,19 +334,6 @@ template <typename I, typename S, typename St> {q} {off} zmlx_loc(I index, const
 """
 
     # ---- row kernels ---------------------------------------------------------------------
-    def row_vector(self, p: Program, plan: Plan) -> int:
-        """Elements per row access: 16 bytes of the widest per-element array when D allows."""
-        rows = per_row(p.outputs)
-        arrays = [x for x, m in zip(p.inputs, plan.modes) if m in ("full", "shared")]
-        arrays += [o for o in p.outputs if not rows[o]]
-        vec = max(1, VECTOR_BYTES // max([a.dtype.itemsize for a in arrays] + [1]))
-        return vec if plan.rowsize % vec == 0 else 1
-
-    def row_threads(self, p: Program, plan: Plan) -> int:
-        """Threads per row: about two vectors each, a power of two between 32 and 1024."""
-        want = max(1, -(-plan.rowsize // (2 * self.row_vector(p, plan))))
-        return min(1024, max(32, 1 << (want - 1).bit_length()))
-
     def row_count(self, p: Program, plan: Plan, idx: str, R: int) -> list[str]:
         """Lines declaring `ngroups`, the row count over R, from the shape of an input that has a
         value per row (a full row or one per row: a kernel of shared rows only has one row)."""
@@ -389,9 +348,7 @@ template <typename I, typename S, typename St> {q} {off} zmlx_loc(I index, const
         axis). Reductions are grouped by dependency level, one pass over the row per level, all
         reductions of a level fused into that pass. Each thread moves whole vectors of `vec`
         elements; the row is read once into registers when it fits."""
-        D = plan.rowsize
-        threads = self.row_threads(p, plan)
-        vec = self.row_vector(p, plan)
+        D, threads, vec, cached = plan.rowsize, plan.threads, plan.vec, plan.cached
         NV = D // vec
         KV = -(-NV // threads)
         state = RenderState()
@@ -403,10 +360,6 @@ template <typename I, typename S, typename St> {q} {off} zmlx_loc(I index, const
             level[n] = lv + 1 if n in reductions else lv
         used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
         full = [x for x, m in zip(p.inputs, plan.modes) if m == "full" and x in used]
-        # Registers: at most MAX_REGISTER_ELEMENTS per thread and the backend's register_budget per
-        # group (what one SM's register file holds at that group size); shared rows stay in cache.
-        budget = self.register_budget(max([x.dtype.itemsize for x in full], default=4))
-        cached = 0 < KV * vec * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
         idx = "size_t" if plan.wide_index else self.uint
         u = self.uint
         R = plan.rows_per_group  # > 1 for short rows: one simdgroup per row, several rows per group

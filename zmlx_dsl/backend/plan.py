@@ -1,0 +1,182 @@
+"""Launch plans: how each input is read, the vector width, threads, registers and the grid of a C
+kernel, decided once per shape signature. The renderer writes the kernel a plan describes and
+the launcher launches it with the plan's grid; neither decides these again."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import mlx.core as mx
+
+from ..ir.node import toposort
+from ..ir.passes import per_row
+from ..ir.program import Program
+from .metal_source import MAX_CONSTANT_ARRAY_SIZE
+
+# Elementwise launch: threads per group, bytes per array access (vector width), and vectors per
+# thread (block-cyclic: vector c of a thread is THREADS vectors after vector c - 1).
+THREADS = 256
+VECTOR_BYTES = 16
+ELEMENTWISE_VECTORS = 2
+# The most threads one launch may have: MLX's grid is a signed 32-bit int (Metal) and CUDA's
+# block count comes from it. Larger launches loop over their work (Plan.grid_stride).
+MAX_GRID_THREADS = 2**31 - 1
+# Arrays of at least this many elements index in 64 bits (size_t) instead of 32.
+WIDE_INDEX_ELEMENTS = 2**31
+# Row kernels: a row is held in registers when each thread needs at most this many elements.
+MAX_REGISTER_ELEMENTS = 32
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Launch-time facts a kernel is specialised for (part of its cache key)."""
+
+    modes: tuple[str, ...]            # per program input, how it is read:
+    #   elementwise: full (the output's shape) / suffix (trailing dims, x[i % m]) /
+    #                prefix (leading dims, x[i / (n / m)]) / scalar (x[0])
+    #   rows:        full / shared (one row for all) / per_row / scalar
+    wide_index: bool                  # 64-bit indexing (an array has >= 2**31 elements)
+    rowsize: int = 0                  # row kernels: the row length D
+    rows_per_group: int = 1           # row kernels of one simdgroup per row: rows sharing a threadgroup
+    grid_stride: bool = False         # more groups than one grid launches: each loops over its share
+    in_constant: tuple[bool, ...] = ()  # per input: MLX passes it in Metal's constant space (< 8 elements)
+    vec: int = 1                      # elements per vector access
+    threads: int = THREADS            # threads per row (rows) or per group (elementwise)
+    cached: bool = False              # rows: the row is held in registers across passes
+    vectors: int = 1                  # elementwise: vectors per thread (block-cyclic)
+    groups: int = 1                   # threadgroups launched
+
+    @property
+    def group_threads(self) -> int:
+        return self.threads * self.rows_per_group
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """The launch grid in threads (MLX's convention on both backends)."""
+        return (self.groups * self.group_threads, 1, 1)
+
+
+def grid_groups(groups: int, group_threads: int) -> int:
+    """How many groups of `group_threads` to launch for `groups` of work: all of them, or as many
+    as one grid holds (MAX_GRID_THREADS), each then looping over its share."""
+    return min(groups, max(1, MAX_GRID_THREADS // group_threads))
+
+
+def _launch(plan: Plan, groups: int) -> Plan:
+    """plan with its grid: every group of work launched, or a grid-stride loop past the limit."""
+    launched = grid_groups(groups, plan.group_threads)
+    return replace(plan, groups=launched, grid_stride=launched < groups)
+
+
+# ---- elementwise -------------------------------------------------------------------------------
+
+def elementwise_mode(x: mx.array, shape: tuple) -> str:
+    """How an elementwise kernel reads input x broadcast to `shape` (see Plan.modes)."""
+    if x.size == 1:
+        return "scalar"
+    if x.shape == shape:
+        return "full"
+    dims = list(x.shape)
+    while dims and dims[0] == 1:
+        dims.pop(0)
+    if tuple(dims) == shape[len(shape) - len(dims):]:
+        return "suffix"
+    padded = (1,) * (len(shape) - x.ndim) + tuple(x.shape)
+    k = len(padded)
+    while k and padded[k - 1] == 1:
+        k -= 1
+    return "prefix" if padded[:k] == shape[:k] else "full"
+
+
+def elementwise_modes(inputs: Sequence[mx.array], shape: tuple) -> list[str]:
+    """How an elementwise launch over `shape` reads each input: broadcasts along leading or
+    trailing dims are read in place, other broadcasts through stride-0 views; one array, at
+    least, carries the full shape."""
+    modes = [elementwise_mode(x, shape) for x in inputs]
+    if "full" not in modes:
+        modes[next((i for i, m in enumerate(modes) if m != "scalar"), 0)] = "full"
+    return modes
+
+
+def elementwise_view(x: mx.array, mode: str, shape: tuple) -> mx.array:
+    """The array an elementwise launch passes for input x read in `mode`."""
+    if mode == "scalar" or (mode == "full" and not shape):
+        return x.reshape((1,))
+    if mode == "full" and x.shape != shape:
+        return mx.broadcast_to(x, shape)
+    return x
+
+
+def elementwise_plan(p: Program, inputs: Sequence[mx.array], shape: tuple) -> tuple[list[mx.array], Plan]:
+    """The input views and the plan of an elementwise launch of p over `shape`: each thread moves
+    ELEMENTWISE_VECTORS vectors of 16 bytes of the widest full array or output."""
+    modes = elementwise_modes(inputs, shape)
+    views = [elementwise_view(x, m, shape) for x, m in zip(inputs, modes)]
+    widest = max([x.dtype.itemsize for x, m in zip(p.inputs, modes) if m == "full"]
+                 + [o.dtype.itemsize for o in p.outputs])
+    plan = Plan(tuple(modes), math.prod(shape) >= WIDE_INDEX_ELEMENTS, vec=max(1, VECTOR_BYTES // widest),
+                threads=THREADS, vectors=ELEMENTWISE_VECTORS,
+                in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views))
+    return views, _launch(plan, -(-math.prod(shape) // (plan.vec * plan.vectors * plan.threads)))
+
+
+# ---- rows ----------------------------------------------------------------------------------------
+
+def row_mode(x: mx.array, shape: tuple) -> str:
+    """How a row kernel reads an input broadcast to `shape` without materialising the broadcast:
+    full rows, one row shared by all (a (D,) weight), one value per row ((B, 1)), or one scalar."""
+    if x.shape == shape:
+        return "full"
+    if x.size == 1:
+        return "scalar"
+    if x.shape[-1] == shape[-1] and x.size == shape[-1]:
+        return "shared"
+    lead = (1,) * (len(shape) - x.ndim) + x.shape[:-1]
+    return "per_row" if x.shape[-1] == 1 and lead == shape[:-1] else "full"
+
+
+def row_view(x: mx.array, mode: str, shape: tuple) -> mx.array:
+    """The array a row launch passes for input x read in `mode` (see row_mode)."""
+    if mode == "full":
+        return x if x.shape == shape else mx.broadcast_to(x, shape)
+    if mode == "scalar":
+        return x.reshape((1,))
+    return x.reshape((shape[-1],) if mode == "shared" else (math.prod(shape[:-1]),))
+
+
+def row_vector(p: Program, modes: Sequence[str], rowsize: int) -> int:
+    """Elements per row access: 16 bytes of the widest per-element array when the row allows."""
+    rows = per_row(p.outputs)
+    arrays = [x for x, m in zip(p.inputs, modes) if m in ("full", "shared")]
+    arrays += [o for o in p.outputs if not rows[o]]
+    vec = max(1, VECTOR_BYTES // max([a.dtype.itemsize for a in arrays] + [1]))
+    return vec if rowsize % vec == 0 else 1
+
+
+def row_threads(rowsize: int, vec: int) -> int:
+    """Threads per row: about two vectors each, a power of two between 32 and 1024."""
+    want = max(1, -(-rowsize // (2 * vec)))
+    return min(1024, max(32, 1 << (want - 1).bit_length()))
+
+
+def row_plan(p: Program, inputs: Sequence[mx.array], shape: tuple,
+             register_budget: Callable[[int], int]) -> tuple[list[mx.array], Plan]:
+    """The input views and the plan of a row launch of p over `shape` (rows on the last axis):
+    threads and vector width per row, whether the row stays in registers (at most
+    MAX_REGISTER_ELEMENTS per thread and the backend's `register_budget(itemsize)` per group), and
+    for rows of one simdgroup, up to 8 rows (a divisor of the row count) per group."""
+    modes = tuple(row_mode(x, shape) for x in inputs)
+    views = [row_view(x, m, shape) for x, m in zip(inputs, modes)]
+    D, nrows = shape[-1], math.prod(shape[:-1])
+    vec = row_vector(p, modes, D)
+    threads = row_threads(D, vec)
+    used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
+    full = [x for x, m in zip(p.inputs, modes) if m == "full" and x in used]
+    per_thread = -(-(D // vec) // threads) * vec
+    budget = register_budget(max([x.dtype.itemsize for x in full], default=4))
+    cached = 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
+    plan = Plan(modes, math.prod(shape) >= WIDE_INDEX_ELEMENTS, D, math.gcd(nrows, 8) if threads == 32 else 1,
+                in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,
+                threads=threads, cached=cached)
+    return views, _launch(plan, nrows // plan.rows_per_group)
