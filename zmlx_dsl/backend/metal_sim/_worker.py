@@ -11,11 +11,13 @@ import struct
 import sys
 
 PAGE = os.sysconf("SC_PAGESIZE")
+UNLOADABLE = 6  # reply code: a shared object that cannot be loaded (the caller rebuilds it)
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
 libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.dlclose.argtypes = [ctypes.c_void_p]
 
 
 class U3(ctypes.Structure):
@@ -29,12 +31,15 @@ class Err(ctypes.Structure):
 
 
 class Guarded:
-    """A buffer whose end touches a PROT_NONE page (and with one before it)."""
+    """A buffer whose last byte touches a PROT_NONE page (and with one before it).
+
+    The buffer ends exactly at the guard page, so even one element past the end faults; its start is
+    then only as aligned as its size (kernels are compiled with -fmax-type-align=1 for that).
+    """
 
     def __init__(self, data):
         n = len(data)
-        body = (n + 15) // 16 * 16
-        self.pages = (body + PAGE - 1) // PAGE * PAGE
+        self.pages = (n + PAGE - 1) // PAGE * PAGE
         self.total = self.pages + 2 * PAGE
         base = libc.mmap(None, self.total, 3, 0x22, -1, 0)
         if base in (None, ctypes.c_void_p(-1).value):
@@ -42,7 +47,7 @@ class Guarded:
         self.base = base
         libc.mprotect(base, PAGE, 0)
         libc.mprotect(base + PAGE + self.pages, PAGE, 0)
-        self.ptr = base + PAGE + self.pages - body
+        self.ptr = base + PAGE + self.pages - n
         ctypes.memset(base + PAGE, 0xFF, self.pages)
         ctypes.memmove(self.ptr, data, n)
         self.n = n
@@ -54,20 +59,39 @@ class Guarded:
         libc.munmap(self.base, self.total)
 
 
-_libs = {}
+class Unloadable(Exception):
+    """A shared object that dlopen rejects (empty, truncated, garbage) or that lacks our entry symbol."""
+
+    def __init__(self, path, reason):
+        super().__init__(reason)
+        self.path, self.reason = path, reason
 
 
-def _lib(path, mode=os.RTLD_LOCAL):
-    if path not in _libs:
-        _libs[path] = ctypes.CDLL(path, mode=mode)
-    return _libs[path]
+_symbols = {}
+
+
+def _symbol(path, name, mode=os.RTLD_LOCAL):
+    """Function `name` of the shared object at `path`, loaded and checked once per process."""
+    if (path, name) not in _symbols:
+        try:
+            lib = ctypes.CDLL(path, mode=mode)
+        except OSError as e:
+            raise Unloadable(path, str(e)) from None
+        try:
+            _symbols[path, name] = getattr(lib, name)
+        except AttributeError:
+            libc.dlclose(lib._handle)  # else dlopen would hand back this object for the rebuilt file
+            raise Unloadable(path, f"{path}: no symbol {name}") from None
+    return _symbols[path, name]
 
 
 def run(req):
     ctypes.CDLL("libm.so.6", mode=os.RTLD_GLOBAL)
-    rt = _lib(req["runtime"], os.RTLD_GLOBAL)
-    kernel = _lib(req["kernel"])
-    entry = ctypes.cast(kernel.zsim_entry, ctypes.c_void_p)
+    try:
+        launch = _symbol(req["runtime"], "zsim_launch", os.RTLD_GLOBAL)
+        entry = ctypes.cast(_symbol(req["kernel"], "zsim_entry"), ctypes.c_void_p)
+    except Unloadable as e:
+        return {"ok": False, "code": UNLOADABLE, "path": e.path, "msg": e.reason}
     results = []
     for reverse in req["schedules"]:
         bufs = [Guarded(data) for _, data in req["buffers"]]
@@ -76,7 +100,7 @@ def run(req):
             grid = (ctypes.c_uint32 * 3)(*req["grid"])
             tg = (ctypes.c_uint32 * 3)(*req["threadgroup"])
             err = Err()
-            rt.zsim_launch(entry, ptrs, grid, tg, reverse, ctypes.byref(err))
+            launch(entry, ptrs, grid, tg, reverse, ctypes.byref(err))
             if err.code:
                 return {"ok": False, "code": err.code, "sig": err.sig, "write": err.write,
                         "tg_bytes": err.tg_bytes, "thread": (err.thread.x, err.thread.y, err.thread.z),

@@ -9,8 +9,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Callable
 
+from ...frontend.errors import ZMLXBackendError
 from .errors import MetalSimError
 
 HERE = Path(__file__).resolve().parent
@@ -23,7 +26,9 @@ POISONED = "double std new delete throw try catch malloc calloc realloc free pri
 
 COMMON_FLAGS = ["-O2", "-fPIC", "-shared", "-nostdlib", "-march=native", "-ffp-contract=off",
                 "-fno-exceptions", "-fno-math-errno", "-Wno-unknown-attributes"]
-CXX_FLAGS = ["-x", "c++", "-std=c++14", "-fno-rtti", "-fno-threadsafe-statics",
+# -fmax-type-align=1: buffers end exactly at their guard page, so they are only element-aligned and
+# the generated `*(device vec<T, 4>*)` accesses must compile to unaligned loads and stores.
+CXX_FLAGS = ["-x", "c++", "-std=c++14", "-fno-rtti", "-fno-threadsafe-statics", "-fmax-type-align=1",
              "-Werror=return-type", "-Wno-deprecated", "-Xclang", "-ffloat16-excess-precision=none",
              "-Xclang", "-fbfloat16-excess-precision=none"]
 
@@ -51,16 +56,44 @@ ATTRIBUTE_VALUES = {
     "threads_per_threadgroup": "ZSIM_U3(a->tptg_size)",
 }
 
-_TG_DECL = re.compile(r"\bthreadgroup\s+([A-Za-z_][\w:<>, ]*?)\s+([A-Za-z_]\w*)\s*((?:\[[^\]\n]+\]\s*)*);")
+# `threadgroup T name[dims];`: T is words joined by single runs of spaces (no quantifier overlaps the
+# `\s+` before the name), and each match is tried only up to the next `threadgroup` (_TG_START), so
+# the rewrite is linear in the source length.
+_TG_START = re.compile(r"\bthreadgroup\s")
+_TG_DECL = re.compile(r"threadgroup\s+([A-Za-z_][\w:<>,]*(?: +[\w:<>,]+)*)\s+([A-Za-z_]\w*)\s*"
+                      r"((?:\[[^\]\n]+\]\s*)*);")
 _HOST_NAME = re.compile(r'\[\[host_name\("[^"]*"\)\]\]\s*\[\[kernel\]\]')
-_CLANG_DIAG = re.compile(r"^kernel\.metal:(\d+):(\d+): (error|fatal error): (.*)$", re.M)
+_ERROR = re.compile(r"^(.+?):(\d+):(\d+): (?:fatal )?error: (.*)$", re.M)
+_INSTANTIATED_AT = re.compile(r"^kernel\.metal:(\d+):(\d+): note: in instantiation of .* requested here$", re.M)
+
+# cache file -> (compiler arguments, source, diagnostics -> error message): how to build it again
+_RECIPES: dict[str, tuple[list[str], str, Callable[[str], str]]] = {}
+
+
+def _cache_root() -> Path:
+    """$ZMLX_DSL_CACHE, else ~/.cache/zmlx_dsl."""
+    return Path(os.environ.get("ZMLX_DSL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zmlx_dsl"))
+
+
+def _cache_error(doing: str, path: Path, err: OSError) -> ZMLXBackendError:
+    """A cache directory we cannot create or write in: the variable, the path, what is wrong, the fix."""
+    root = _cache_root()
+    why = (f"{str(root)!r} exists and is not a directory" if root.exists() and not root.is_dir()
+           else f"cannot {doing} {str(path)!r} ({err.strerror})")
+    if os.environ.get("ZMLX_DSL_CACHE"):
+        return ZMLXBackendError(f"ZMLX_DSL_CACHE={str(root)!r} is not usable as metal-sim's cache: {why}; "
+                                "set ZMLX_DSL_CACHE to a writable directory or unset it")
+    return ZMLXBackendError(f"metal-sim's default cache directory is not usable: {why}; "
+                            "set ZMLX_DSL_CACHE to a writable directory")
 
 
 def _cache_dir() -> Path:
     """Where compiled kernels live: $ZMLX_DSL_CACHE/metal-sim or ~/.cache/zmlx_dsl/metal-sim."""
-    root = os.environ.get("ZMLX_DSL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "zmlx_dsl")
-    path = Path(root) / "metal-sim"
-    path.mkdir(parents=True, exist_ok=True)
+    path = _cache_root() / "metal-sim"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cache_error("create", path, e) from None
     return path
 
 
@@ -100,16 +133,20 @@ def _compiler() -> list[str]:
     return _COMPILER
 
 
-def _build(args: list[str], src: str, out: Path, what: str) -> str:
-    """Run the compiler on `src` into `out` atomically; return its diagnostics or raise on failure."""
+def _build(args: list[str], src: str, out: Path) -> str:
+    """Compile `src` into a temporary file beside `out`, then rename it to `out` (a crash mid-write never
+    leaves a truncated `out`); return the compiler's diagnostics on failure, else ""."""
     cc = _compiler()
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".so")
+    except OSError as e:
+        raise _cache_error("write in", out.parent, e) from None
     os.close(fd)
     try:
         proc = subprocess.run(cc + args + ["-o", tmp, "-"], input=src.encode(), capture_output=True,
                               cwd=out.parent)
         if proc.returncode != 0:
-            return proc.stderr.decode(errors="replace") or f"{what}: compiler exited {proc.returncode}"
+            return proc.stderr.decode(errors="replace") or f"compiler exited {proc.returncode}"
         os.replace(tmp, out)
         return ""
     finally:
@@ -117,17 +154,39 @@ def _build(args: list[str], src: str, out: Path, what: str) -> str:
             os.unlink(tmp)
 
 
+def _cached(out: Path, args: list[str], src: str, failure: Callable[[str], str]) -> str:
+    """Path of `out`, built from `src` unless cached; remembers the recipe so `rebuild` can redo it."""
+    _RECIPES[str(out)] = (args, src, failure)
+    if not out.exists():
+        err = _build(args, src, out)
+        if err:
+            raise MetalSimError(failure(err))
+    return str(out)
+
+
+def rebuild(path: str, reason: str) -> None:
+    """Replace a cached library that the worker could not load (`reason`) by a fresh build, with a warning."""
+    args, src, failure = _RECIPES[path]
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise _cache_error("delete", Path(path), e) from None
+    err = _build(args, src, Path(path))
+    if err:
+        raise MetalSimError(failure(err))
+    warnings.warn(f"metal-sim: the cached library {path} was unusable ({reason}); it has been deleted and "
+                  "rebuilt from source", RuntimeWarning, stacklevel=2)
+
+
 def runtime_library() -> str:
     """Path of the compiled fiber runtime (built once per runtime.c version)."""
     src = RUNTIME_C.read_text()
     _compiler()
     key = hashlib.sha256((src + _FINGERPRINT + repr(COMMON_FLAGS)).encode()).hexdigest()[:24]
-    out = _cache_dir() / f"runtime-{key}.so"
-    if not out.exists():
-        err = _build(["-x", "c", "-std=gnu11"] + COMMON_FLAGS, src, out, "runtime")
-        if err:
-            raise MetalSimError(f"metal-sim: building the runtime failed:\n{err}")
-    return str(out)
+    return _cached(_cache_dir() / f"runtime-{key}.so", ["-x", "c", "-std=gnu11"] + COMMON_FLAGS, src,
+                   lambda err: f"metal-sim: building the runtime failed:\n{err}")
 
 
 def rewrite_for_cpu(metal: str) -> str:
@@ -136,17 +195,29 @@ def rewrite_for_cpu(metal: str) -> str:
     `threadgroup T x[N];` becomes a reference into the group's shared arena, and the
     `[[host_name]] [[kernel]]` attributes of the explicit instantiation are dropped.
     """
-    count = iter(range(1, 1 << 30))
+    parts, end = [], 0
+    for key, m in enumerate(_tg_declarations(metal), 1):
+        parts += [metal[end:m.start()], _tg_reference(m, key)]
+        end = m.end()
+    parts.append(metal[end:])
+    return _HOST_NAME.sub(lambda m: " " * len(m.group(0)), "".join(parts))
 
-    def tg(m: re.Match) -> str:
-        typ, name, dims = m.group(1), m.group(2), re.sub(r"\s+", "", m.group(3))
-        full = f"threadgroup {typ}"
-        if dims:
-            return (f"{full} (&{name}){dims} = *({full} (*){dims})"
-                    f"zsim_tg_slot({next(count)}, sizeof({typ}{dims}), alignof({typ}));")
-        return f"{full} &{name} = *({full} *)zsim_tg_slot({next(count)}, sizeof({typ}), alignof({typ}));"
 
-    return _HOST_NAME.sub(lambda m: " " * len(m.group(0)), _TG_DECL.sub(tg, metal))
+def _tg_declarations(metal: str) -> list[re.Match]:
+    """The `threadgroup T name[dims];` declarations, each sought only up to the next `threadgroup` (linear)."""
+    starts = [m.start() for m in _TG_START.finditer(metal)] + [len(metal)]
+    found = (_TG_DECL.match(metal, a, b) for a, b in zip(starts, starts[1:]))
+    return [m for m in found if m]
+
+
+def _tg_reference(m: re.Match, key: int) -> str:
+    """A threadgroup declaration as a reference to slot `key` of the group's shared arena."""
+    typ, name, dims = m.group(1), m.group(2), re.sub(r"\s+", "", m.group(3))
+    full = f"threadgroup {typ}"
+    if dims:
+        return (f"{full} (&{name}){dims} = *({full} (*){dims})"
+                f"zsim_tg_slot({key}, sizeof({typ}{dims}), alignof({typ}));")
+    return f"{full} &{name} = *({full} *)zsim_tg_slot({key}, sizeof({typ}), alignof({typ}));"
 
 
 def translation_unit(metal: str, entry: str) -> str:
@@ -161,13 +232,8 @@ def compile_kernel(metal: str, entry: str, body: str, body_line: int, name: str)
     _compiler()
     key = hashlib.sha256((tu + COMPAT_H.read_text() + _FINGERPRINT + repr(CXX_FLAGS + COMMON_FLAGS))
                          .encode()).hexdigest()[:32]
-    out = _cache_dir() / f"k-{key}.so"
-    if out.exists():
-        return str(out)
-    err = _build(CXX_FLAGS + COMMON_FLAGS, tu, out, name)
-    if err:
-        raise MetalSimError(format_compile_error(err, metal, body_line, name))
-    return str(out)
+    return _cached(_cache_dir() / f"k-{key}.so", CXX_FLAGS + COMMON_FLAGS, tu,
+                   lambda err: format_compile_error(err, metal, body_line, name))
 
 
 def describe_line(metal: str, line: int, body_line: int) -> str:
@@ -181,11 +247,26 @@ def describe_line(metal: str, line: int, body_line: int) -> str:
 
 def format_compile_error(diag: str, metal: str, body_line: int, name: str) -> str:
     """Compiler diagnostics re-stated at the lines of the kernel body, then the raw output."""
-    found = _CLANG_DIAG.findall(diag)
+    found = _kernel_errors(diag)
     head = [f"metal-sim: kernel `{name}` failed to compile:"]
-    for line, col, _, msg in found[:5]:
+    for line, col, msg in found[:5]:
         head.append(f"  {describe_line(metal, int(line), body_line)} (column {col}): error: {msg}")
     if not found:
         head.append("  (no error inside the kernel text itself; see the compiler output)")
     tail = "\n".join(diag.strip().split("\n")[:40])
     return "\n".join(head) + "\n--- compiler output ---\n" + tail
+
+
+def _kernel_errors(diag: str) -> list[tuple[str, str, str]]:
+    """(line, column, message) of each error at a kernel line; an error inside the compat header (a
+    static_assert) is placed at the kernel line whose call instantiated it."""
+    errors = list(_ERROR.finditer(diag))
+    found = []
+    for e, after in zip(errors, errors[1:] + [None]):
+        if e.group(1) == SOURCE_NAME:
+            found.append((e.group(2), e.group(3), e.group(4)))
+            continue
+        site = _INSTANTIATED_AT.search(diag, e.end(), after.start() if after else len(diag))
+        if site:
+            found.append((site.group(1), site.group(2), e.group(4)))
+    return found

@@ -12,6 +12,7 @@ import numpy as np
 from ..metal_source import (MAX_CONSTANT_ARRAY_SIZE, build_metal_source, kernel_name, shape_infos,
                             type_name, used_attributes, _template_value)
 from . import compiler
+from ._worker import UNLOADABLE
 from .errors import MetalSimError
 from .worker import WORKER_PROCESS
 
@@ -123,13 +124,26 @@ class MetalSimKernel:
         request = {"runtime": compiler.runtime_library(), "kernel": so, "buffers": buffers,
                    "outputs": out_index, "grid": [int(g) for g in grid], "threadgroup": list(tg),
                    "schedules": [0, 1] if self.race_check else [0]}
-        reply = WORKER_PROCESS.call(request, self.timeout)
+        reply = self._launch(request)
         if not reply["ok"]:
             raise MetalSimError(self._describe_failure(reply, metal, body_line))
         outs = reply["outputs"]
         if self.race_check:
             self._compare_schedules(outs, output_shapes, output_dtypes)
         return [_from_bytes(b, s, d) for b, s, d in zip(outs[0], output_shapes, output_dtypes)]
+
+    def _launch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The worker's reply; a cached library it cannot load is rebuilt once (see compiler.rebuild)."""
+        rebuilt: set[str] = set()
+        while True:
+            reply = WORKER_PROCESS.call(request, self.timeout)
+            if reply["ok"] or reply["code"] != UNLOADABLE:
+                return reply
+            if reply["path"] in rebuilt:
+                raise MetalSimError(f"metal-sim: kernel `{self.name}`: {reply['path']} cannot be loaded even "
+                                    f"after rebuilding it from source: {reply['msg']}")
+            rebuilt.add(reply["path"])
+            compiler.rebuild(reply["path"], reply["msg"])
 
     def _compile(self, arrays: list[mx.array], output_dtypes: list[mx.Dtype],
                  template: Sequence[tuple[str, Any]] | None, verbose: bool) -> tuple[str, str, int]:

@@ -358,7 +358,11 @@ typedef atomic<float> atomic_float;
 #define simdgroup_barrier(...) zsim_collective(__LINE__, 0, 0, 0)
 namespace metal {
 enum { ZSIM_SIMD = 1, ZSIM_QUAD = 2, ZSIM_VOTE = 3 };
+// Metal's simdgroup/quadgroup collectives take scalars and vectors of 32-bit or smaller elements.
+template <class T> struct zsim_simd_type { enum { ok = sizeof(typename zsim::vinfo<T>::elem) <= 4 }; };
 template <class T> METAL_FUNC const zsim_coll* zsim_arrive(int line, int kind, T x) {
+  static_assert(zsim_simd_type<T>::ok,
+                "simd collectives take 32-bit or smaller types on Metal (long/ulong: split into uint2 with as_type)");
   static_assert(sizeof(T) <= 64, "simd value too large");
   return zsim_collective(line, kind, &x, sizeof(T));
 }

@@ -23,6 +23,7 @@ class Worker:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._runtime = ""
         self._lock = threading.Lock()
 
     def _start(self) -> subprocess.Popen:
@@ -41,6 +42,9 @@ class Worker:
     def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """One request/reply; MetalSimError if the worker dies or exceeds `timeout` seconds."""
         with self._lock:
+            if request["runtime"] != self._runtime:  # kernels bind to the first runtime a worker loads
+                self.stop()
+                self._runtime = request["runtime"]
             proc = self._start()
             data = pickle.dumps(request, protocol=5)
             try:
