@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from zmlx_dsl.frontend import cexpr
-from zmlx_dsl.frontend.errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
+from zmlx_dsl.errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from zmlx_dsl.ir import dtypes as dt
 from zmlx_dsl.ir.interpret import interpret
 from zmlx_dsl.ir.node import Node

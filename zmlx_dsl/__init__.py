@@ -4,7 +4,7 @@
     def silu(x):
         return x * mx.sigmoid(x)
 """
-from .frontend.errors import (ZMLXBackendError, ZMLXError, ZMLXGradientError, ZMLXNameError,
+from .errors import (ZMLXBackendError, ZMLXError, ZMLXGradientError, ZMLXNameError,
                               ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError)
 from .kernels import Kernel, elementwise, map_reduce, reduce
 from . import api, autograd, bench, msl, profile, testing  # noqa: E402  (the ZMLX-compatible modules)

@@ -14,12 +14,11 @@ import mlx.core as mx
 
 from . import backend as backends
 from .frontend import cexpr
-from .frontend.errors import Location, ZMLXSyntaxError, ZMLXTypeError
+from .errors import Location, ZMLXSyntaxError, ZMLXTypeError
 from .ir import dtypes as dt
-from .ir.autodiff import per_row
 from .ir.build import apply, cast, const, fold
 from .ir.node import Lambda, Node, leaves, toposort
-from .ir.passes import optimize, widen
+from .ir.passes import optimize, per_row, widen
 from .ir.program import Program
 from .kernels import Kernel, _Entry
 from .msl import DEFAULT_HEADER

@@ -12,7 +12,7 @@ import mlx.core as mx
 
 from . import raw
 from .api import pointwise
-from .frontend.errors import ZMLXBackendError, ZMLXTypeError
+from .errors import ZMLXBackendError, ZMLXTypeError
 from .runtime import unbroadcast
 
 

@@ -14,12 +14,11 @@ import mlx.core as mx
 import numpy as np
 
 from . import backend as backends
-from .frontend.errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
+from .errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
 from .frontend.python import Parser, Weak, source_of
 from .ir import dtypes as dt
-from .ir.autodiff import per_row
 from .ir.node import Node, toposort
-from .ir.passes import optimize, widen
+from .ir.passes import optimize, per_row, widen
 from .ir.program import Program
 from .runtime import Compiled
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence
 import mlx.core as mx
 
 from . import backend as backends
-from .frontend.errors import ZMLXBackendError
+from .errors import ZMLXBackendError
 
 THREADGROUP = 256
 

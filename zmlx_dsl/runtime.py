@@ -17,11 +17,11 @@ import mlx.core as mx
 
 from . import backend as backends
 from . import stats
-from .frontend.errors import ZMLXGradientError
-from .ir.autodiff import jvp as ir_jvp, per_row, simplify, vjp as ir_vjp
+from .errors import ZMLXGradientError
+from .ir.autodiff import jvp as ir_jvp, simplify, vjp as ir_vjp
 from .ir.build import cast
 from .ir.node import Node, toposort
-from .ir.passes import optimize, rewrite
+from .ir.passes import optimize, per_row, rewrite
 from .ir.program import Program
 
 

@@ -7,7 +7,7 @@ from types import ModuleType
 
 import mlx.core as mx
 
-from ..frontend.errors import ZMLXBackendError
+from ..errors import ZMLXBackendError
 
 NAMES = ("mlx", "metal", "metal-sim", "cuda")
 _MODULES = {"mlx": "mlx", "metal": "metal", "metal-sim": "metal", "cuda": "cuda"}

@@ -23,7 +23,7 @@ from ..ir import dtypes as dt
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
 from ..ir.registry import BY_PY_NAME, OPS
-from .errors import Location, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
+from ..errors import Location, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 
 Value = Union[Node, bool, int, float]
 

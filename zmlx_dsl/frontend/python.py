@@ -22,11 +22,11 @@ import mlx.core as mx
 import numpy as np
 
 from ..ir import dtypes as dt
-from ..ir.autodiff import per_row
+from ..ir.passes import per_row
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
 from ..ir.registry import BY_PY_NAME, CONSTANTS, OPS
-from .errors import Location, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
+from ..errors import Location, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import mlx.core as mx
 import numpy as np
 
-from ..frontend.errors import ZMLXGradientError
+from ..errors import ZMLXGradientError
 from . import dtypes as dt
 from .build import apply, cast, where
 from .node import Node

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from ...frontend.errors import ZMLXBackendError
+from ...errors import ZMLXBackendError
 from .errors import MetalSimError
 
 HERE = Path(__file__).resolve().parent
