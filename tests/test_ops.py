@@ -306,3 +306,14 @@ def test_weak_scalar_type_rules(bodies, backend, name, scalar, eager_mlx):
             else:
                 assert_close(got, ref(*args))
     assert not failures, f"{name} with {scalar!r}:\n" + "\n".join(failures)
+
+
+def test_every_op_has_a_c_spelling_and_the_registry_no_c_text():
+    """The registry says what an op is; its C text lives in backend/c_ops.py (one entry per op)."""
+    from zmlx_dsl.backend.c_ops import SPELLINGS
+    from zmlx_dsl.backend.cuda import RENDERER as CUDA
+    assert set(SPELLINGS) == set(OPS) - {"fold"}  # a fold is rendered as a loop, not spelled
+    assert set(CUDA.spellings) == set(SPELLINGS)
+    import inspect
+    import zmlx_dsl.ir.registry as registry
+    assert "{0}" not in inspect.getsource(registry) and "zmlx_" not in inspect.getsource(registry)

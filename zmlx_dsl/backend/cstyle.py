@@ -20,7 +20,8 @@ from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
 from ..ir.program import Program
 from .plan import Plan
-from ..ir.registry import HELPERS, OPS, helper_deps
+from ..ir.registry import OPS
+from .c_ops import HELPERS, SPELLINGS, Spelling, helper_deps
 
 SIMD64 = "zmlx_simd64"  # a row kernel reduces 64-bit values (see CStyle.simd64_helpers)
 ATOM = 9  # the precedence of a name, literal, call or subscript: never bracketed
@@ -55,7 +56,8 @@ class CStyle:
     """Renders programs to C-like kernel text; subclasses fill in the spellings."""
 
     # the spellings each backend supplies (see metal.MetalRenderer, cuda.CUDARenderer)
-    backend: str                    # key of the registry's per-backend spellings and helpers
+    backend: str                    # the backend's name
+    spellings: dict[str, Spelling] = SPELLINGS  # op name -> C text (a renderer overrides entries)
     fn_qual: str                    # qualifier of helper functions
     device_ptr: str                 # address-space qualifier of a global pointer
     constant_ptr: str               # of a small input MLX places in constant memory
@@ -129,11 +131,10 @@ class CStyle:
     def _op_text(self, n: Node, expr: dict[Node, "Expr"], state: "RenderState") -> "Expr":
         if n.op == "cast":
             return Expr(self.cast(expr[n.args[0]], n.args[0].dtype, n.dtype))
-        op = OPS[n.op]
-        operand_kind = n.args[0].dtype.kind if n.op != "where" else n.dtype.kind
-        template = op.spelling(self.backend, operand_kind)
-        if template is None:
+        op = self.spellings.get(n.op)
+        if op is None:
             raise NotImplementedError(f"op {n.op} has no C spelling")
+        template = op.template(n.args[0].dtype.kind if n.op != "where" else n.dtype.kind)
         state.helpers.update(h.name for h in HELPERS.values() if h.name in template)
         parts = []
         for i, a in enumerate(n.args):
@@ -561,9 +562,9 @@ template <typename I, typename S, typename St> {q} {off} zmlx_loc(I index, const
         """acc combined with v (the text of r's operand) by reduction r, in the registry's
         spelling: a call, or `{0} + {1}`, where v binding looser than `+` is parenthesised
         (so `acc + (x > 0.0f)` keeps its meaning)."""
-        template = OPS[r.op].spelling(self.backend, r.dtype.kind)
+        template = self.spellings[r.op].template(r.dtype.kind)
         state.helpers.update(h.name for h in HELPERS.values() if h.name in template)
-        if not _bare_argument(template, 1) and v.prec <= OPS["add"].prec:
+        if not _bare_argument(template, 1) and v.prec <= self.spellings["add"].prec:
             v = f"({v})"
         return template.format(acc, v)
 

@@ -6,6 +6,7 @@ from typing import Sequence
 import mlx.core as mx
 
 from ..ir.program import Program
+from .c_ops import SPELLINGS, Spelling
 from .cstyle import CStyle
 from .launch import Launcher
 
@@ -18,6 +19,8 @@ class CUDARenderer(CStyle):
     """CUDA spellings: no address spaces, __shared__, __syncthreads, warp shuffles."""
 
     backend = "cuda"
+    # CUDA's math library has these in full precision (Metal needs the helpers)
+    spellings = {**SPELLINGS, **{op: Spelling(f"{op}({{0}})") for op in ("expm1", "log1p", "erf", "erfinv")}}
     fn_qual = "__device__ inline"
     constant_ptr = ""
     device_ptr = ""

@@ -108,13 +108,18 @@ def function_names() -> list[str]:
     return sorted({n for n in BY_PY_NAME if _resolve(n)} | set(_ALIASES) | set(_COMPOSITE))
 
 
+# registry ops that C writes as operators, not calls (their names are not functions in a string)
+_C_OPERATORS = frozenset({"add", "sub", "mul", "div", "eq", "ne", "lt", "le", "gt", "ge", "logical_and",
+                          "logical_or", "logical_not", "where", "neg", "square", "reciprocal", "stop_gradient"})
+
+
 def _resolve(name: str) -> Optional[str]:
     """The registry op of a call: aliases first; registry names of C operators and of row
     reductions are not functions in C."""
     if name in _ALIASES:
         return _ALIASES[name]
     op = BY_PY_NAME.get(name)
-    if op is None or "." in name or OPS[op].reduction or OPS[op].prec:
+    if op is None or "." in name or OPS[op].reduction or op in _C_OPERATORS:
         return None
     return op
 
