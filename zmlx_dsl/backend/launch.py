@@ -18,7 +18,8 @@ from ..ir.program import Program
 from ..ir.registry import OPS
 from . import mlx as portable
 from . import plan as plans
-from .cstyle import CStyle, _short
+from .c_expr import short_name
+from .cstyle import CStyle
 from .plan import Plan
 
 # Names the generated kernels use for their own locals (and C keywords): user names are suffixed.
@@ -36,7 +37,7 @@ def _temporary(name: str) -> bool:
     """A name of the renderer's temporaries or accumulators: an op's (short) name and a counter,
     e.g. `exp_0`, `sig_3`, `max1_0`."""
     m = re.fullmatch(r"([a-z_]+?)_?(\d+)(?:_\d+)?", name)
-    return bool(m) and (m.group(1) in OPS or m.group(1) in {_short(op) for op in OPS})
+    return bool(m) and (m.group(1) in OPS or m.group(1) in {short_name(op) for op in OPS})
 
 
 def c_safe(p: Program) -> Program:

@@ -1,0 +1,291 @@
+"""The row-kernel writer of the C renderer: one threadgroup (or simdgroup) per row, reductions
+grouped by dependency level into one pass over the row each, the row in registers when it fits."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+from ..ir import dtypes as dt
+from ..ir.build import const
+from ..ir.node import LEAF_OPS, Node, toposort
+from ..ir.passes import per_row
+from ..ir.program import Program
+from ..ir.registry import OPS
+from .c_expr import SIMD64, Expr, RenderState, bare_argument, short_name
+from .plan import Plan
+
+Emit = Callable[[str], None]
+
+
+class RowWriter:
+    """Writes one row kernel for a plan; its fields are the render's state (lines, names bound so
+    far, helpers and temporaries), so each render is independent."""
+
+    def __init__(self, c, p: Program, plan: Plan) -> None:
+        self.c, self.p, self.plan = c, p, plan
+        self.state = RenderState()
+        self.rows = per_row(p.outputs)
+        self.reductions = [n for n in toposort(p.outputs) if n.op in OPS and OPS[n.op].reduction]
+        used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
+        self.full = [x for x, m in zip(p.inputs, plan.modes) if m == "full" and x in used]
+        self.idx = "size_t" if plan.wide_index else c.uint
+        self.NV = plan.rowsize // plan.vec          # vectors per row
+        self.KV = -(-self.NV // plan.threads)       # vectors per thread
+        # `top`: what the kernel declares once (shared memory included, which Metal wants at
+        # function scope); `lines`: the work for one row (looped over rows when the grid strides)
+        self.top: list[str] = []
+        self.lines: list[str] = []
+        self.names: dict[Node, str] = {q: f"{q.arg}[0]" for q in p.params}
+        self.names[Node("rowsize", (), dt.int32)] = "D"
+        self.elem_inputs: list[Node] = []
+        self.offset: dict[Node, str] = {}
+        for x, mode in zip(p.inputs, plan.modes):
+            if mode in ("scalar", "per_row"):
+                self.names[x] = f"{x.arg}[{'0' if mode == 'scalar' else 'row'}]"
+            else:
+                self.elem_inputs.append(x)
+                self.offset[x] = f"{'row * D + ' if mode == 'full' else ''}v * {plan.vec}"
+        self.space = {x: c.space(plan, i) for i, x in enumerate(p.inputs)}
+
+    def render(self) -> tuple[str, str]:
+        """(header, body) of the kernel."""
+        c, plan = self.c, self.plan
+        self.prologue()
+        if plan.cached:
+            self.load_registers()
+        level: dict[Node, int] = {}
+        for n in toposort(self.p.outputs):
+            lv = max((level.get(a, 0) for a in n.args), default=0)
+            level[n] = lv + 1 if n in self.reductions else lv
+        for lv in range(1, max((level[r] for r in self.reductions), default=0) + 1):
+            self.reduce_level(lv, [r for r in self.reductions if level[r] == lv])
+        self.outputs()
+        body = self.top + self.lines
+        if plan.grid_stride:  # the next row's writes to shared memory wait for this row's reads
+            shared = any(t.startswith(f"  {c.shared} ") for t in self.top)
+            body = self.top + ["  " + line for line in self.lines] + ([f"    {c.barrier}"] if shared else []) + ["  }"]
+        simd = c.simd_helpers + (c.simd64_helpers if SIMD64 in self.state.helpers else "")
+        self.state.helpers.discard(SIMD64)
+        header = "\n".join(x for x in (c.vec_struct, simd.format(q=c.fn_qual), c.helper_text(self.state.helpers)) if x)
+        return header + "\n", "\n".join(body) + "\n"
+
+    # ---- the kernel's frame ------------------------------------------------------------------
+    def prologue(self) -> None:
+        """Constants, lane indices, shared scratch, the row index (and the grid-stride loop)."""
+        c, plan, u, idx = self.c, self.plan, self.c.uint, self.idx
+        R = plan.rows_per_group  # > 1 for short rows: one simdgroup per row, several rows per group
+        self.top += [f"  // {self.p.name}: one row of {plan.rowsize} per threadgroup of {plan.threads}, vectors of "
+                     f"{plan.vec}, " + (f"row held in registers ({self.KV * plan.vec} per thread)" if plan.cached
+                                        else "row re-read per pass"),
+                     f"  constexpr int D = {plan.rowsize};",
+                     f"  const {u} lid = {c.local_id}{' % 32' if R > 1 else ''};"]
+        if plan.threads > 32:  # several simdgroups: partial results meet in shared memory, in their own type
+            self.top += [f"  const {u} lane = lid % 32;", f"  const {u} warp = lid / 32;"]
+            for d in sorted({r.dtype for r in self.reductions if r.op != "fold"}, key=lambda d: d.name):
+                self.top.append(f"  {c.shared} {c.ctype(d)} {scratch_name(d)}[32];")
+        group = c.index(c.group_id, idx)
+        if plan.grid_stride:  # more rows than the grid can hold: each group loops over rows
+            group = "group"
+            self.top += self.row_count()
+            self.top.append(f"  for ({idx} group = {c.index(c.group_id, idx)}; group < ngroups; "
+                            f"group += {c.index(c.group_count, idx)}) {{")
+        self.lines.append(f"  const {idx} row = {group}" + (f" * {R} + {c.local_id} / 32;" if R > 1 else ";"))
+        if any(r.dtype.bits == 64 for r in self.reductions):
+            self.state.helpers.add(SIMD64)
+
+    def row_count(self) -> list[str]:
+        """Lines declaring `ngroups`, the row count over rows per group, from the shape of an input
+        with a value per row (full or per_row: a kernel of shared rows only has one row)."""
+        x, mode = next((x, m) for x, m in zip(self.p.inputs, self.plan.modes) if m in ("full", "per_row"))
+        last = f"{x.arg}_ndim - 1" if mode == "full" else f"{x.arg}_ndim"
+        return [f"  {self.idx} nrows = 1;",
+                f"  for (int d = 0; d < {last}; ++d) nrows *= {x.arg}_shape[d];",
+                f"  const {self.idx} ngroups = nrows / {self.plan.rows_per_group};"]
+
+    # ---- moving the row ----------------------------------------------------------------------
+    def vtype(self, d: dt.DType) -> str:
+        return f"zmlx_vec<{self.c.ctype(d)}, {self.plan.vec}>"
+
+    def load(self, x: Node, into: str, ind: str) -> None:
+        """One vector of input x (at this thread's vector v) into the local `into`."""
+        c, vec, at = self.c, self.plan.vec, f"{x.arg} + {self.offset[x]}"
+        if c.vector_struct:
+            self.lines.append(f"{ind}{into} = *(const {self.vtype(x.dtype)}*)({at});")
+        elif vec % 4 == 0 and x.dtype != dt.bool_:  # Metal: vec<T, 4> accesses (aligned struct)
+            v4 = f"vec<{c.ctype(x.dtype)}, 4>"
+            self.lines.append(f"{ind}for (int q = 0; q < {vec}; q += 4) *({c.thread_ref} {v4}*)({into}.v + q) = "
+                              f"*(const {self.space[x]}{v4}*)({at} + q);")
+        else:
+            self.lines.append(f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{self.offset[x]} + j];")
+
+    def vector_loop_head(self) -> None:
+        """Open the loop over this thread's vectors (`v`), as registers or a strided loop."""
+        u, threads = self.c.uint, self.plan.threads
+        if self.plan.cached:
+            self.lines += [f"  for (int k = 0; k < {self.KV}; ++k) {{",
+                           f"    const {u} v = lid + k * {threads};",
+                           f"    if (v < {self.NV}) {{"]
+        else:
+            self.lines += [f"  for ({u} v = lid; v < {self.NV}; v += {threads}) {{", "    {"]
+
+    def load_registers(self) -> None:
+        """Read the row's full inputs once into registers (`<x>_r[k]`)."""
+        for x in self.full:
+            self.lines.append(f"  {self.vtype(x.dtype)} {x.arg}_r[{self.KV}];")
+        self.vector_loop_head()
+        for x in self.full:
+            self.load(x, f"{x.arg}_r[k]", "      ")
+        self.lines += ["    }", "  }"]
+
+    def bind_per_row(self, values: list[Node]) -> None:
+        """Compute (once per row, before a loop) the per-row values not yet bound, as named temporaries."""
+        todo = [v for v in dict.fromkeys(values) if v not in self.names]
+        if todo:
+            self.names.update(self.c.render_values(todo, self.names, self.lines, "  ", self.state, prefix="row_",
+                                                   name_roots=True))
+
+    def frontier(self, targets: list[Node]) -> list[Node]:
+        """The per-row values that per-element parts of targets read."""
+        rows = self.rows
+        return [a for n in toposort(targets, stop=self.names) if not rows.get(n, True)
+                for a in n.args if rows.get(a) and a.op not in LEAF_OPS and a not in self.names]
+
+    def element_loop(self, targets: list[Node], emit_tail: Callable[[dict, str], None],
+                     before: Optional[Emit] = None, after: Optional[Emit] = None) -> None:
+        """A loop over this thread's vectors and their elements computing targets; the per-row
+        values they need are computed once, before the loop."""
+        self.bind_per_row(self.frontier(targets))
+        local = dict(self.names)
+        self.vector_loop_head()
+        for x in self.elem_inputs:
+            if self.plan.cached and x in self.full:
+                local[x] = f"{x.arg}_r[k].v[j]"
+            elif any(x in toposort([t]) for t in targets):
+                self.lines.append(f"      {self.vtype(x.dtype)} {x.arg}_c;")
+                self.load(x, f"{x.arg}_c", "      ")
+                local[x] = f"{x.arg}_c.v[j]"
+        if before:
+            before("      ")
+        self.lines.append(f"      for (int j = 0; j < {self.plan.vec}; ++j) {{")
+        emit_tail(self.c.render_values(targets, local, self.lines, "        ", self.state), "        ")
+        self.lines.append("      }")
+        if after:
+            after("      ")
+        self.lines += ["    }", "  }"]
+
+    # ---- reductions --------------------------------------------------------------------------
+    def reduce_level(self, lv: int, reductions: list[Node]) -> None:
+        """One pass over the row computing the associative reductions of a level, then its folds."""
+        group = [r for r in reductions if r.op != "fold"]
+        accs = {r: f"{short_name(r.op)}{lv}_{j}" for j, r in enumerate(group)}
+        for r in group:
+            self.lines.append(f"  {self.c.ctype(r.dtype)} {accs[r]} = {self.identity(r)};")
+
+        def tail(vals: dict, ind: str) -> None:
+            for r in group:
+                self.lines.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]])};")
+        if group:
+            self.element_loop([r.args[0] for r in group], tail)
+        for r in group:
+            self.lines.extend(self.block_reduce(r, accs[r]))
+            self.names[r] = accs[r]
+        for j, r in enumerate(r for r in reductions if r.op == "fold"):
+            self.serial_fold(r, f"fold{lv}_{j}")
+
+    def identity(self, r: Node) -> str:
+        """The registry's neutral element of reduction r, spelled for r's dtype (limits for ints)."""
+        value, c = OPS[r.op].identity, self.c
+        if r.dtype == dt.bool_:
+            return "true" if value > 0 else "false"
+        if r.dtype.is_int and math.isinf(value):
+            lo, hi = r.dtype.limits
+            if value > 0:
+                return c.literal(const(hi, r.dtype))
+            return "0u" if r.dtype.kind == "u" else f"(-{c.literal(const(hi, r.dtype))} - 1)"
+        return c.literal(const(value, r.dtype))
+
+    def combine(self, r: Node, acc: str, v: Expr) -> str:
+        """acc combined with v (the text of r's operand) by reduction r's spelling: a call, or
+        `{0} + {1}`, where v binding looser than `+` is bracketed (`acc + (x > 0.0f)`)."""
+        spellings = self.c.spellings
+        template = spellings[r.op].template(r.dtype.kind)
+        self.c.note_helpers(template, self.state)
+        if not bare_argument(template, 1) and v.prec <= spellings["add"].prec:
+            v = f"({v})"
+        return template.format(acc, v)
+
+    def block_reduce(self, r: Node, acc: str) -> list[str]:
+        """Reduce acc over the threadgroup: within each simdgroup, then across them via shared memory."""
+        f, threads, c = f"zmlx_simd_{r.op}", self.plan.threads, self.c  # simd_helpers define them
+        lines = [f"  {acc} = {f}({acc});"]
+        if threads <= 32:
+            return lines
+        scratch = scratch_name(r.dtype)
+        return lines + [f"  if (lane == 0) {scratch}[warp] = {acc};",
+                        f"  {c.barrier}",
+                        f"  {acc} = {f}(lane < {threads // 32} ? {scratch}[lane] : {self.identity(r)});",
+                        f"  {c.barrier}"]
+
+    def serial_fold(self, r: Node, name: str) -> None:
+        """A fold (a non-associative `reduce` update): thread 0 of the row runs
+        `acc = init; for i < D: acc = update(acc, operands at i);` reading the row from memory,
+        then every thread of the row reads the result from threadgroup memory after a barrier
+        (so later levels and the per-element outputs can use it)."""
+        c, L = self.c, self.lines
+        init, operands, lam = r.args[0], r.args[1:], r.arg
+        elem = [o for o in operands if not self.rows[o]]
+        self.bind_per_row([init, *[o for o in operands if self.rows[o]], *self.frontier(elem)])
+        ct = c.ctype(r.dtype)
+        slot = "0" if self.plan.rows_per_group == 1 else f"{c.local_id} / 32"
+        self.top.append(f"  {c.shared} {ct} zmlx_{name}[{self.plan.rows_per_group}];")
+        L.append("  if (lid == 0) {  // a serial loop over the row: the update is not associative")
+        L.append(f"    {ct} zmlx_{name}_acc = {self.names[init]};")
+        L.append("    for (int zmlx_i = 0; zmlx_i < D; ++zmlx_i) {")
+        local = dict(self.names)
+        for x in self.elem_inputs:
+            local[x] = f"{x.arg}[{'row * D + ' if x in self.full else ''}zmlx_i]"
+        vals = c.render_values(elem, local, L, "      ", self.state, name_roots=True) if elem else local
+        bind = {lam.params[0]: f"zmlx_{name}_acc"}
+        bind.update({q: vals[o] for q, o in zip(lam.params[1:], operands)})
+        step = c.render_values([lam.body], bind, L, "      ", self.state)
+        L += [f"      zmlx_{name}_acc = {step[lam.body]};", "    }", f"    zmlx_{name}[{slot}] = zmlx_{name}_acc;",
+              "  }", f"  {c.barrier}", f"  const {ct} {name} = zmlx_{name}[{slot}];"]
+        self.names[r] = name
+
+    # ---- outputs -----------------------------------------------------------------------------
+    def outputs(self) -> None:
+        """Per-row outputs written by lane 0; per-element outputs in a last pass over the row."""
+        c, L, vec = self.c, self.lines, self.plan.vec
+        row_outputs = [(k, o) for k, o in enumerate(self.p.outputs) if self.rows[o]]
+        elem_outputs = [(k, o) for k, o in enumerate(self.p.outputs) if not self.rows[o]]
+        if row_outputs:
+            vals = c.render_values([o for _, o in row_outputs], self.names, L, "  ", self.state, prefix="row_")
+            L.append("  if (lid == 0) {")
+            L += [f"    {c.out_name(k)}[row] = {vals[o]};" for k, o in row_outputs]
+            L.append("  }")
+        if not elem_outputs:
+            return
+
+        def declare(ind: str) -> None:
+            L.extend(f"{ind}{self.vtype(o.dtype)} res{k};" for k, o in elem_outputs)
+
+        def store(vals: dict, ind: str) -> None:
+            L.extend(f"{ind}res{k}.v[j] = {vals[o]};" for k, o in elem_outputs)
+
+        def write(ind: str) -> None:
+            for k, o in elem_outputs:
+                dst = f"{c.out_name(k)} + row * D + v * {vec}"
+                if c.vector_struct:
+                    L.append(f"{ind}*({self.vtype(o.dtype)}*)({dst}) = res{k};")
+                elif vec % 4 == 0 and o.dtype != dt.bool_:
+                    v4 = f"vec<{c.ctype(o.dtype)}, 4>"
+                    L.append(f"{ind}for (int q = 0; q < {vec}; q += 4) *({c.device_ptr} {v4}*)({dst} + q) = "
+                             f"*({c.thread_ref} {v4}*)(res{k}.v + q);")
+                else:
+                    L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
+        self.element_loop([o for _, o in elem_outputs], store, declare, write)
+
+
+def scratch_name(d: dt.DType) -> str:
+    """The shared array through which simdgroups combine partial reductions of dtype d."""
+    return "zmlx_scratch" if d == dt.float32 else f"zmlx_scratch_{d.name}"
