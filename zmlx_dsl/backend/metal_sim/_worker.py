@@ -1,7 +1,9 @@
 """metal-sim worker process: runs compiled kernels with guarded buffers (stdlib only, started by path).
 
 Protocol on stdin/stdout: 8-byte length + pickle. A request names the runtime and kernel shared
-objects, the buffers (name, bytes) and the launch; the reply carries the outputs or a fault report.
+objects, the launch (grid, threadgroup, which buffers are outputs) and its runs: each a thread
+schedule (reverse) and the buffers as (name, bytes, pointer offset, itemsize, front), see
+`Guarded`; the reply carries each run's outputs or the first fault report.
 """
 
 import ctypes
@@ -31,14 +33,19 @@ class Err(ctypes.Structure):
 
 
 class Guarded:
-    """A buffer whose last byte touches a PROT_NONE page (and with one before it).
+    """A storage buffer between two PROT_NONE pages; the kernel gets a pointer `offset` bytes into it.
 
-    The buffer ends exactly at the guard page, so even one element past the end faults; its start is
-    then only as aligned as its size (kernels are compiled with -fmax-type-align=1 for that).
+    The storage touches one guard page exactly: the trailing one (`front` false: even one element
+    past its end faults) or the leading one (`front` true: even one element before its start
+    faults). A page-granular guard cannot be exact at both ends, so inputs passed as strided views
+    (whose negative strides read below the pointer) run once each way (see kernel.py). A storage
+    against the trailing page then starts only as aligned as its size, and a pointer into a view
+    is only element-aligned (kernels are compiled with -fmax-type-align=1 for that).
     """
 
-    def __init__(self, data):
+    def __init__(self, name, data, offset=0, itemsize=1, front=False):
         n = len(data)
+        self.name, self.n, self.itemsize = name, n, itemsize
         self.pages = (n + PAGE - 1) // PAGE * PAGE
         self.total = self.pages + 2 * PAGE
         base = libc.mmap(None, self.total, 3, 0x22, -1, 0)
@@ -47,13 +54,13 @@ class Guarded:
         self.base = base
         libc.mprotect(base, PAGE, 0)
         libc.mprotect(base + PAGE + self.pages, PAGE, 0)
-        self.ptr = base + PAGE + self.pages - n
+        self.start = base + PAGE + (0 if front else self.pages - n)
+        self.ptr = self.start + offset
         ctypes.memset(base + PAGE, 0xFF, self.pages)
-        ctypes.memmove(self.ptr, data, n)
-        self.n = n
+        ctypes.memmove(self.start, data, n)
 
     def read(self):
-        return ctypes.string_at(self.ptr, self.n)
+        return ctypes.string_at(self.start, self.n)
 
     def free(self):
         libc.munmap(self.base, self.total)
@@ -93,9 +100,12 @@ def run(req):
     except Unloadable as e:
         return {"ok": False, "code": UNLOADABLE, "path": e.path, "msg": e.reason}
     results = []
-    for reverse in req["schedules"]:
-        bufs = [Guarded(data) for _, data in req["buffers"]]
+    for k, launch_run in enumerate(req["runs"]):
+        reverse = launch_run["reverse"]
+        bufs = []
         try:
+            for spec in launch_run["buffers"]:
+                bufs.append(Guarded(*spec))
             ptrs = (ctypes.c_void_p * max(1, len(bufs)))(*[b.ptr for b in bufs])
             grid = (ctypes.c_uint32 * 3)(*req["grid"])
             tg = (ctypes.c_uint32 * 3)(*req["threadgroup"])
@@ -105,8 +115,8 @@ def run(req):
                 return {"ok": False, "code": err.code, "sig": err.sig, "write": err.write,
                         "tg_bytes": err.tg_bytes, "thread": (err.thread.x, err.thread.y, err.thread.z),
                         "group": (err.group.x, err.group.y, err.group.z),
-                        "msg": err.msg.decode(errors="replace"), "reverse": reverse,
-                        "fault": _locate(err.addr, bufs, req["buffers"])}
+                        "msg": err.msg.decode(errors="replace"), "reverse": reverse, "run": k,
+                        "fault": _locate(err.addr, bufs)}
             results.append([bufs[i].read() for i in req["outputs"]])
         finally:
             for b in bufs:
@@ -114,11 +124,25 @@ def run(req):
     return {"ok": True, "outputs": results}
 
 
-def _locate(addr, bufs, named):
-    """(buffer name, byte offset, size) of a fault address inside a buffer's guarded region, else the address."""
-    for b, (name, _) in zip(bufs, named):
+WRAP = 2**32
+
+
+def _locate(addr, bufs):
+    """Where a fault address is, as (buffer index, byte offset from the kernel's pointer, storage
+    start and end as offsets from that pointer, wrap), else the bare address.
+
+    An address inside a buffer's guarded region has wrap 0. One 2**32 elements (or bytes) past a
+    negative offset inside a buffer's storage has wrap 2**32 (bytes) or 2**32 * itemsize: the
+    offset was computed in 32-bit unsigned arithmetic and wrapped around.
+    """
+    for i, b in enumerate(bufs):
         if b.base <= addr < b.base + b.total:
-            return (name, addr - b.ptr, b.n)
+            return (i, addr - b.ptr, b.start - b.ptr, b.start + b.n - b.ptr, 0)
+    for i, b in enumerate(bufs):
+        for m in sorted({WRAP, WRAP * b.itemsize}, reverse=True):
+            o = addr - b.ptr - m
+            if b.start - b.ptr <= o < 0:
+                return (i, addr - b.ptr, b.start - b.ptr, b.start + b.n - b.ptr, m)
     return addr
 
 
