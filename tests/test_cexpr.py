@@ -103,7 +103,7 @@ def test_helpers_compute_what_c_and_metal_do(text, ref):
 
 def test_every_listed_function_resolves_to_a_node():
     for name in cexpr.function_names():
-        arity = cexpr._COMPOSITE[name][0] if name in cexpr._COMPOSITE else OPS[cexpr._resolve(name)].arity
+        arity = cexpr.COMPOSITE[name][0] if name in cexpr.COMPOSITE else OPS[cexpr.resolve(name)].arity
         args = ", ".join(["x", "y", "x > y"][:arity]) if name in ("select",) else ", ".join(["x"] * arity)
         assert isinstance(p(f"{name}({args})"), Node), name
 

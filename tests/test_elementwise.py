@@ -136,11 +136,11 @@ def test_runtime_scalars_do_not_recompile(backend, rng):
     assert_same(k, None, x, -3.5, 0.25)
     assert_same(k, None, x, 1e3, -7.0)
     assert k.program(x, 7.0, 8.0) is prog
-    assert len(k._cache) == 1
+    assert len(k.entries) == 1
     # another shape and broadcast pattern, same dtypes: the same program
     assert_same(k, None, rand((2, 9), rng=rng), 0.5, 4.0)
     assert k.program(rand((2, 9), rng=rng), 0.5, 4.0) is prog
-    assert len(k._cache) == 1
+    assert len(k.entries) == 1
     # the scalar is a runtime input, not a baked constant
     assert "2.0" not in prog.text() and "7.0" not in prog.text()
 
@@ -590,7 +590,7 @@ def test_backend_env_var(clean_backend_env, rng):
     clean_backend_env.setenv("ZMLX_DSL_BACKEND", "mlx")
     assert backends.default() == "mlx"
     assert_same(k, None, x)
-    assert "mlx" in k._cache[next(iter(k._cache))].compiled
+    assert "mlx" in k.entries[next(iter(k.entries))].compiled
     # a forced backend is honoured even where it cannot run: no silent fallback to another one
     if not mx.metal.is_available():
         clean_backend_env.setenv("ZMLX_DSL_BACKEND", "metal")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from zmlx_dsl import stats
-from zmlx_dsl.autograd import RawOp
-from zmlx_dsl.cli import _required
+from zmlx_dsl.cli import required_arrays
 from zmlx_dsl.kernels import Kernel
+from zmlx_dsl.raw import RawOp
 from conftest import HAVE_METAL_SIM, assert_close
 
 pytestmark = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
@@ -63,7 +63,7 @@ def test_example_kernels_on_metal_sim(path, monkeypatch):
         pytest.skip("no module-level kernels")
     rng = np.random.default_rng(0)
     for name, k in kernels.items():
-        n = k.n_in if isinstance(k, RawOp) else len(_required(k))
+        n = k.n_in if isinstance(k, RawOp) else len(required_arrays(k))
         # positive inputs: every example's domain (log(p + 1e-8), rsqrt(mean + eps), ...)
         args = [mx.array(rng.uniform(0.05, 1.0, SHAPE).astype(np.float32)) for _ in range(n)]
         if isinstance(k, RawOp):  # raw Metal: only the Metal backends run it

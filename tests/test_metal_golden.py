@@ -149,7 +149,7 @@ def mlx_printed(case: str) -> str:
     from zmlx_dsl.backend.metal import RENDERER
     kernel, make, which = CASES[case]
     args = make()
-    compiled = kernel._compiled_for(tuple(args), {}, "metal")
+    compiled = kernel.compiled_for(tuple(args), {}, "metal")
     roles = None
     if which == "bwd":
         compiled, roles = compiled.backward[:2]
@@ -242,7 +242,7 @@ sys.path.insert(0, {tests!r})
 import test_metal_golden as t
 for case in t.CASES:
     kernel, make, which = t.CASES[case]
-    entry = kernel._compiled_for(tuple(make()), {{}}, "mlx")
+    entry = kernel.compiled_for(tuple(make()), {{}}, "mlx")
     prog = entry.backward[0].program if which == "bwd" else entry.program
     print(case, prog.kernel_name)
 """
@@ -251,7 +251,7 @@ for case in t.CASES:
 def kernel_names_here() -> str:
     lines = []
     for case, (kernel, make, which) in CASES.items():
-        entry = kernel._compiled_for(tuple(make()), {}, "mlx")
+        entry = kernel.compiled_for(tuple(make()), {}, "mlx")
         prog = entry.backward[0].program if which == "bwd" else entry.program
         lines.append(f"{case} {prog.kernel_name}")
     return "\n".join(lines) + "\n"

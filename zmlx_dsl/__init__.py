@@ -6,7 +6,8 @@
 """
 from .errors import (ZMLXBackendError, ZMLXError, ZMLXGradientError, ZMLXNameError,
                               ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError)
-from .kernels import Kernel, elementwise, map_reduce, reduce
+from .decorators import elementwise, map_reduce, reduce
+from .kernels import Kernel
 from . import api, autograd, bench, msl, profile, testing  # noqa: E402  (the ZMLX-compatible modules)
 
 __all__ = ["elementwise", "reduce", "map_reduce", "Kernel", "ZMLXError", "ZMLXSyntaxError",

@@ -12,7 +12,9 @@ from typing import Optional, Sequence
 
 import mlx.core as mx
 
+from . import api
 from . import backend as backends
+from .bench import compare
 from .kernels import Kernel
 from .testing import assert_gradient_matches, assert_matches
 
@@ -27,7 +29,7 @@ def _load(path: str) -> ModuleType:
     return module
 
 
-def _required(kernel: Kernel) -> list[str]:
+def required_arrays(kernel: Kernel) -> list[str]:
     """The kernel's array parameters: positional ones without a default (string kernels: all)."""
     fn = getattr(kernel, "__wrapped__", None)
     if fn is None:
@@ -47,7 +49,7 @@ def show(target: str, backend: str, shape: Sequence[int], dtype: str, grad: bool
     if name not in kernels:
         raise SystemExit(f"zmlx-dsl: {path} has no kernel named {name!r} (kernels: {', '.join(kernels) or 'none'})")
     kernel = kernels[name]
-    args = [mx.zeros(tuple(shape), getattr(mx, dtype)) for _ in _required(kernel)]
+    args = [mx.zeros(tuple(shape), getattr(mx, dtype)) for _ in required_arrays(kernel)]
     print(f"// IR of {name} for {len(args)} input(s) of shape {tuple(shape)} {dtype}")
     print(kernel.ir(*args))
     print(f"\n// {backend} source")
@@ -87,7 +89,7 @@ def check(path: str, shape: Sequence[int], only: Optional[Sequence[str]] = None)
         return 1
     failures = 0
     for name, kernel in kernels.items():
-        n = len(_required(kernel))
+        n = len(required_arrays(kernel))
         try:
             mx.eval(_reference(kernel)(*[mx.ones(tuple(shape)) for _ in range(n)]))
         except Exception as e:
@@ -114,8 +116,6 @@ def bench(shape: Sequence[int], iters: int) -> None:
     """Time string and decorator kernels against MLX on one shape."""
     import mlx.nn as nn
 
-    from . import api
-    from .bench import compare
     silu = api.elementwise("kk_silu(x)", name="silu")
     softmax = api.map_reduce(pass1={"init": "-INFINITY", "update": "max(acc1, x)", "reduce": "max(a, b)"},
                              pass2={"init": "0.0f", "update": "acc2 + exp(x - s1)", "reduce": "a + b"},

@@ -1,4 +1,4 @@
-"""The decorators: `elementwise`, `reduce` and `map_reduce` over Python function bodies.
+"""Kernels: a body (a Python function, or built otherwise by a subclass) called like a function.
 
 A kernel is compiled once per (argument dtypes and kinds, keyword constants, backend); a cached
 call costs a tuple build and a dictionary lookup, plus re-reading the globals it baked in.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import operator
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -20,7 +20,7 @@ from .ir import dtypes as dt
 from .ir.node import Node, toposort
 from .ir.passes import optimize, per_row, widen
 from .ir.program import Program
-from .runtime import Compiled
+from .runtime import Compiled, GivenVJP
 
 _SCALARS = (bool, int, float)
 _DTYPE = operator.attrgetter("dtype")
@@ -37,16 +37,18 @@ def _param_ranges(p: Program) -> dict:
     return ranges
 
 
-class _Entry:
+class Entry:
     """One compiled signature: the program, its compiled forms per backend, and how to call it."""
 
-    def __init__(self, program: Program, slots: list, is_tuple: bool, row_flags: list, baked: list) -> None:
+    def __init__(self, program: Program, slots: list, is_tuple: bool, row_flags: list, baked: list,
+                 given: Optional[tuple[Program, list]] = None) -> None:
         self.program = program
         self.slots = slots              # per positional argument: ("array", i) or
         #                                 ("param", dtype, (lo, hi) of an integer, else None)
         self.is_tuple = is_tuple
         self.row_flags = row_flags      # per output: True when it holds one value per row
         self.baked = baked
+        self.given = given              # a user-given VJP: (its program, its input roles), see GivenVJP
         self.arrays_only = all(s[0] == "array" for s in slots)
         self.compiled: dict[str, Compiled] = {}
 
@@ -60,27 +62,36 @@ class _Entry:
 
 
 class Kernel:
-    """A kernel built from a Python function; call it like the function."""
+    """A kernel built from a Python function; call it like the function.
 
-    def __init__(self, fn: Callable, *, kind: str, name: Optional[str] = None,
+    A subclass building its body otherwise (api.ExprKernel) passes fn=None, its `name` and its
+    `arg_names`, and overrides `build`."""
+
+    def __init__(self, fn: Optional[Callable], *, kind: str, name: Optional[str] = None,
                  compute_dtype: Any = mx.float32, backend: Optional[str] = None, axis: int = -1,
-                 autodiff: Optional[str] = None) -> None:
-        if not inspect.isfunction(fn):
-            raise ZMLXTypeError(f"{kind} expects a Python function, got {type(fn).__name__}")
-        functools.update_wrapper(self, fn)
+                 autodiff: Optional[str] = None, arg_names: Optional[Sequence[str]] = None) -> None:
+        if arg_names is None:
+            if not inspect.isfunction(fn):
+                raise ZMLXTypeError(f"{kind} expects a Python function, got {type(fn).__name__}")
+            functools.update_wrapper(self, fn)
+            code = fn.__code__  # positional parameters (inspect.signature costs ~10x more)
+            arg_names = code.co_varnames[:code.co_argcount]
+            name = name or fn.__name__
+        else:
+            self.__name__ = self.__qualname__ = name
         self.kind = kind
-        self.name = name or fn.__name__
+        self.name = name
         self.compute = dt.from_mx(compute_dtype)
         self.backend = backends.check(backend) if backend else None
         self.axis = axis
         if autodiff not in (None, "mlx", "ir"):
             raise ZMLXTypeError(f"{self.name}: autodiff must be 'mlx' or 'ir', got {autodiff!r}")
         self.autodiff = autodiff
-        code = fn.__code__  # positional parameters (inspect.signature costs ~10x more)
-        self.positional = list(code.co_varnames[:code.co_argcount])
-        self._cache: dict = {}
+        self.positional = list(arg_names)
+        self.entries: dict = {}  # (argument dtypes and kinds, keyword constants) -> Entry
         self._fast: dict = {}  # (backend, argument dtypes...) -> (compiled, entry) for array-only calls
-        source_of(fn)  # fail early (at decoration) when the source cannot be read
+        if fn is not None:
+            source_of(fn)  # fail early (at decoration) when the source cannot be read
 
     # ---- calling -------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -93,13 +104,13 @@ class Kernel:
             if hit is not None:
                 return self._run(hit[0], hit[1], list(args), [])
         entry = self._entry(args, kwargs)
-        compiled = entry.compiled.get(target) or self._compile(entry, target)
+        compiled = self._compiled(entry, target)
         if entry.arrays_only and not entry.baked and not kwargs:
             self._fast[(target, *map(_DTYPE, args))] = (compiled, entry)
         arrays, params = (list(args), []) if entry.arrays_only else self._split(entry, args)
         return self._run(compiled, entry, arrays, params)
 
-    def _run(self, compiled: Compiled, entry: _Entry, arrays: list, params: list) -> Any:
+    def _run(self, compiled: Compiled, entry: Entry, arrays: list, params: list) -> Any:
         if self.kind == "elementwise":
             try:
                 outs = compiled(arrays + params)
@@ -110,28 +121,29 @@ class Kernel:
             outs = self._call_rows(compiled, entry, arrays, params)
         return tuple(outs) if entry.is_tuple else outs[0]
 
-    def _entry(self, args: tuple, kwargs: dict) -> _Entry:
+    def _entry(self, args: tuple, kwargs: dict) -> Entry:
         key = [a.dtype if isinstance(a, mx.array) else type(a) for a in args]
         if kwargs:
             key.append(tuple(sorted((k, type(v), v) for k, v in kwargs.items())))
         key = tuple(key)
-        entry = self._cache.get(key)
+        entry = self.entries.get(key)
         if entry is None or (entry.baked and entry.stale()):
-            entry = self._cache[key] = self._build(args, kwargs)
+            entry = self.entries[key] = self.build(args, kwargs)
         return entry
 
-    def _compile(self, entry: _Entry, target: str) -> Compiled:
+    def _compile(self, entry: Entry, target: str) -> Compiled:
         """autodiff "mlx" (the portable backend's default) lets MLX differentiate the program's
         MLX ops; "ir" (the only choice for C backends, whose kernels MLX cannot see into)
-        attaches the generated derivative programs."""
+        attaches the generated derivative programs, or the entry's given VJP."""
         autodiff = self.autodiff or ("mlx" if target == "mlx" else "ir")
         if autodiff == "mlx" and target != "mlx":
             raise ZMLXBackendError(f"{self.name}: autodiff='mlx' needs backend='mlx' (MLX cannot "
                                    f"differentiate a {target} kernel); use autodiff='ir'")
-        c = entry.compiled[target] = Compiled(entry.program, target, autodiff)
+        c = entry.compiled[target] = GivenVJP(entry.program, target, *entry.given) if entry.given else \
+            Compiled(entry.program, target, autodiff)
         return c
 
-    def _split(self, entry: _Entry, args: tuple) -> tuple[list, list]:
+    def _split(self, entry: Entry, args: tuple) -> tuple[list, list]:
         arrays, params = [], []
         for a, slot in zip(args, entry.slots):
             if slot[0] == "array":
@@ -142,7 +154,7 @@ class Kernel:
                 params.append(mx.array(a, dtype=slot[1].mx))
         return arrays, params
 
-    def _overflow(self, value: int, slot: tuple, entry: _Entry) -> None:
+    def _overflow(self, value: int, slot: tuple, entry: Entry) -> None:
         pname = self.positional[entry.slots.index(slot)]
         lo, hi = slot[2]
         raise ZMLXValueError(f"{self.name}(): argument '{pname}' = {value} does not fit the integer type "
@@ -159,7 +171,7 @@ class Kernel:
             raise ZMLXShapeError(f"{self.name}: input shapes {', '.join(map(str, shapes))} do not "
                                  "broadcast together") from None
 
-    def _call_rows(self, compiled: Compiled, entry: _Entry, arrays: list, params: list) -> list:
+    def _call_rows(self, compiled: Compiled, entry: Entry, arrays: list, params: list) -> list:
         shapes = [a.shape for a in arrays]
         try:
             shape = tuple(mx.broadcast_shapes(*shapes)) if shapes else ()
@@ -187,7 +199,8 @@ class Kernel:
         return result
 
     # ---- building ------------------------------------------------------------------------
-    def _build(self, args: tuple, kwargs: dict) -> _Entry:
+    def build(self, args: tuple, kwargs: dict) -> Entry:
+        """The program and calling convention for these arguments (compiled per backend on use)."""
         if len(args) > len(self.positional):
             raise ZMLXTypeError(f"{self.name}() takes {len(self.positional)} positional argument"
                                 f"{'s' * (len(self.positional) != 1)} but {len(args)} were given")
@@ -233,7 +246,7 @@ class Kernel:
         program = Program(self.name, kind, tuple(inputs), tuple(params), tuple(outs))
         ranges = _param_ranges(program)
         slots = [s if s[0] == "array" else s[:2] + (ranges.get(s[2]),) for s in slots]
-        return _Entry(program, slots, body.is_tuple, flags, body.baked)
+        return Entry(program, slots, body.is_tuple, flags, body.baked)
 
     # ---- inspection ----------------------------------------------------------------------
     def program(self, *args: Any, **kwargs: Any) -> Program:
@@ -244,26 +257,33 @@ class Kernel:
         return self.program(*args, **kwargs).text()
 
     def grad_ir(self, *args: Any, **kwargs: Any) -> str:
-        """The generated backward program's IR (cotangents are inputs cotan0, cotan1, …)."""
-        return self._compiled_for(args, kwargs, "mlx").backward[0].program.text()
+        """The backward program's IR: the given VJP where the kernel has one (grad_expr), else the
+        generated one (cotangents are inputs cotan0, cotan1, …)."""
+        entry = self._entry(args, kwargs)
+        if entry.given:
+            return entry.given[0].text()
+        return self._compiled(entry, "mlx").backward[0].program.text()
 
     def source(self, *args: Any, backend: Optional[str] = None, **kwargs: Any) -> str:
         """The source the backend compiles for these arguments (full kernel text for C backends)."""
         target = backend or self.backend or backends.default()
-        return backends.module(target).source(self.program(*args, **kwargs), target, self._launch_arrays(args))
+        return backends.get(target).source(self.program(*args, **kwargs), target, self._launch_arrays(args))
 
     def grad_source(self, *args: Any, backend: Optional[str] = None, **kwargs: Any) -> str:
         """The backward kernel's source on a backend."""
         target = backend or self.backend or backends.default()
-        bwd, roles = self._compiled_for(args, kwargs, target).backward[:2]
+        bwd, roles = self.compiled_for(args, kwargs, target).backward[:2]
         arrays = self._launch_arrays(args)
         outs = self(*args, **kwargs)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
         pick = {"x": arrays, "g": outs, "y": outs}
-        return backends.module(target).source(bwd.program, target, [pick[r][k] for r, k in roles])
+        return backends.get(target).source(bwd.program, target, [pick[r][k] for r, k in roles])
 
-    def _compiled_for(self, args, kwargs, target) -> Compiled:
-        entry = self._entry(args, kwargs)
+    def compiled_for(self, args: tuple, kwargs: dict, target: str) -> Compiled:
+        """The kernel compiled for these arguments on a backend."""
+        return self._compiled(self._entry(args, kwargs), target)
+
+    def _compiled(self, entry: Entry, target: str) -> Compiled:
         return entry.compiled.get(target) or self._compile(entry, target)
 
     def _launch_arrays(self, args) -> list:
@@ -274,21 +294,3 @@ class Kernel:
 
     def __get__(self, obj, objtype=None):
         return self if obj is None else functools.partial(self, obj)
-
-
-def _decorator(kind: str):
-    def make(fn: Optional[Callable] = None, *, name: Optional[str] = None, compute_dtype: Any = mx.float32,
-             backend: Optional[str] = None, **extra: Any):
-        if isinstance(fn, str):  # the ZMLX string form, e.g. elementwise("kk_silu(x)", grad_expr=...)
-            from . import api
-            return getattr(api, kind)(fn, name=name, compute_dtype=compute_dtype, backend=backend, **extra)
-        def wrap(f: Callable) -> Kernel:
-            return Kernel(f, kind=kind, name=name, compute_dtype=compute_dtype, backend=backend, **extra)
-        return wrap if fn is None else wrap(fn)
-    make.__name__ = kind
-    return make
-
-
-elementwise = _decorator("elementwise")
-reduce = _decorator("reduce")
-map_reduce = _decorator("map_reduce")

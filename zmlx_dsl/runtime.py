@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Sequence
+from typing import Any, Sequence
 
 import mlx.core as mx
 
@@ -34,7 +34,7 @@ class Compiled:
         self.program = program
         self.target = target
         self.stat_key, start = (program.name, target), time.perf_counter()  # for profile.kernel_stats
-        self.runner = backends.module(target).compile(program, target)
+        self.runner = backends.get(target).compile(program, target)
         stats.record_compile(self.stat_key, time.perf_counter() - start)
         self.runs = stats.run_counter(self.stat_key)
         self.n_in = len(program.inputs)
@@ -100,7 +100,7 @@ class Compiled:
         return cache[picked]
 
     def _vjp(self, primals, cotangents, outputs):
-        primals, cotangents, outputs = _tuple(primals), _tuple(cotangents), _tuple(outputs)
+        primals, cotangents, outputs = as_tuple(primals), as_tuple(cotangents), as_tuple(outputs)
         groups: dict[tuple, list[int]] = {}
         for k, o in enumerate(outputs):
             groups.setdefault(tuple(o.shape), []).append(k)
@@ -158,7 +158,7 @@ class Compiled:
         return Compiled(prog, self.target), order, [i for i, t in enumerate(outs) if t is not None]
 
     def _jvp(self, primals, tangents):
-        primals, tangents = _tuple(primals), _tuple(tangents)
+        primals, tangents = as_tuple(primals), as_tuple(tangents)
         compiled, order, which = self.forward_mode
         arrays, params = primals[: self.n_in], primals[self.n_in:]
         args = []
@@ -176,7 +176,7 @@ class Compiled:
 
     # ---- vmap ----------------------------------------------------------------------------
     def _vmap(self, inputs, axes):
-        inputs, axes = _tuple(inputs), _tuple(axes)
+        inputs, axes = as_tuple(inputs), as_tuple(axes)
         arrays, params = inputs[: self.n_in], inputs[self.n_in:]
         if any(a is not None for a in axes[self.n_in:]):
             raise ValueError("zmlx_dsl kernels cannot be vmapped over a scalar parameter")
@@ -193,6 +193,37 @@ class Compiled:
         return outs, [0] * len(outs)
 
 
+class GivenVJP(Compiled):
+    """A compiled elementwise program whose VJP is a user-given program (grad_expr).
+
+    `roles` says what feeds each input of the VJP program: ("x", i) argument i, ("y", 0) the
+    output, ("g", 0) the cotangent. The forward-mode rule reuses it: for an elementwise op the
+    Jacobian is diagonal, so the tangent is sum_i vjp_i(g = t_i)."""
+
+    def __init__(self, program: Program, target: str, vjp_program: Program, roles: list) -> None:
+        self.given = Compiled(vjp_program, target)
+        self.roles = roles
+        super().__init__(program, target)
+
+    def _given(self, arrays: Sequence[mx.array], y: mx.array, g: mx.array) -> list[mx.array]:
+        pick = {"x": arrays, "y": [y], "g": [g]}
+        return self.given([pick[r][k] for r, k in self.roles])
+
+    def _vjp(self, primals, cotangents, outputs):
+        primals, y, g = list(as_tuple(primals)), as_tuple(outputs)[0], as_tuple(cotangents)[0]
+        g = mx.zeros_like(y) if g is None else g
+        return [unbroadcast(d, x.shape) for d, x in zip(self._given(primals, y, g), primals)]
+
+    def _jvp(self, primals, tangents):
+        primals = list(as_tuple(primals))
+        y = self.runner(primals)[0]
+        total = mx.zeros_like(y)
+        for i, t in enumerate(as_tuple(tangents)):
+            if t is not None:
+                total = total + self._given(primals, y, mx.broadcast_to(t, y.shape).astype(y.dtype))[i]
+        return [total.astype(y.dtype)]
+
+
 @contextmanager
 def _named(p: Program):
     """A body without a derivative (ZMLXGradientError from a rule) reported with the kernel's name."""
@@ -202,7 +233,8 @@ def _named(p: Program):
         raise ZMLXGradientError(f"cannot differentiate kernel '{p.name}': {e.message}") from None
 
 
-def _tuple(x) -> tuple:
+def as_tuple(x: Any) -> tuple:
+    """One value, or a list or tuple of them (as mx.custom_function passes arrays), as a tuple."""
     return tuple(x) if isinstance(x, (list, tuple)) else (x,)
 
 

@@ -10,6 +10,8 @@ from typing import Any, Callable, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
+from .runtime import as_tuple
+
 # (atol, rtol) per dtype when the caller gives none
 TOLERANCES = {mx.float32: (1e-5, 1e-4), mx.float16: (2e-3, 5e-3), mx.bfloat16: (2e-2, 2e-2)}
 
@@ -22,10 +24,6 @@ def _inputs(shape: tuple, dtype: Any, n: int, rng: np.random.Generator,
 
 def _name(dtype: Any) -> str:
     return str(dtype).rsplit(".", 1)[-1]
-
-
-def _tuple(x: Any) -> tuple:
-    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def _check(got: Any, want: Any, atol: Optional[float], rtol: Optional[float], what: str) -> None:
@@ -59,7 +57,7 @@ def assert_matches(fn: Callable, ref: Callable, shapes: Sequence[tuple], *, dtyp
     for shape in shapes:
         for dtype in dtypes:
             xs = _inputs(tuple(shape), dtype, n_inputs, rng, domain)
-            got, want = _tuple(fn(*xs)), _tuple(ref(*xs))
+            got, want = as_tuple(fn(*xs)), as_tuple(ref(*xs))
             mx.eval(got, want)
             where = f"shape {tuple(shape)} {_name(dtype)}"
             if len(got) != len(want):
@@ -78,10 +76,10 @@ def assert_gradient_matches(fn: Callable, ref: Callable, shapes: Sequence[tuple]
     for shape in shapes:
         for dtype in dtypes:
             xs = _inputs(tuple(shape), dtype, n_inputs, rng, domain)
-            outs = _tuple(ref(*xs))
+            outs = as_tuple(ref(*xs))
             cots = [mx.array(rng.standard_normal(o.shape).astype(np.float32)).astype(o.dtype) for o in outs]
-            _, g_ref = mx.vjp(lambda *a: list(_tuple(ref(*a))), xs, cots)
-            _, g_fn = mx.vjp(lambda *a: list(_tuple(fn(*a))), xs, cots)
+            _, g_ref = mx.vjp(lambda *a: list(as_tuple(ref(*a))), xs, cots)
+            _, g_fn = mx.vjp(lambda *a: list(as_tuple(fn(*a))), xs, cots)
             mx.eval(g_ref, g_fn)
             for i, (g, w) in enumerate(zip(g_fn, g_ref)):
                 _check(g, w, atol, rtol, f"shape {tuple(shape)} {_name(dtype)} gradient of input {i}")

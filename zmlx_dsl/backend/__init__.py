@@ -1,16 +1,17 @@
-"""Backends: each turns a Program into a runner (list of mx arrays -> list of mx arrays)."""
+"""Backends by name: each a `Backend` (base.py) turning a Program into a runner (mx arrays -> mx arrays)."""
 from __future__ import annotations
 
-import importlib
 import os
-from types import ModuleType
 
 import mlx.core as mx
 
 from ..errors import ZMLXBackendError
+from . import cuda, metal, mlx as portable
+from .base import Backend
 
-NAMES = ("mlx", "metal", "metal-sim", "cuda")
-_MODULES = {"mlx": "mlx", "metal": "metal", "metal-sim": "metal", "cuda": "cuda"}
+BACKENDS: dict[str, Backend] = {"mlx": portable.BACKEND, "metal": metal.BACKEND, "metal-sim": metal.BACKEND,
+                                "cuda": cuda.BACKEND}
+NAMES = tuple(BACKENDS)
 
 
 _ENV_DATA = getattr(os.environ, "_data", None)  # the dict behind os.environ (updated by os.environ[...] =)
@@ -47,5 +48,6 @@ def check(name: str) -> str:
     return name
 
 
-def module(name: str) -> ModuleType:
-    return importlib.import_module(f"{__name__}.{_MODULES[check(name)]}")
+def get(name: str) -> Backend:
+    """The backend of a name (ZMLXBackendError for an unknown one)."""
+    return BACKENDS[check(name)]

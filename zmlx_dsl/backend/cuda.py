@@ -6,6 +6,7 @@ from typing import Sequence
 import mlx.core as mx
 
 from ..ir.program import Program
+from .base import BackendFunctions
 from .c_ops import SPELLINGS, Spelling
 from .cstyle import CStyle
 from .launch import Launcher
@@ -111,3 +112,6 @@ def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
         return build_cuda_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                  header, inputs, [o.dtype.mx for o in p.outputs])
     return Launcher(program, RENDERER, mx.fast.cuda_kernel, target).source(arrays, full)
+
+
+BACKEND = BackendFunctions(compile, source)

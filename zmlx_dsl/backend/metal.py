@@ -1,11 +1,12 @@
 """The Metal backend: MSL for mx.fast.metal_kernel (and for metal-sim, which runs it on the CPU)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import mlx.core as mx
 
 from ..ir.program import Program
+from .base import BackendFunctions
 from .cstyle import CStyle
 from .launch import Launcher
 from .metal_source import build_metal_source
@@ -56,7 +57,8 @@ template <typename T> {q} T zmlx_simd_min(T v) {{ return simd_min(v); }}
 RENDERER = MetalRenderer()
 
 
-def _factory(target: str):
+def kernel_factory(target: str) -> Callable:
+    """mx.fast.metal_kernel, or for metal-sim its CPU twin (metal_sim is imported only when used)."""
     if target == "metal-sim":
         from .metal_sim import metal_kernel
         return metal_kernel
@@ -65,7 +67,7 @@ def _factory(target: str):
 
 def compile(program: Program, target: str = "metal"):
     """A runner launching the program's MSL (on a Mac's GPU, or on the CPU for metal-sim)."""
-    return Launcher(program, RENDERER, _factory(target), target)
+    return Launcher(program, RENDERER, kernel_factory(target), target)
 
 
 def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
@@ -74,4 +76,7 @@ def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
         return build_metal_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                   header, inputs, output_dtypes=[o.dtype.mx for o in p.outputs],
                                   ensure_row_contiguous=p.kind == "row")
-    return Launcher(program, RENDERER, _factory(target), target).source(arrays, full)
+    return Launcher(program, RENDERER, kernel_factory(target), target).source(arrays, full)
+
+
+BACKEND = BackendFunctions(compile, source)

@@ -9,6 +9,7 @@ from ..ir.evaluate import evaluate
 from ..ir.node import Node
 from ..ir.program import Program
 from ..ir.registry import OPS
+from .base import BackendFunctions
 
 name = "mlx"
 
@@ -85,3 +86,6 @@ def compile(program: Program, target: str = name) -> Callable[[Sequence[mx.array
 def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
     """What this backend runs, for display: the program listing (MLX ops, fused by mx.compile)."""
     return program.text()
+
+
+BACKEND = BackendFunctions(compile, source)

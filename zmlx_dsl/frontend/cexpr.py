@@ -91,7 +91,7 @@ def _kk_gelu_tanh(x: Value) -> Value:
 
 
 # Functions built from registry ops: name -> (arity, builder).
-_COMPOSITE: dict[str, tuple[int, Callable[..., Value]]] = {
+COMPOSITE: dict[str, tuple[int, Callable[..., Value]]] = {
     "kk_sigmoid": (1, lambda x: _op("sigmoid", x)),
     "kk_silu": (1, _kk_silu),
     "kk_gelu_tanh": (1, _kk_gelu_tanh),
@@ -105,7 +105,7 @@ _COMPOSITE: dict[str, tuple[int, Callable[..., Value]]] = {
 
 def function_names() -> list[str]:
     """Every function name the subset accepts (for error messages and documentation)."""
-    return sorted({n for n in BY_PY_NAME if _resolve(n)} | set(_ALIASES) | set(_COMPOSITE))
+    return sorted({n for n in BY_PY_NAME if resolve(n)} | set(_ALIASES) | set(COMPOSITE))
 
 
 # registry ops that C writes as operators, not calls (their names are not functions in a string)
@@ -113,7 +113,7 @@ _C_OPERATORS = frozenset({"add", "sub", "mul", "div", "eq", "ne", "lt", "le", "g
                           "logical_or", "logical_not", "where", "neg", "square", "reciprocal", "stop_gradient"})
 
 
-def _resolve(name: str) -> Optional[str]:
+def resolve(name: str) -> Optional[str]:
     """The registry op of a call: aliases first; registry names of C operators and of row
     reductions are not functions in C."""
     if name in _ALIASES:
@@ -334,11 +334,11 @@ class _Parser:
             if len(args) != 1:
                 raise self.error(f"the cast {name}(...) takes one value ({len(args)} given)", t.pos, ZMLXTypeError)
             return _cast(args[0], self.types[name])
-        if name in _COMPOSITE:
-            arity, build = _COMPOSITE[name]
+        if name in COMPOSITE:
+            arity, build = COMPOSITE[name]
             self.arity(name, arity, args, t)
             return build(*args)
-        op = _resolve(name)
+        op = resolve(name)
         if op is None:
             if re.search(rf"\b{re.escape(name)}\s*\(", self.header):
                 raise self.raw(f"A call of '{name}' (defined in the header)", t.pos)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from . import dtypes as dt
-from .node import Lambda, Node
+from .node import Lambda, Node, use_apply
+from .table import OPS
 
 
 def const(value: Any, dtype: dt.DType) -> Node:
@@ -27,17 +28,6 @@ def cast(x: Node, dtype: dt.DType) -> Node:
     return x if x.dtype == dtype else Node("cast", (x,), dtype)
 
 
-_OPS: dict = {}
-
-
-def op_table() -> dict:
-    """The op registry (imported on first use: the registry builds its derivative rules with this module)."""
-    if not _OPS:
-        from .registry import OPS
-        _OPS.update(OPS)
-    return _OPS
-
-
 def lift(value: Any, like: dt.DType) -> Node:
     """A Python scalar combined with an array of dtype `like`, typed as MLX's weak scalars are."""
     return const(value, dt.promote_weak(like, dt.weak_kind(value)))
@@ -45,7 +35,7 @@ def lift(value: Any, like: dt.DType) -> Node:
 
 def apply(name: str, *args: Any) -> Node:
     """Apply a registry op; Python scalars among args are weak, arrays promote (MLX rules)."""
-    op = op_table()[name]
+    op = OPS[name]
     nodes = [a for a in args if isinstance(a, Node)]
     if not nodes:
         raise TypeError(f"{name}: at least one argument must be an IR node")
@@ -62,7 +52,7 @@ def apply(name: str, *args: Any) -> Node:
 
 def make(name: str, args: tuple[Node, ...]) -> Node:
     """Apply a registry op to typed nodes: operands are cast to the op's operand type."""
-    op = op_table()[name]
+    op = OPS[name]
     operand, result = op.types(tuple(a.dtype for a in args))
     if operand is not None:
         args = tuple(a if i in op.keep_type_args else cast(a, operand) for i, a in enumerate(args))
@@ -82,3 +72,6 @@ def fold(init: Node, operands: Sequence[Node], update: Lambda) -> Node:
             or any(p.dtype != o.dtype for p, o in zip(params[1:], operands)):
         raise TypeError("fold: the update's parameters and result must match (acc, *operands)")
     return Node("fold", (init, *operands), init.dtype, update)
+
+
+use_apply(apply)  # Node's operators (node.py) build through apply

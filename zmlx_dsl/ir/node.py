@@ -1,7 +1,7 @@
 """IR nodes: immutable, typed, structurally hashed (so CSE and cache keys are dictionary lookups)."""
 from __future__ import annotations
 
-from typing import Any, Container, Iterable, Iterator
+from typing import Any, Container, Iterable, Iterator, Protocol
 
 from .dtypes import DType
 
@@ -49,7 +49,7 @@ class Node:
             return f"{self.op}({self.arg}):{self.dtype}"
         return f"{self.op}({', '.join(map(repr, self.args))}):{self.dtype}"
 
-    # arithmetic sugar for derivative rules and passes (types follow the registry)
+    # arithmetic sugar for derivative rules and passes (types follow the registry, see use_apply)
     def __add__(self, o): return _apply("add", self, o)
     def __radd__(self, o): return _apply("add", o, self)
     def __sub__(self, o): return _apply("sub", self, o)
@@ -99,9 +99,20 @@ def _same(a: Any, b: Any) -> bool:
     return repr(a) == repr(b) if isinstance(a, float) or isinstance(b, float) else a == b
 
 
-def _apply(name: str, *args: Any) -> Node:
-    from .build import apply  # late: build needs the registry, which needs Node
-    return apply(name, *args)
+class Apply(Protocol):
+    """Applies a registry op by name to nodes and Python scalars, typed as MLX types them."""
+
+    def __call__(self, name: str, *args: Any) -> Node: ...
+
+
+_apply: Apply  # what Node's operators call (set by use_apply)
+
+
+def use_apply(apply: Apply) -> None:
+    """Give Node's operators their op constructor: ir/build.py's `apply`, handed over when build
+    is imported (build constructs Nodes, so this module cannot import it)."""
+    global _apply
+    _apply = apply
 
 
 def toposort(roots: Iterable[Node], stop: Container = ()) -> list[Node]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from . import dtypes as dt
-from .build import cast, const, make, op_table
+from .build import cast, const, make
+from .interpret import interpret
 from .node import LEAF_OPS, Node, toposort
+from .table import OPS
 
 
 def rewrite(roots: Sequence[Node], fn: Callable[[Node], Node]) -> list[Node]:
@@ -39,8 +41,7 @@ def _fold(n: Node) -> Node:
     """Evaluate ops whose arguments are all constants (rounded to the node's dtype)."""
     if n.op in LEAF_OPS or n.op == "rowsize" or not n.args or not all(a.op == "const" for a in n.args):
         return n
-    from .interpret import interpret  # late: the interpreter needs the registry, which needs passes
-    if n.op != "cast" and op_table()[n.op].reduction:
+    if n.op != "cast" and OPS[n.op].reduction:
         return n
     value = interpret([n], {}, mode="faithful")[0]
     return const(value.item(), n.dtype)
@@ -96,7 +97,7 @@ def per_row(roots: Sequence[Node]) -> dict[Node, bool]:
             out[n] = False
         elif n.op in LEAF_OPS:
             out[n] = True
-        elif n.op != "cast" and op_table()[n.op].reduction:
+        elif n.op != "cast" and OPS[n.op].reduction:
             out[n] = True
         else:
             out[n] = all(out[a] for a in n.args)

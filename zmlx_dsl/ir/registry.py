@@ -15,6 +15,7 @@ from ..errors import ZMLXGradientError
 from . import dtypes as dt
 from .build import apply, cast, where
 from .node import Node
+from .table import BY_PY_NAME, OPS
 
 # A derivative rule: (args, y, g) -> one adjoint (or None) per argument; y is the op's own node.
 GradRule = Callable[[tuple[Node, ...], Node, Node], tuple[Optional[Node], ...]]
@@ -41,10 +42,6 @@ class Op:
     # fn(node, run, *args), where run(lam, values) evaluates lam's body with its parameters bound
     # to values, in the caller's semantics (the interpreter's mode; MLX ops).
     graph: bool = False
-
-
-OPS: dict[str, Op] = {}
-BY_PY_NAME: dict[str, str] = {}
 
 
 def _register(op: Op) -> None:
