@@ -1,4 +1,4 @@
-"""GPU benchmark (MLX's CUDA backend): correctness first, then the issue-8 table.
+"""GPU benchmark (MLX's CUDA backend): correctness first, then the performance table.
 
 Each row: our kernel vs the MLX baseline in the same run; bandwidth against a vectorised copy
 kernel. Timings: warm-up, then per sample CALLS calls queued back to back (mx.async_eval) and one

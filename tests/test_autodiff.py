@@ -1,4 +1,4 @@
-"""Symbolic autodiff (issue 3): mx.vjp / mx.grad / mx.jvp through a kernel equal the same transform
+"""Symbolic autodiff: mx.vjp / mx.grad / mx.jvp through a kernel equal the same transform
 of its body in MLX -- random cotangents and tangents, every float input, broadcast inputs,
 float32 and bfloat16 -- plus central finite differences in float64 through the IR interpreter,
 second order, mx.compile, nn training, edge rules, and row kernels."""
@@ -322,7 +322,7 @@ def int_mix(x, i, b):
 
 def test_integer_and_bool_inputs_get_zero_gradients(backend):
     """Integer/bool inputs get zeros of their dtype, never None. (MLX itself pushes the float
-    cotangent through astype and truncates it to int32; issue 3 specifies zeros.)"""
+    cotangent through astype and truncates it to int32; kernels give zeros, the derivative of the function.)"""
     k = kernel_of(int_mix, backend)
     x, i, b = rand((2, 3)), mx.array([[1, -2, 3]]), mx.array([True, False, True])
     ct = random_like(mx.zeros((2, 3)), np.random.default_rng(1))

@@ -1,4 +1,4 @@
-"""@zmlx.elementwise end to end (issue 2): every kernel is compared with its own body run as MLX
+"""@zmlx.elementwise end to end: every kernel is compared with its own body run as MLX
 (values, shape and dtype) -- "same function, same answer"."""
 from __future__ import annotations
 

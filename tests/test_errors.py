@@ -1,4 +1,4 @@
-"""Bad input (issue 2): every unsupported construct, unknown name, wrong argument count, bad shape
+"""Bad input: every unsupported construct, unknown name, wrong argument count, bad shape
 and non-array argument raises a specific exception; source problems read
 `file:line:col: message`, the source line and a caret. The expected text is built from this
 file's own line numbers, so the tests assert the exact message."""

@@ -1,4 +1,4 @@
-"""Golden tests of the generated Metal (and CUDA) kernel text (issue 4).
+"""Golden tests of the generated Metal (and CUDA) kernel text.
 
 Each case's full kernel -- MLX's wrapper included, as `kernel.source(..., backend="metal")` returns
 it -- is pinned in tests/golden/<case>.metal (.cu for CUDA). The files were written once with

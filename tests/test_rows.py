@@ -1,4 +1,4 @@
-"""Row kernels (issue 6, "Done means"): @zmlx.map_reduce / @zmlx.reduce written as Python.
+"""Row kernels: @zmlx.map_reduce / @zmlx.reduce written as Python.
 
 Every kernel is checked against
 - an MLX reference (mx.softmax, mx.logsumexp, mx.fast.rms_norm, mx.fast.layer_norm, mx.var,

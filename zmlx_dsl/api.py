@@ -7,7 +7,6 @@ serial "fold" over the row). Strings using Metal outside the subset run on metal
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import mlx.core as mx
@@ -19,7 +18,7 @@ from .frontend.zmlx_strings import Builder, VJPBuilder
 from .ir import dtypes as dt
 from .ir.node import Node
 from .ir.passes import optimize, per_row, widen
-from .ir.program import Program
+from .ir.program import Program, stable_name
 from .kernels import Entry, Kernel
 from .msl import DEFAULT_HEADER
 
@@ -57,10 +56,6 @@ class ExprKernel(Kernel):
                      self._given(inputs, outs) if self._given else None)
 
 
-def _auto_name(kind: str, *texts: str) -> str:
-    return f"{kind}_{hashlib.sha256(chr(0).join(texts).encode()).hexdigest()[:8]}"
-
-
 # ---- elementwise -------------------------------------------------------------------------------
 
 def pointwise(name: str, arg_names: Sequence[str], fwd: str, grads: Optional[Sequence[str]], *,
@@ -86,7 +81,7 @@ def elementwise(expr: str, *, name: Optional[str] = None, grad_expr: Optional[st
                 header: Optional[str] = None, backend: Optional[str] = None) -> Callable:
     """An elementwise op from a C expression in `x`; differentiable automatically, or via
     `grad_expr` (in `g`, `x`, `y` when use_output, and `grad_prelude` declarations)."""
-    return pointwise(name or _auto_name("elementwise", expr), ["x"], expr,
+    return pointwise(name or stable_name("elementwise", expr, length=8), ["x"], expr,
                      [grad_expr] if grad_expr is not None else None, prelude=grad_prelude,
                      use_output=use_output, compute_dtype=compute_dtype, header=header, backend=backend)
 
@@ -102,7 +97,7 @@ def reduce(*, init: str, update: str, finalize: str = "acc", name: Optional[str]
     differentiable. Any other update (`acc * 0.5f + v`, `acc * v`, …) runs as written: a serial
     loop over the row in element order (one thread per row on the C backends), with no gradient
     (asking for one raises ZMLXGradientError)."""
-    name = name or _auto_name("reduce", init, update, finalize)
+    name = name or stable_name("reduce", init, update, finalize, length=8)
     header = DEFAULT_HEADER if header is None else header
     body = zmlx_strings.reduce_body(name, init=init, update=update, finalize=finalize, compute=compute_dtype,
                                     header=header)
@@ -117,7 +112,7 @@ def map_reduce(*, pass1: Mapping[str, str], pass2: Mapping[str, str], write: str
     One fused row kernel; the backend picks the launch (`threadgroup` is checked, ZMLX-compatible).
     A pass whose update is not `acc ⊕ f(x)` (see `reduce`) runs as a serial loop over the row and
     its `reduce` is not used (a serial loop has no partial results to combine)."""
-    name = name or _auto_name("map_reduce", str(pass1), str(pass2), write)
+    name = name or stable_name("map_reduce", str(pass1), str(pass2), write, length=8)
     header = DEFAULT_HEADER if header is None else header
     if not isinstance(threadgroup, int) or threadgroup < 32 or threadgroup > 1024 or threadgroup & (threadgroup - 1):
         raise ValueError(f"{name}: threadgroup must be a power of two from 32 to 1024, got {threadgroup!r} "

@@ -6,7 +6,6 @@ forward kernel with an optional backward kernel through an mx.custom_function VJ
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -15,6 +14,7 @@ import mlx.core as mx
 from . import backend as backends
 from .backend.metal import kernel_factory
 from .errors import ZMLXBackendError, ZMLXTypeError
+from .ir.program import stable_name
 from .runtime import as_tuple, unbroadcast
 
 THREADGROUP = 256
@@ -28,12 +28,6 @@ def factory(target: str, name: str, why: str) -> Callable:
                            f"backends, not on {target!r}. Pass backend='metal-sim' (or set ZMLX_DSL_BACKEND), "
                            "or write it as an expression of the portable subset or as a Python kernel "
                            "to run it on every backend.")
-
-
-def stable_name(name: str, *texts: str) -> str:
-    """A valid kernel identifier: the user's name plus a hash of the sources."""
-    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "kernel"
-    return f"{safe}_{hashlib.sha256(chr(0).join(texts).encode()).hexdigest()[:12]}"
 
 
 class RawKernel:

@@ -37,7 +37,7 @@ class CUDARenderer(CStyle):
     vector_struct = True
     def register_budget(self, itemsize: int) -> int:
         """32-bit rows of up to 32768 stay in registers (1024 threads x 32: 1.1-1.35x faster on an
-        H100, RESULTS.md GPU run 6); 16-bit ones re-read (one group per SM made them slower)."""
+        H100, measured A/B in RESULTS.md); 16-bit ones re-read (one group per SM made them slower)."""
         return 32768 if itemsize >= 4 else 16384
 
     simd_helpers = """\

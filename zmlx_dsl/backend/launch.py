@@ -5,7 +5,6 @@ cached per plan; the per-call path is shape arithmetic and one dictionary lookup
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from typing import Callable, Sequence
@@ -14,7 +13,7 @@ import mlx.core as mx
 
 from ..ir.node import Node
 from ..ir.passes import per_row, rewrite
-from ..ir.program import Program
+from ..ir.program import Program, stable_name
 from ..ir.registry import OPS
 from . import mlx as portable
 from . import plan as plans
@@ -55,8 +54,7 @@ def source_name(p: Program, header: str, body: str) -> str:
     """The name MLX gets for one kernel text: the program's name plus a digest of the text. MLX
     caches compiled kernels by name (CUDA's JIT module cache by the name alone), and one program
     has a different text per launch plan (row length, size-1 inputs, 64-bit indexing)."""
-    digest = hashlib.sha256(f"{header}\0{body}".encode()).hexdigest()[:8]
-    return f"{p.kernel_name}_{digest}"
+    return stable_name(p.kernel_name, header, body, length=8)
 
 
 class Launcher:

@@ -28,11 +28,6 @@ def cast(x: Node, dtype: dt.DType) -> Node:
     return x if x.dtype == dtype else Node("cast", (x,), dtype)
 
 
-def lift(value: Any, like: dt.DType) -> Node:
-    """A Python scalar combined with an array of dtype `like`, typed as MLX's weak scalars are."""
-    return const(value, dt.promote_weak(like, dt.weak_kind(value)))
-
-
 def apply(name: str, *args: Any) -> Node:
     """Apply a registry op; Python scalars among args are weak, arrays promote (MLX rules)."""
     op = OPS[name]

@@ -29,10 +29,6 @@ def rewrite(roots: Sequence[Node], fn: Callable[[Node], Node]) -> list[Node]:
     return [memo[r] for r in roots]
 
 
-def cse(roots: Sequence[Node]) -> list[Node]:
-    return rewrite(roots, lambda n: n)
-
-
 def _is_const(n: Node, value=None) -> bool:
     return n.op == "const" and (value is None or (n.arg == value and not isinstance(n.arg, bool)))
 

@@ -8,6 +8,13 @@ from functools import cached_property
 from .node import LEAF_OPS, Node, toposort
 
 
+def stable_name(stem: str, *texts: str, length: int = 12) -> str:
+    """A valid identifier: `stem` (non-identifier characters replaced) plus a SHA-256 prefix of
+    the texts, stable across processes (never Python's salted hash)."""
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in stem) or "kernel"
+    return f"{safe}_{hashlib.sha256(chr(0).join(texts).encode()).hexdigest()[:length]}"
+
+
 @dataclass(frozen=True)
 class Program:
     """IR outputs over named leaves. `inputs` are array leaves and `params` runtime scalars, both
@@ -20,15 +27,9 @@ class Program:
     outputs: tuple[Node, ...]
 
     @cached_property
-    def digest(self) -> str:
-        """SHA-256 of the program text: stable across processes (never Python's salted hash)."""
-        return hashlib.sha256(self.text().encode()).hexdigest()
-
-    @cached_property
     def kernel_name(self) -> str:
-        """A valid, deterministic identifier: the user's name plus a content hash."""
-        safe = "".join(c if c.isalnum() or c == "_" else "_" for c in self.name) or "kernel"
-        return f"{safe}_{self.digest[:12]}"
+        """A valid, deterministic identifier: the user's name plus a hash of the program text."""
+        return stable_name(self.name, self.text())
 
     def text(self) -> str:
         """Readable SSA listing: one line per node, leaves first."""
