@@ -1,3 +1,4 @@
+"""`python -m zmlx_dsl`: the zmlx-dsl command line (see cli.py)."""
 import sys
 
 from .cli import main
