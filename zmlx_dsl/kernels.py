@@ -276,6 +276,9 @@ class Kernel:
         arrays = self._launch_arrays(args)
         outs = self(*args, **kwargs)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
+        # the backward reads per-row outputs (and their cotangents) as (rows, 1), before the squeeze
+        flags = self._entry(args, kwargs).row_flags
+        outs = [o[..., None] if flag else o for o, flag in zip(outs, flags)]
         pick = {"x": arrays, "g": outs, "y": outs}
         return backends.get(target).source(bwd.program, target, [pick[r][k] for r, k in roles])
 

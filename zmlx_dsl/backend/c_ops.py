@@ -86,7 +86,7 @@ SPELLINGS: dict[str, Spelling] = {
     "isnan": Spelling({"f": "isnan({0})", "*": "false"}),
     "isinf": Spelling({"f": "isinf({0})", "*": "false"}),
     "isfinite": Spelling({"f": "isfinite({0})", "*": "true"}),
-    "stop_gradient": Spelling("{0}", prec=9),
+    "stop_gradient": Spelling("{0}"),  # the identity: the renderer passes its operand through
     "sum": Spelling("{0} + {1}"),
     "max": Spelling({"f": "zmlx_fmax({0}, {1})", "*": "max({0}, {1})"}),
     "min": Spelling({"f": "zmlx_fmin({0}, {1})", "*": "min({0}, {1})"}),

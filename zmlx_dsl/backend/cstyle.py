@@ -102,6 +102,8 @@ class CStyle:
         if op is None:
             raise NotImplementedError(f"op {n.op} has no C spelling")
         template = op.template(n.args[0].dtype.kind if n.op != "where" else n.dtype.kind)
+        if template == "{0}":  # the identity (stop_gradient, floor of an integer): its operand as is
+            return expr[n.args[0]]
         self.note_helpers(template, state)
         parts = []
         for i, a in enumerate(n.args):

@@ -286,14 +286,18 @@ def _var(row: Row) -> Node:
     return _divide(row.reduce("sum", apply("mul", d, d)), apply("sub", row.n, row.ddof) if row.ddof else row.n)
 
 
+# softmax and logsumexp shift by the row max for range only: neither depends on it, so the shift
+# is a constant to the derivative (stop_gradient). Differentiated, the max would add terms that
+# cancel only in exact arithmetic (float32 noise at the arg-max, 20x the true gradient of a long
+# flat row) and tie-counting reductions; MLX's VJPs are exactly softmax-based too.
 @reduction("softmax", mx.softmax)
 def _softmax(row: Row) -> Node:
-    ex = apply("exp", apply("sub", row.x, row.reduce("max", row.x)))
+    ex = apply("exp", apply("sub", row.x, apply("stop_gradient", row.reduce("max", row.x))))
     return apply("div", ex, row.reduce("sum", ex))
 
 
 @reduction("logsumexp", mx.logsumexp, method=True)
 def _logsumexp(row: Row) -> Node:
     m = row.reduce("max", row.x)  # exact for rows of -inf/+inf as MLX's
-    safe = apply("where", apply("isinf", m), 0.0, m)
+    safe = apply("stop_gradient", apply("where", apply("isinf", m), 0.0, m))
     return apply("add", safe, apply("log", row.reduce("sum", apply("exp", apply("sub", row.x, safe)))))
