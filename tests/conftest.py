@@ -15,6 +15,8 @@ Helpers here:
   hides a forgotten cotangent), every float array input differentiated.
 - `assert_jvp(kernel, body, *args, ...)`: `mx.jvp` with random tangents.
 - `eager_mlx`: a fixture that disables `mx.compile` for one test (see its docstring why).
+- `examples(n)`: a property test's example count, scaled by $ZMLX_PROPERTY_SCALE (default 1):
+  `ZMLX_PROPERTY_SCALE=20 pytest tests/test_property_rows_nested.py` runs 20x as many locally.
 """
 from __future__ import annotations
 
@@ -26,6 +28,18 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
+
+# ---- property tests: how many examples --------------------------------------------------
+
+PROPERTY_SCALE = float(os.environ.get("ZMLX_PROPERTY_SCALE", "") or 1.0)
+"""$ZMLX_PROPERTY_SCALE: a factor on every property test's example count (CI runs the default 1;
+set e.g. 10 locally for a longer search)."""
+
+
+def examples(n: int) -> int:
+    """`max_examples` for a property test that runs n examples at the default scale."""
+    return max(1, int(n * PROPERTY_SCALE))
+
 
 # ---- backends ----------------------------------------------------------------------------
 

@@ -56,15 +56,26 @@ KERNELS = [
 ]
 
 
-@pytest.mark.parametrize("name,make", KERNELS, ids=[k[0] for k in KERNELS])
-def test_cuda_source_type_checks(name, make, tmp_path):
+def cuda_type_errors(src: str, tmp_dir, stem: str = "kernel") -> list[str]:
+    """The C++ compiler's errors for a generated CUDA source (`kernel.source(..., backend="cuda")`
+    or `grad_source`), compiled with `-fsyntax-only` against the stub header; [] when it
+    type-checks. `tmp_dir` receives `<stem>.cpp`."""
     from zmlx_dsl.backend.metal_sim.compiler import find_compiler
-    src = make().replace('#include "mlx/backend/cuda/device/utils.cuh"', f'#include "{STUB}"')
+    src = src.replace('#include "mlx/backend/cuda/device/utils.cuh"', f'#include "{STUB}"')
     src = src.replace("#include <cooperative_groups.h>", "").replace("namespace cg = cooperative_groups;", "")
-    path = tmp_path / "kernel.cpp"
+    path = Path(tmp_dir) / f"{stem}.cpp"
     path.write_text(src)
     cmd = find_compiler()
     cmd = cmd[:1] + ["c++"] if cmd[-1] == "cc" else cmd
     r = subprocess.run(cmd + ["-std=c++17", "-fsyntax-only", str(path)], capture_output=True, text=True)
-    errors = [line for line in r.stderr.splitlines() if "error" in line and "failed to rename" not in line]
+    return [line for line in r.stderr.splitlines() if "error" in line and "failed to rename" not in line]
+
+
+def assert_cuda_type_checks(name: str, src: str, tmp_dir, stem: str = "kernel") -> None:
+    errors = cuda_type_errors(src, tmp_dir, stem)
     assert not errors, f"{name}:\n" + "\n".join(errors[:10]) + f"\n--- source ---\n{src}"
+
+
+@pytest.mark.parametrize("name,make", KERNELS, ids=[k[0] for k in KERNELS])
+def test_cuda_source_type_checks(name, make, tmp_path):
+    assert_cuda_type_checks(name, make(), tmp_path)

@@ -1,4 +1,4 @@
-"""Property test (issue 2): random kernel bodies over the registry's ops, rendered as Python source
+"""Property test: random kernel bodies over the registry's ops, rendered as Python source
 into a module file, imported and decorated. For each: the IR interpreter (NumPy, every node
 rounded to its dtype) = the portable backend = the body run in MLX; and on "metal-sim" (the generated
 MSL run on the CPU; a C++ compile per program, so fewer examples) = the interpreter = the MLX body.
@@ -26,7 +26,7 @@ import zmlx_dsl as zmlx
 from zmlx_dsl.ir.interpret import interpret
 from zmlx_dsl.ir.node import toposort
 from zmlx_dsl.ir.registry import OPS
-from conftest import HAVE_METAL_SIM, assert_values, to_numpy
+from conftest import HAVE_METAL_SIM, assert_values, examples, to_numpy
 
 # {a}, {b}: float operands; {p}, {q}: bool operands
 FLOAT_OPS = {
@@ -186,7 +186,7 @@ def prop_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("prop")
 
 
-@settings(max_examples=300, deadline=None, derandomize=True,
+@settings(max_examples=examples(300), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([0.75, -2.0, 3]))
@@ -195,7 +195,7 @@ def test_random_float_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
         _check(prop_dir, outs, mx.float32, seed, shapes, scalar, b, tol=2e-5)
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
+@settings(max_examples=examples(150), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=int_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([2, -3]))
@@ -204,7 +204,7 @@ def test_random_int_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
         _check(prop_dir, outs, mx.int32, seed, shapes, scalar, b, tol=0)
 
 
-@settings(max_examples=8, deadline=None, derandomize=True,
+@settings(max_examples=examples(8), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1))
 def test_random_bodies_compiled(prop_dir, outs, seed):
@@ -217,7 +217,7 @@ needs_sim = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang
 
 
 @needs_sim
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=examples(60), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([0.75, -2.0, 3]))
@@ -226,7 +226,7 @@ def test_random_float_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, 
 
 
 @needs_sim
-@settings(max_examples=30, deadline=None, derandomize=True,
+@settings(max_examples=examples(30), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=int_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([2, -3]))
@@ -275,7 +275,7 @@ def _check_vjp(tmp_dir, outs, seed, shapes, scalar, backend):
             raise AssertionError(f"{src}\n{backend}, args seed {seed}, shapes {shapes}, s={scalar}\n{e}") from None
 
 
-@settings(max_examples=150, deadline=None, derandomize=True,
+@settings(max_examples=examples(150), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([0.75, -2.0]))
@@ -283,7 +283,7 @@ def test_random_float_gradients(prop_dir, eager_mlx, outs, seed, shapes, scalar)
     _check_vjp(prop_dir, outs, seed, shapes, scalar, "mlx:ir")
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=examples(40), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES))
 def test_random_float_gradients_native(prop_dir, eager_mlx, outs, seed, shapes):
@@ -292,7 +292,7 @@ def test_random_float_gradients_native(prop_dir, eager_mlx, outs, seed, shapes):
 
 
 @needs_sim
-@settings(max_examples=20, deadline=None, derandomize=True,
+@settings(max_examples=examples(20), deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES))
 def test_random_float_gradients_metal_sim(prop_dir, eager_mlx, outs, seed, shapes):

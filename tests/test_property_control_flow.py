@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
-from conftest import BACKENDS
+from conftest import BACKENDS, examples
 
 HELPER = "\n\ndef h(v):\n    if v > 0.5:\n        return v * 2.0\n    return -v\n"
 EXPRS = ["{} + {}", "{} - {}", "{} * {}", "mx.maximum({}, {})", "mx.tanh({})", "mx.abs({})", "(-{})", "h({})",
@@ -70,8 +70,10 @@ def cf_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("control_flow")
 
 
-CASES = [("mlx", seed) for seed in range(40)] + [(b, seed) for b in BACKENDS[1:] for seed in range(0, 40, 4)]
-"""metal-sim compiles a kernel per body: every fourth seed there."""
+CASES = [("mlx", seed) for seed in range(examples(40))] + \
+    [(b, seed) for b in BACKENDS[1:] for seed in range(0, examples(40), 4)]
+"""metal-sim compiles a kernel per body: every fourth seed there ($ZMLX_PROPERTY_SCALE scales the
+number of seeds, conftest.examples)."""
 
 
 @pytest.mark.parametrize("backend,seed", CASES)
