@@ -16,11 +16,13 @@ Helpers here:
 - `assert_jvp(kernel, body, *args, ...)`: `mx.jvp` with random tangents.
 - `eager_mlx`: a fixture that disables `mx.compile` for one test (see its docstring why).
 - `examples(n)`: a property test's example count, scaled by $ZMLX_PROPERTY_SCALE (default 1):
-  `ZMLX_PROPERTY_SCALE=20 pytest tests/test_property_rows_nested.py` runs 20x as many locally.
+  `ZMLX_PROPERTY_SCALE=20 pytest tests/property` runs 20x as many locally.
 """
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import mlx.core as mx
@@ -305,3 +307,28 @@ def clean_backend_env(monkeypatch):
 def pytest_report_header(config):
     return [f"zmlx_dsl backends under test: {', '.join(BACKENDS)}; "
             f"ZMLX_DSL_BACKEND={os.environ.get('ZMLX_DSL_BACKEND', '')!r}"]
+
+
+# ---- the CUDA type-check (generated CUDA compiled against a stub of CUDA and MLX's headers) ----
+
+CUDA_STUB = Path(__file__).parent / "cuda_stub" / "mlx_cuda_stub.h"
+
+
+def cuda_type_errors(src: str, tmp_dir, stem: str = "kernel") -> list[str]:
+    """The C++ compiler's errors for a generated CUDA source (`kernel.source(..., backend="cuda")`
+    or `grad_source`), compiled with `-fsyntax-only` against the stub header; [] when it
+    type-checks. `tmp_dir` receives `<stem>.cpp`."""
+    from zmlx_dsl.backend.metal_sim.compiler import find_compiler
+    src = src.replace('#include "mlx/backend/cuda/device/utils.cuh"', f'#include "{CUDA_STUB}"')
+    src = src.replace("#include <cooperative_groups.h>", "").replace("namespace cg = cooperative_groups;", "")
+    path = Path(tmp_dir) / f"{stem}.cpp"
+    path.write_text(src)
+    cmd = find_compiler()
+    cmd = cmd[:1] + ["c++"] if cmd[-1] == "cc" else cmd
+    r = subprocess.run(cmd + ["-std=c++17", "-fsyntax-only", str(path)], capture_output=True, text=True)
+    return [line for line in r.stderr.splitlines() if "error" in line and "failed to rename" not in line]
+
+
+def assert_cuda_type_checks(name: str, src: str, tmp_dir, stem: str = "kernel") -> None:
+    errors = cuda_type_errors(src, tmp_dir, stem)
+    assert not errors, f"{name}:\n" + "\n".join(errors[:10]) + f"\n--- source ---\n{src}"

@@ -23,7 +23,7 @@ from conftest import HAVE_METAL_SIM, assert_close
 
 pytestmark = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.py")))
 SHAPE = (3, 40)  # rows of 40: not a multiple of the vector width, a tail on the elementwise path
 TOL = dict(atol=2e-5, rtol=1e-4)  # both backends compute in float32; a few ulps between them

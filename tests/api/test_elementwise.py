@@ -512,7 +512,7 @@ def test_kernel_names_deterministic_across_processes(tmp_path):
         print(other.program(a, a, 1.0).kernel_name)
         print(gelu_ish.program(a.astype(mx.float16), a, 1.0).kernel_name)
     """))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     outs = []
     for seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)

@@ -16,7 +16,7 @@ per row (rows, 1) or a full row. Checked as test_property_rows._check does: valu
 against the body run on each row in MLX, VJP with a random cotangent, JVP as its transpose; on
 "mlx" (MLX differentiates the kernel's ops), "mlx:ir" (the generated derivative programs, as MLX
 ops) and "metal-sim" (the generated MSL, forward and backward, run on the CPU). The generated CUDA
-of such programs (forward and backward) is type-checked as in test_cuda_source.py.
+of such programs (forward and backward) is type-checked as in backend/test_cuda_source.py.
 
 Also: integer rows (int32, int64, uint32; sum, max, min, counts) longer than a simdgroup, with
 values near the type's limits, compared exactly with MLX (whose int32/uint32 sums wrap around).
@@ -40,8 +40,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import zmlx_dsl as zmlx
-from conftest import HAVE_METAL_SIM, examples
-from test_cuda_source import cuda_type_errors
+from conftest import HAVE_METAL_SIM, cuda_type_errors, examples
 from test_property import BOOL_OPS, FLOAT_OPS, _expr
 from test_property_rows import _check, _load
 

@@ -2,7 +2,7 @@
 
 Each case's full kernel -- MLX's wrapper included, as `kernel.source(..., backend="metal")` returns
 it -- is pinned in tests/golden/<case>.metal (.cu for CUDA). The files were written once with
-`UPDATE_GOLDEN=1 pytest tests/test_metal_golden.py`, read by eye, and are compared verbatim since:
+`UPDATE_GOLDEN=1 pytest tests/golden/test_metal_golden.py`, read by eye, and are compared verbatim since:
 a change to the generated code shows up as a diff to review, then re-pin with UPDATE_GOLDEN=1.
 
 Independent of the golden text, every case is checked for properties a Metal engineer relies on:
@@ -28,7 +28,7 @@ from zmlx_dsl.backend.metal_source import METAL_ATTRIBUTES
 
 from conftest import HAVE_METAL_SIM, assert_grads, assert_same, rand
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parent
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 
@@ -238,7 +238,7 @@ def test_cuda_structure(case):
 
 NAMES_SCRIPT = """
 import sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{here!r}, {tests!r}]
 import test_metal_golden as t
 for case in t.CASES:
     kernel, make, which = t.CASES[case]
@@ -264,9 +264,9 @@ def test_kernel_names_are_stable_identifiers():
     names = [line.split()[1] for line in here.splitlines()]
     assert all(n.isidentifier() for n in names)
     assert len(set(names)) == len(names) - 1  # the two axpy_relu forward cases are one program
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(root))
-    out = subprocess.run([sys.executable, "-c", NAMES_SCRIPT.format(tests=str(Path(__file__).parent))],
+    out = subprocess.run([sys.executable, "-c", NAMES_SCRIPT.format(here=str(Path(__file__).parent), tests=str(Path(__file__).parents[1]))],
                          env=env, capture_output=True, text=True, cwd=root, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout == here

@@ -4,17 +4,14 @@ in for CUDA and MLX's device headers. It catches what golden files cannot: a nam
 function, a missing helper, a type error in a path no golden pins. tests/gpu runs them for real."""
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 
 import mlx.core as mx
 import pytest
 
 import zmlx_dsl as zmlx
-from conftest import HAVE_METAL_SIM
+from conftest import HAVE_METAL_SIM, assert_cuda_type_checks
 
 pytestmark = pytest.mark.skipif(not HAVE_METAL_SIM, reason="needs clang++-19 or the `ziglang` package")
-STUB = Path(__file__).parent / "cuda_stub" / "mlx_cuda_stub.h"
 
 
 def silu(x):
@@ -54,26 +51,6 @@ KERNELS = [
         backend="cuda")),
     ("counts and range", lambda: zmlx.reduce(counts).source(mx.zeros((4, 300)), backend="cuda")),
 ]
-
-
-def cuda_type_errors(src: str, tmp_dir, stem: str = "kernel") -> list[str]:
-    """The C++ compiler's errors for a generated CUDA source (`kernel.source(..., backend="cuda")`
-    or `grad_source`), compiled with `-fsyntax-only` against the stub header; [] when it
-    type-checks. `tmp_dir` receives `<stem>.cpp`."""
-    from zmlx_dsl.backend.metal_sim.compiler import find_compiler
-    src = src.replace('#include "mlx/backend/cuda/device/utils.cuh"', f'#include "{STUB}"')
-    src = src.replace("#include <cooperative_groups.h>", "").replace("namespace cg = cooperative_groups;", "")
-    path = Path(tmp_dir) / f"{stem}.cpp"
-    path.write_text(src)
-    cmd = find_compiler()
-    cmd = cmd[:1] + ["c++"] if cmd[-1] == "cc" else cmd
-    r = subprocess.run(cmd + ["-std=c++17", "-fsyntax-only", str(path)], capture_output=True, text=True)
-    return [line for line in r.stderr.splitlines() if "error" in line and "failed to rename" not in line]
-
-
-def assert_cuda_type_checks(name: str, src: str, tmp_dir, stem: str = "kernel") -> None:
-    errors = cuda_type_errors(src, tmp_dir, stem)
-    assert not errors, f"{name}:\n" + "\n".join(errors[:10]) + f"\n--- source ---\n{src}"
 
 
 @pytest.mark.parametrize("name,make", KERNELS, ids=[k[0] for k in KERNELS])
