@@ -128,10 +128,11 @@ def _load(tmp_dir, outs: list[str], eager: bool = False):
     return body_module(tmp_dir, "x, y, z, s", ret, f"zmlx_prop_{'e' if eager else 'k'}")
 
 
-def body_module(tmp_dir, params: str, returned: str, prefix: str):
-    """`def body(<params>): return <returned>` written to a fresh module file (kernels need a
-    source file) and imported; returns (body, source)."""
-    src = f"import mlx.core as mx\nimport numpy as np\n\n\ndef body({params}):\n    return {returned}\n"
+def body_module(tmp_dir, params: str, returned: str, prefix: str, lines=()):
+    """`def body(<params>): <lines>; return <returned>` written to a fresh module file (kernels
+    need a source file) and imported; returns (body, source)."""
+    src = f"import mlx.core as mx\nimport numpy as np\n\n\ndef body({params}):\n" + \
+        "".join(f"    {t}\n" for t in lines) + f"    return {returned}\n"
     name = f"{prefix}_{next(_counter)}"
     path = tmp_dir / f"{name}.py"
     path.write_text(src)

@@ -9,9 +9,7 @@ generated derivative programs ("mlx" with autodiff="ir", and metal-sim).
 The bodies are written into a module file, as in test_property.py (kernels need source)."""
 from __future__ import annotations
 
-import importlib.util
 import inspect
-import itertools
 from typing import Sequence
 
 import mlx.core as mx
@@ -48,25 +46,12 @@ def row_bodies(draw) -> str:
     return form.format(e=sub(), r1=r1, r2=r2)
 
 
-_counter = itertools.count()
-
-
 def _load(tmp_dir, text: str, lines: Sequence[str] = ()):
     """`def body(x, y, w): return <text>` in a fresh module (anchored on x when it reads no row);
     with `lines`, those statements (e.g. `m = mx.mean(x)`) come before the return."""
-    if not lines:
-        if "x" not in text and "y" not in text and "w" not in text:
-            text = f"({text}) + x * 0"
-        return body_module(tmp_dir, "x, y, w", text, "zmlx_prop_rows")
-    src = "import mlx.core as mx\nimport numpy as np\n\n\ndef body(x, y, w):\n" + \
-        "".join(f"    {t}\n" for t in lines) + f"    return {text}\n"
-    name = f"zmlx_prop_rows_s{next(_counter)}"
-    path = tmp_dir / f"{name}.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.body, src
+    if not lines and "x" not in text and "y" not in text and "w" not in text:
+        text = f"({text}) + x * 0"
+    return body_module(tmp_dir, "x, y, w", text, "zmlx_prop_rows", lines)
 
 
 def _close(got, want, what: str, context: str, scale: float = 1.0) -> None:
