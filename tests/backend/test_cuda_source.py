@@ -56,3 +56,15 @@ KERNELS = [
 @pytest.mark.parametrize("name,make", KERNELS, ids=[k[0] for k in KERNELS])
 def test_cuda_source_type_checks(name, make, tmp_path):
     assert_cuda_type_checks(name, make(), tmp_path)
+
+
+def test_grid_stride_sources_type_check(monkeypatch, tmp_path):
+    """Rows and elementwise launches past the grid limit (the limit lowered so small inputs take it)."""
+    from zmlx_dsl.backend import plan as plans
+    monkeypatch.setattr(plans, "MAX_GRID_THREADS", 64)
+    for name, src in [("softmax rows", zmlx.map_reduce(softmax).source(mx.zeros((16, 33)), backend="cuda")),
+                      ("layernorm rows", zmlx.map_reduce(layernorm).source(
+                          mx.zeros((8, 1000)), mx.zeros((1000,)), mx.zeros((1000,)), 1e-5, backend="cuda")),
+                      ("silu", zmlx.elementwise(silu).source(mx.zeros((4, 1000)), backend="cuda"))]:
+        assert "gridDim.x" in src, name
+        assert_cuda_type_checks(name, src, tmp_path)

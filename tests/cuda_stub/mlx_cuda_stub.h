@@ -1,5 +1,5 @@
 // Host-side stand-ins for what MLX's CUDA kernels see (NVRTC with MLX's device headers), so that
-// tests/test_cuda_source.py can type-check generated CUDA with a plain C++ compiler: the CUDA
+// tests/backend/test_cuda_source.py can type-check generated CUDA with a plain C++ compiler: the CUDA
 // qualifiers, thread indices, warp shuffles, half types and MLX's Shape/Strides. Semantics are
 // not simulated -- only that the source is well-formed C++ against these declarations.
 #pragma once
@@ -15,7 +15,7 @@
 #define __int_as_float(x) 0.0f
 
 struct dim3 { unsigned x, y, z; };
-static dim3 blockIdx, threadIdx, blockDim;
+static dim3 blockIdx, threadIdx, blockDim, gridDim;
 inline void __syncthreads() {}
 template <class T> T __shfl_xor_sync(unsigned, T v, int) { return v; }
 using std::exp;
@@ -23,6 +23,7 @@ using std::isnan;
 using std::max;
 using std::min;
 inline float rsqrt(float v) { return 1.0f / std::sqrt(v); }
+inline float erfinvf(float v) { return v; }  // CUDA's math library (not in C++'s)
 
 struct __half {
   float f;

@@ -57,15 +57,16 @@ def _load(tmp_dir, text: str, lines: Sequence[str] = ()):
 def _close(got, want, what: str, context: str, scale: float = 1.0, exact=None) -> None:
     """Same dtype and shape, values within 1e-4 relative and 1e-4 x the largest of `scale` and
     |want| absolute (integers and bools exactly). `exact`: the body's float64 result; where MLX's
-    float32 `want` is itself off by more, the kernel may be off by up to twice MLX's error (an
-    ill-conditioned program: no float32 evaluation does better)."""
+    float32 `want` is itself off by more, the kernel may be off by up to 4x MLX's error (an
+    ill-conditioned program, e.g. var(c + x) with c >> x: float32 evaluations in another order
+    scatter around the exact value by about that much)."""
     if want.dtype == mx.float32:  # MLX's 0 * inf = NaN where the generated derivative has no term
         g, w = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
         w = np.where(np.isnan(w) & (g == 0), 0.0, w)
         if exact is not None and got.shape == want.shape:
             with np.errstate(invalid="ignore"):
                 e = np.broadcast_to(np.asarray(exact, dtype=np.float64), w.shape)
-                w = np.where(np.abs(g - e) <= 2 * np.abs(w - e), g, w)
+                w = np.where(np.abs(g - e) <= 4 * np.abs(w - e), g, w)
         want = mx.array(w.astype(np.float32))
     finite = np.abs(np.asarray(want, dtype=np.float64))
     finite = finite[np.isfinite(finite)]

@@ -20,8 +20,10 @@ class CUDARenderer(CStyle):
     """CUDA spellings: no address spaces, __shared__, __syncthreads, warp shuffles."""
 
     backend = "cuda"
-    # CUDA's math library has these in full precision (Metal needs the helpers)
-    spellings = {**SPELLINGS, **{op: Spelling(f"{op}({{0}})") for op in ("expm1", "log1p", "erf", "erfinv")}}
+    # CUDA's math library has these in full precision (Metal needs the helpers); erfinv has no
+    # float overload in C++'s std, so the float function is named
+    spellings = {**SPELLINGS, **{op: Spelling(f"{op}({{0}})") for op in ("expm1", "log1p", "erf")},
+                 "erfinv": Spelling("erfinvf({0})")}
     fn_qual = "__device__ inline"
     constant_ptr = ""
     device_ptr = ""
