@@ -125,7 +125,8 @@ def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backen
     context = f"{src}\nseed {seed}, y {y_mode}, rows {rows}, D {D} ({kind}, {backend})"
     want = reference(x, y, w)
     scale = program_scale(kernel, [x, y, w], D) if scaled else 1.0
-    _close(kernel(x, y, w), want, "kernel vs MLX body: ", context, scale)
+    exact = _float64(lambda *a: [reference(*a)], [x, y, w])[0] if want.dtype == mx.float32 else None
+    _close(kernel(x, y, w), want, "kernel vs MLX body: ", context, scale, exact)
     # MLX reduces a 1-element axis without its Reduce primitive, so a NaN max there passes the
     # cotangent on where the VJP of max (cotangent / count * mask) gives NaN: not compared
     if grads and want.dtype == mx.float32 and (D > 1 or bool(mx.all(mx.isfinite(want)).item())):
@@ -144,8 +145,12 @@ def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backen
         terms = [g * t for g, t in zip(want_g, tangents)]
         rhs = float(sum(mx.sum(p).item() for p in terms))
         size = float(sum(mx.sum(mx.abs(p)).item() for p in terms)) + abs(rhs)
+        within = abs(lhs - rhs) <= 1e-4 * max(1.0, size)
+        if not within and all(e is not None for e in exact_g):  # MLX's float32 VJP itself off (see _close)
+            rhs64 = sum(float(np.sum(e * np.asarray(t, np.float64))) for e, t in zip(exact_g, tangents))
+            within = abs(lhs - rhs64) <= 4 * abs(rhs - rhs64)
         if np.isfinite(rhs):
-            assert abs(lhs - rhs) <= 1e-4 * max(1.0, size), f"{context}\nforward mode: <ct, J t> = {lhs}, <J^T ct, t> = {rhs}"
+            assert within, f"{context}\nforward mode: <ct, J t> = {lhs}, <J^T ct, t> = {rhs}"
 
 
 def _float64(fn, args: Sequence[mx.array]) -> list:
@@ -156,7 +161,7 @@ def _float64(fn, args: Sequence[mx.array]) -> list:
             outs = fn(*[a.astype(mx.float64) for a in args])
             return [np.asarray(o) for o in outs]
     except (ValueError, RuntimeError):
-        return [None] * 3
+        return [None] * len(args)
 
 
 def _gradient_scales(eager, args: Sequence[mx.array], ct: mx.array) -> list[float]:
