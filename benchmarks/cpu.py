@@ -14,7 +14,7 @@ import mlx.core as mx
 import zmlx_dsl as zmlx
 from zmlx_dsl.backend import metal
 from zmlx_dsl.backend.plan import Plan
-from zmlx_dsl.frontend.python import _SOURCE_CACHE
+from zmlx_dsl.frontend.source import SOURCE_CACHE
 
 
 
@@ -42,7 +42,7 @@ def compile_time() -> tuple[float, float]:
     x = mx.zeros((4, 4096))
     ts = []
     for _ in range(100):
-        _SOURCE_CACHE.clear()  # a fresh body: source read and AST parse included
+        SOURCE_CACHE.clear()  # a fresh body: source read and AST parse included
         t = time.perf_counter()
         k = zmlx.elementwise(body20)
         p = k.program(x, x)

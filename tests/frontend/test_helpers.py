@@ -77,13 +77,13 @@ def _sleeper(seconds):
 
 
 def test_bench_speedup_direction_is_stated_and_followed(capsys):
-    rows = bench.compare({"fast": _sleeper(0.001), "slow": _sleeper(0.004)}, shapes=[(4,)], warmup=1, iters=3)
+    rows = bench.compare({"fast": _sleeper(0.001), "slow": _sleeper(0.02)}, shapes=[(4,)], warmup=1, iters=3)
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "speedup = time of 'slow' / time of 'fast'; >1 means 'fast' is faster"
     assert "Shape" in out and "Speedup" in out
     (row,) = rows
     assert row["shape"] == (4,) and row["dtype"] == "float32"
-    assert row["speedup"]["slow"] > 2.0       # 'fast' takes a quarter of the time
+    assert row["speedup"]["slow"] > 2.0       # 'fast' takes a twentieth of the time (margin for a loaded machine)
     assert row["speedup"]["slow"] == pytest.approx(row["times_us"]["slow"] / row["times_us"]["fast"])
     assert out.splitlines()[-1].strip().endswith(f"{row['speedup']['slow']:.2f}x")
 

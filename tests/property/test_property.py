@@ -76,7 +76,7 @@ def test_generator_covers_every_op():
     assert ops - set(FLOAT_OPS) - set(BOOL_OPS) == set()
 
 
-def _expr(draw, table, btable, leaves, depth: int, kind: str) -> str:
+def expr_text(draw, table, btable, leaves, depth: int, kind: str) -> str:
     if kind == "a":  # first operands are arrays: eager MLX rejects Python scalars in some
         kind = "f"      # functions (mx.stop_gradient(0.5), mx.clip(2, ...))
         leaves = [v for v in leaves if v in ("x", "y", "z")]
@@ -91,10 +91,10 @@ def _expr(draw, table, btable, leaves, depth: int, kind: str) -> str:
     sub = {}
     for slot in ("a", "b"):
         if "{" + slot + "}" in tmpl:
-            sub[slot] = _expr(draw, table, btable, leaves, max(depth - 1, 0), "a" if slot == "a" else "f")
+            sub[slot] = expr_text(draw, table, btable, leaves, max(depth - 1, 0), "a" if slot == "a" else "f")
     for slot in ("p", "q"):
         if "{" + slot + "}" in tmpl:
-            sub[slot] = _expr(draw, table, btable, leaves, max(depth - 1, 0), "b")
+            sub[slot] = expr_text(draw, table, btable, leaves, max(depth - 1, 0), "b")
     return tmpl.format(**sub)
 
 
@@ -102,20 +102,20 @@ def _expr(draw, table, btable, leaves, depth: int, kind: str) -> str:
 def float_bodies(draw):
     leaves = ["x", "y", "z", "0.5", "2.0", "(-1.25)", "s"]
     n_out = draw(st.integers(1, 2))
-    outs = [_expr(draw, FLOAT_OPS, BOOL_OPS, leaves, draw(st.integers(1, 4)), "f") for _ in range(n_out)]
+    outs = [expr_text(draw, FLOAT_OPS, BOOL_OPS, leaves, draw(st.integers(1, 4)), "f") for _ in range(n_out)]
     return outs
 
 
 @st.composite
 def int_bodies(draw):
     leaves = ["x", "y", "z", "3", "(-2)", "s"]
-    return [_expr(draw, INT_OPS, INT_BOOL, leaves, draw(st.integers(1, 4)), "f") for _ in range(draw(st.integers(1, 2)))]
+    return [expr_text(draw, INT_OPS, INT_BOOL, leaves, draw(st.integers(1, 4)), "f") for _ in range(draw(st.integers(1, 2)))]
 
 
 _counter = itertools.count()
 
 
-def _load(tmp_dir, outs: list[str], eager: bool = False):
+def load_body(tmp_dir, outs: list[str], eager: bool = False):
     """Write `def body(x, y, z, s): return <outs>` to a fresh module file and import it."""
     texts = outs
     if eager:
@@ -145,9 +145,9 @@ def body_module(tmp_dir, params: str, returned: str, prefix: str, lines=()):
 SHAPES = [((3, 4), (4,), (3, 1)), ((5,), (5,), (5,)), ((2, 3, 2), (3, 1), ()), ((0, 3), (3,), (1, 3))]
 
 
-def _check(tmp_dir, outs, dtype, seed, shapes, scalar, backend, tol):
-    body_k, src = _load(tmp_dir, outs)
-    body_e, _ = _load(tmp_dir, outs, eager=True)
+def check_rows(tmp_dir, outs, dtype, seed, shapes, scalar, backend, tol):
+    body_k, src = load_body(tmp_dir, outs)
+    body_e, _ = load_body(tmp_dir, outs, eager=True)
     rng = np.random.default_rng(seed)
     if dtype == mx.int32:
         args = [mx.array(rng.integers(-6, 7, size=s).astype(np.int32)) for s in shapes]
@@ -193,7 +193,7 @@ def prop_dir(tmp_path_factory):
        scalar=st.sampled_from([0.75, -2.0, 3]))
 def test_random_float_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
     for b in ["mlx"]:
-        _check(prop_dir, outs, mx.float32, seed, shapes, scalar, b, tol=2e-5)
+        check_rows(prop_dir, outs, mx.float32, seed, shapes, scalar, b, tol=2e-5)
 
 
 @settings(max_examples=examples(150), deadline=None, derandomize=True,
@@ -202,7 +202,7 @@ def test_random_float_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
        scalar=st.sampled_from([2, -3]))
 def test_random_int_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
     for b in ["mlx"]:
-        _check(prop_dir, outs, mx.int32, seed, shapes, scalar, b, tol=0)
+        check_rows(prop_dir, outs, mx.int32, seed, shapes, scalar, b, tol=0)
 
 
 @settings(max_examples=examples(8), deadline=None, derandomize=True,
@@ -211,7 +211,7 @@ def test_random_int_bodies(prop_dir, eager_mlx, outs, seed, shapes, scalar):
 def test_random_bodies_compiled(prop_dir, outs, seed):
     """A few random programs through the real (mx.compile'd) portable backend."""
     for b in ["mlx"]:
-        _check(prop_dir, outs, mx.float32, seed, SHAPES[0], 0.75, b, tol=2e-5)
+        check_rows(prop_dir, outs, mx.float32, seed, SHAPES[0], 0.75, b, tol=2e-5)
 
 
 needs_sim = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
@@ -223,7 +223,7 @@ needs_sim = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang
 @given(outs=float_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([0.75, -2.0, 3]))
 def test_random_float_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, scalar):
-    _check(prop_dir, outs, mx.float32, seed, shapes, scalar, "metal-sim", tol=2e-5)
+    check_rows(prop_dir, outs, mx.float32, seed, shapes, scalar, "metal-sim", tol=2e-5)
 
 
 @needs_sim
@@ -232,7 +232,7 @@ def test_random_float_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, 
 @given(outs=int_bodies(), seed=st.integers(0, 2**31 - 1), shapes=st.sampled_from(SHAPES),
        scalar=st.sampled_from([2, -3]))
 def test_random_int_bodies_metal_sim(prop_dir, eager_mlx, outs, seed, shapes, scalar):
-    _check(prop_dir, outs, mx.int32, seed, shapes, scalar, "metal-sim", tol=0)
+    check_rows(prop_dir, outs, mx.int32, seed, shapes, scalar, "metal-sim", tol=0)
 
 
 # ---- gradients: mx.vjp through the kernel = mx.vjp of the body, random cotangents ---------------
@@ -244,8 +244,8 @@ def _check_vjp(tmp_dir, outs, seed, shapes, scalar, backend):
     function, so they differ from MLX there by design."""
     assume(not any(o == p and o.isidentifier() for i, o in enumerate(outs) for p in outs[:i]))
     assume(not any(o.startswith("mx.stop_gradient(") for o in outs))
-    body_k, src = _load(tmp_dir, outs)
-    body_e, _ = _load(tmp_dir, outs, eager=True)
+    body_k, src = load_body(tmp_dir, outs)
+    body_e, _ = load_body(tmp_dir, outs, eager=True)
     rng = np.random.default_rng(seed)
     args = [mx.array(rng.uniform(-3, 3, size=s).astype(np.float32)) for s in shapes]
     name, _, autodiff = backend.partition(":")

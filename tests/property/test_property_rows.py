@@ -22,7 +22,7 @@ import zmlx_dsl as zmlx
 from conftest import HAVE_METAL_SIM, assert_values, examples, to_numpy
 from zmlx_dsl.ir.interpret import interpret
 from zmlx_dsl.ir.node import toposort
-from test_property import BOOL_OPS, EAGER, FLOAT_OPS, _expr, body_module
+from test_property import BOOL_OPS, EAGER, FLOAT_OPS, expr_text, body_module
 
 REDUCTIONS = ["{a}.sum()", "{a}.max()", "{a}.min()", "mx.mean({a})", "mx.var({a})", "mx.logsumexp({a})",
               "mx.softmax({a})", "({a} > 0.25).sum()", "mx.var({a}, ddof=1)"]
@@ -34,7 +34,7 @@ def row_bodies(draw) -> str:
     leaves = ["x", "y", "w", "0.5", "2.0"]
 
     def sub(kind: str = "f") -> str:  # "a": an array expression (reductions need one)
-        return _expr(draw, FLOAT_OPS, BOOL_OPS, leaves, draw(st.integers(0, 2)), kind)
+        return expr_text(draw, FLOAT_OPS, BOOL_OPS, leaves, draw(st.integers(0, 2)), kind)
 
     def red(inner: str) -> str:
         return draw(st.sampled_from(REDUCTIONS)).format(a=f"({inner})")
@@ -46,7 +46,7 @@ def row_bodies(draw) -> str:
     return form.format(e=sub(), r1=r1, r2=r2)
 
 
-def _load(tmp_dir, text: str, lines: Sequence[str] = ()):
+def load_body(tmp_dir, text: str, lines: Sequence[str] = ()):
     """`def body(x, y, w): return <text>` in a fresh module (anchored on x when it reads no row);
     with `lines`, those statements (e.g. `m = mx.mean(x)`) come before the return."""
     if not lines and "x" not in text and "y" not in text and "w" not in text:
@@ -96,7 +96,7 @@ def program_scale(kernel, args: Sequence[mx.array], D: int) -> float:
     return scale
 
 
-def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backend: str,
+def check_rows(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backend: str,
            grads: bool = False, *, kind: str = "map_reduce", lines: Sequence[str] = (),
            scaled: bool = False) -> None:
     """The `kind` kernel ("map_reduce" or "reduce") of `def body(x, y, w): <lines>; return <text>`
@@ -107,9 +107,9 @@ def _check(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backen
     # gradient, where the generated backward has no such term (a comparison's derivative is zero)
     if D == 1 and "ddof=1" in text + "".join(lines):
         assume(False)
-    body, src = _load(tmp_dir, text, lines)
+    body, src = load_body(tmp_dir, text, lines)
     swap = next(iter(EAGER.items()))
-    eager, _ = _load(tmp_dir, text.replace(*swap), [t.replace(*swap) for t in lines])
+    eager, _ = load_body(tmp_dir, text.replace(*swap), [t.replace(*swap) for t in lines])
     rng = np.random.default_rng(seed)
     x = mx.array(rng.uniform(-3, 3, size=(rows, D)).astype(np.float32))
     y = mx.array(rng.uniform(-3, 3, size=SHAPES[y_mode](rows, D)).astype(np.float32))
@@ -190,7 +190,7 @@ def prop_dir(tmp_path_factory):
 @given(text=row_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=st.sampled_from(sorted(SHAPES)),
        rows=st.sampled_from([1, 3]), D=st.sampled_from([1, 5, 37, 256]))
 def test_random_row_bodies(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
-    _check(prop_dir, text, seed, y_mode, rows, D, "mlx")
+    check_rows(prop_dir, text, seed, y_mode, rows, D, "mlx")
 
 
 @settings(max_examples=examples(60), deadline=None, derandomize=True,
@@ -198,7 +198,7 @@ def test_random_row_bodies(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
 @given(text=row_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=st.sampled_from(sorted(SHAPES)),
        rows=st.sampled_from([1, 3]), D=st.sampled_from([1, 5, 37]))
 def test_random_row_bodies_generated_gradients(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
-    _check(prop_dir, text, seed, y_mode, rows, D, "mlx:ir", grads=True)
+    check_rows(prop_dir, text, seed, y_mode, rows, D, "mlx:ir", grads=True)
 
 
 @pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
@@ -207,4 +207,4 @@ def test_random_row_bodies_generated_gradients(prop_dir, eager_mlx, text, seed, 
 @given(text=row_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=st.sampled_from(sorted(SHAPES)),
        rows=st.sampled_from([1, 3]), D=st.sampled_from([1, 5, 37, 256]))
 def test_random_row_bodies_metal_sim(prop_dir, eager_mlx, text, seed, y_mode, rows, D):
-    _check(prop_dir, text, seed, y_mode, rows, D, "metal-sim", grads=True)
+    check_rows(prop_dir, text, seed, y_mode, rows, D, "metal-sim", grads=True)

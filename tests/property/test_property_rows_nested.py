@@ -12,7 +12,7 @@ the generated tree, e.g. `a - (b + c)`), unary minus, and smooth functions with 
 (test_property.FLOAT_OPS's domain wrapping: mx.rsqrt(mx.abs(v) + 0.5), mx.exp(mx.clip(v, ...))).
 `zmlx.reduce` bodies return a per-row value, `zmlx.map_reduce` bodies an elementwise expression of
 the row and the per-row values. Inputs: x full rows (rows, D), w a shared row (D,), y one value
-per row (rows, 1) or a full row. Checked as test_property_rows._check does: values, shape and dtype
+per row (rows, 1) or a full row. Checked as test_property_rows.check_rows does: values, shape and dtype
 against the body run on each row in MLX, VJP with a random cotangent, JVP as its transpose; on
 "mlx" (MLX differentiates the kernel's ops), "mlx:ir" (the generated derivative programs, as MLX
 ops) and "metal-sim" (the generated MSL, forward and backward, run on the CPU). The generated CUDA
@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 
 import zmlx_dsl as zmlx
 from conftest import HAVE_METAL_SIM, cuda_type_errors, examples
-from test_property import BOOL_OPS, FLOAT_OPS, _expr
-from test_property_rows import _check, _load
+from test_property import BOOL_OPS, FLOAT_OPS, expr_text
+from test_property_rows import check_rows, load_body
 
 # ---- the generator ---------------------------------------------------------------------------
 # A tree is a tuple: ("leaf", text) | ("neg", a) | ("bin", op, a, b) | ("call", template, a, ...)
@@ -181,7 +181,7 @@ class Gen:
     # reductions of arrays
     def red(self, depth: int):
         if self.coin(0.12):  # a count: of a comparison of the inputs only
-            e = _expr(self.draw, INPUT_OPS, BOOL_OPS, ["x", "y", "w", "0.5"], self.draw(st.integers(0, 1)), "a")
+            e = expr_text(self.draw, INPUT_OPS, BOOL_OPS, ["x", "y", "w", "0.5"], self.draw(st.integers(0, 1)), "a")
             return ("method", ("gt", L(e), self.pick(["0.25", "0.0", "-1.0"])), ".sum()")
         return self.red_with(self.pick(REDUCTIONS), depth)
 
@@ -197,7 +197,7 @@ class Gen:
     def arr(self, depth: int):
         if depth <= 0 or self.coin(0.2):
             if self.coin(0.25):  # an elementwise expression of the inputs alone, in FLOAT_OPS' brackets
-                return L(_expr(self.draw, INPUT_OPS, BOOL_OPS, ["x", "y", "w", "0.5", "2.0"], 1, "a"))
+                return L(expr_text(self.draw, INPUT_OPS, BOOL_OPS, ["x", "y", "w", "0.5", "2.0"], 1, "a"))
             return L(self.pick(["x", "x", "w", "y"]))
         form = self.pick(["+", "-", "*", "/", "+", "-", "*", "neg", "call", "call2", "softmax"])
         if form == "/":  # an array over a per-row denominator, or anything over a positive array
@@ -321,7 +321,7 @@ def test_generator():
 
 def _check_nested(tmp_dir, body, seed, y_mode, rows, D, backend):
     kind, lines, ret, _ = body
-    _check(tmp_dir, ret, seed, y_mode, rows, D, backend, grads=True, kind=kind, lines=lines, scaled=True)
+    check_rows(tmp_dir, ret, seed, y_mode, rows, D, backend, grads=True, kind=kind, lines=lines, scaled=True)
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +387,7 @@ def test_nested_row_bodies_cuda_type_check(nested_dir, eager_mlx, kind, data, D,
     """The CUDA source of the kernel (`kernel.source`) and of its backward (`kernel.grad_source`),
     as MLX's CUDA backend would compile them, type-checks against tests/cuda_stub."""
     _, lines, ret, _ = data.draw(nested_bodies(kind))
-    fn, src = _load(nested_dir, ret, lines)
+    fn, src = load_body(nested_dir, ret, lines)
     kernel = getattr(zmlx, kind)(fn)
     rng = np.random.default_rng(D)
     args = [mx.array(rng.uniform(-3, 3, size=s).astype(np.float32)).astype(dtype) for s in ((2, D), (2, 1), (D,))]
@@ -433,7 +433,7 @@ def _int_check(tmp_dir, text: str, dtype_name: str, values: np.ndarray, backend:
     """The reduce kernel of `return <text>` on integer rows = MLX's per-row result, exactly (value,
     dtype, shape); MLX's int32/uint32 sums wrap around."""
     dtype, lo, hi = INTS[dtype_name]
-    body, src = _load(tmp_dir, text)
+    body, src = load_body(tmp_dir, text)
     x = mx.array(values.astype(np.int64 if lo < 0 else np.uint64)).astype(dtype)
     assert np.array_equal(np.array(x).astype(object), values)  # the inputs are what was meant
     kernel = zmlx.reduce(body, backend=backend)
@@ -489,7 +489,7 @@ INT_CASES = [  # (dtype, body, one row, its value computed here in Python)
 @pytest.mark.parametrize("dtype,text,row,value", INT_CASES, ids=[f"{c[0]}-{c[1]}-{len(c[2])}" for c in INT_CASES])
 def test_integer_rows_cases(nested_dir, eager_mlx, backend, dtype, text, row, value):
     values = np.array([row, row[::-1]], dtype=object)
-    body, _ = _load(nested_dir, text)
+    body, _ = load_body(nested_dir, text)
     x = mx.array(values.astype(np.int64 if INTS[dtype][1] < 0 else np.uint64)).astype(INTS[dtype][0])
     assert np.array(body(x[0], x[0], x[0])).item() == value  # the expected value is MLX's
     _int_check(nested_dir, text, dtype, values, backend)
@@ -501,7 +501,7 @@ def test_integer_rows_cases(nested_dir, eager_mlx, backend, dtype, text, row, va
 @pytest.mark.parametrize("dtype", sorted(INTS))
 @pytest.mark.parametrize("text", ["x.sum()", "x.max()", "x.min()", "(x > 7).sum()", "x.sum() + x.max() - x.min()"])
 def test_integer_rows_cuda_type_check(nested_dir, dtype, text):
-    body, src = _load(nested_dir, text)
+    body, src = load_body(nested_dir, text)
     for D in (33, 4096):
         x = mx.zeros((2, D), INTS[dtype][0])
         cuda = zmlx.reduce(body).source(x, x, x, backend="cuda")

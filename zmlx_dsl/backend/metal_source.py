@@ -60,7 +60,7 @@ def _size(shape: Sequence[int]) -> int:
     return n
 
 
-def _template_value(value: Any) -> tuple[str, str]:
+def template_value(value: Any) -> tuple[str, str]:
     """(C++ parameter kind, instantiation text) of one template argument, as MLX writes them."""
     if isinstance(value, bool):
         return "bool", "1" if value else "0"
@@ -84,7 +84,7 @@ def kernel_name(name: str, inputs: Sequence[Any], output_dtypes: Sequence[Any],
     """MLX's mangled host name: ``custom_kernel_<name>[_<template hash>]_<in types+s/c>_<out types>``."""
     out = "custom_kernel_" + name
     if template:
-        inst = "<" + ", ".join(_template_value(v)[1] for _, v in template) + ">"
+        inst = "<" + ", ".join(template_value(v)[1] for _, v in template) + ">"
         out += "_" + inst.replace(", ", "_").replace("<", "_").replace(">", "_")[:-1]
     for x in inputs:
         out += "_" + type_name(x.dtype)
@@ -120,7 +120,7 @@ def build_metal_source(name: str, input_names: Sequence[str], output_names: Sequ
     kname = kernel_name(name, inputs, output_dtypes, template)
     text = header
     if template:
-        text += "template <" + ", ".join(f"{_template_value(v)[0]} {n}" for n, v in template) + ">\n"
+        text += "template <" + ", ".join(f"{template_value(v)[0]} {n}" for n, v in template) + ">\n"
     text += f"[[kernel]] void {kname}(\n"
     index = 0
     for n, x, (sh, st, nd) in zip(input_names, inputs, infos):
@@ -147,6 +147,6 @@ def build_metal_source(name: str, input_names: Sequence[str], output_names: Sequ
         text += ",\n".join(attrs) + ") {\n"
     text += source + "\n}\n"
     if template:
-        inst = kname + "<" + ", ".join(_template_value(v)[1] for _, v in template) + ">"
+        inst = kname + "<" + ", ".join(template_value(v)[1] for _, v in template) + ">"
         text += (f'\ntemplate [[host_name("{kname}")]] [[kernel]] decltype({inst}) {inst};\n')
     return text

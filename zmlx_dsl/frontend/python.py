@@ -22,11 +22,11 @@ import mlx.core as mx
 from ..errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir.node import Node
 from .expressions import ExpressionParser
-from .source import SOURCE_CACHE as _SOURCE_CACHE, Source, source_of
+from .source import Source, source_of
 from .syntax import BINOPS, op_text
 from .values import MISSING, Undefined, Weak, is_python, is_value
 
-__all__ = ["Parser", "ParsedBody", "Weak", "source_of", "_SOURCE_CACHE"]  # kernels.py, benchmarks/cpu.py
+__all__ = ["Parser", "ParsedBody", "Weak", "source_of"]  # what kernels.py uses
 
 
 @dataclass

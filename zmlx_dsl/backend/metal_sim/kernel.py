@@ -10,9 +10,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..metal_source import (MAX_CONSTANT_ARRAY_SIZE, build_metal_source, kernel_name, shape_infos,
-                            type_name, used_attributes, _template_value)
+                            type_name, used_attributes, template_value)
 from . import compiler
-from ._worker import UNLOADABLE
+from .worker_process import UNLOADABLE
 from .errors import MetalSimError
 from .worker import WORKER_PROCESS
 
@@ -169,7 +169,7 @@ def _entry_point(kname: str, template: Sequence[tuple[str, Any]] | None, input_n
     args += [compiler.ATTRIBUTE_VALUES[a] for a in used_attributes(source)]
     inst = kname
     if template:
-        inst += "<" + ", ".join(_template_value(v)[1] for _, v in template) + ">"
+        inst += "<" + ", ".join(template_value(v)[1] for _, v in template) + ">"
     joined = ",\n    ".join(args)
     return (f'extern "C" void zsim_entry(void** b, const zsim_attrs* a) {{\n'
             f"  (void)a;\n  {inst}(\n    {joined});\n}}\n")
@@ -281,7 +281,7 @@ class MetalSimKernel:
 
     def _input_buffers(self, arrays: list[mx.array], layout: str) -> list[tuple]:
         """Buffers in MLX's binding order: each input, then its shape/strides/ndim when used, as
-        the worker's (name, bytes, pointer offset, itemsize, front=False) (see _worker.Guarded)."""
+        the worker's (name, bytes, pointer offset, itemsize, front=False) (see worker_process.Guarded)."""
         buffers: list[tuple] = []
         for n, x, (sh, st, nd) in zip(self.input_names, arrays, shape_infos(self.input_names, self.source)):
             data, offset, strides = _layout(x, layout)

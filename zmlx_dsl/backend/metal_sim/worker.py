@@ -15,11 +15,11 @@ from typing import Any
 
 from .errors import MetalSimError
 
-WORKER = Path(__file__).resolve().parent / "_worker.py"
+WORKER = Path(__file__).resolve().parent / "worker_process.py"
 
 
 class Worker:
-    """Sends launch requests to `_worker.py`; restarts it after a crash or a timeout."""
+    """Sends launch requests to `worker_process.py`; restarts it after a crash or a timeout."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
