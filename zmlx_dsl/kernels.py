@@ -272,13 +272,13 @@ class Kernel:
     def grad_source(self, *args: Any, backend: Optional[str] = None, **kwargs: Any) -> str:
         """The backward kernel's source on a backend."""
         target = backend or self.backend or backends.default()
-        bwd, roles = self.compiled_for(args, kwargs, target).backward[:2]
+        entry = self._entry(args, kwargs)
+        bwd, roles = self._compiled(entry, target).backward[:2]
         arrays = self._launch_arrays(args)
         outs = self(*args, **kwargs)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
         # the backward reads per-row outputs (and their cotangents) as (rows, 1), before the squeeze
-        flags = self._entry(args, kwargs).row_flags
-        outs = [o[..., None] if flag else o for o, flag in zip(outs, flags)]
+        outs = [o[..., None] if flag else o for o, flag in zip(outs, entry.row_flags)]
         pick = {"x": arrays, "g": outs, "y": outs}
         return backends.get(target).source(bwd.program, target, [pick[r][k] for r, k in roles])
 

@@ -55,8 +55,7 @@ class CStyle:
             return "true" if v else "false"
         if d.is_int:
             return f"{v}" + ("u" if d.kind == "u" else "") + ("l" if d.bits == 64 else "")
-        v = dt.round_float(v, dt.float32)  # the text is a float literal (narrow types cast it)
-        if np.isnan(v):
+        if np.isnan(v):  # (const() holds the value rounded to its dtype: inf past its range)
             text = "NAN"
         elif np.isinf(v):
             text = "INFINITY" if v > 0 else "-INFINITY"

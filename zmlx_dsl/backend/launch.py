@@ -98,12 +98,12 @@ class Launcher:
             if math.prod(shape) == 0:
                 return [mx.zeros(shape, o.dtype.mx) for o in p.outputs]
             _, plan = plans.elementwise_plan(p, inputs, shape)
-            launch = self.launches[key] = (shape, plan, self.kernel(p, plan), [shape] * len(p.outputs),
-                                           [o.dtype.mx for o in p.outputs])
-        shape, plan, kernel, out_shapes, out_dtypes = launch
-        args = [plans.elementwise_view(x, m, shape) for x, m in zip(inputs, plan.modes)]
-        return kernel(inputs=args + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=plan.grid,
-                      threadgroup=(plan.group_threads, 1, 1))
+            launch = self.launches[key] = (shape, plan.modes, self.kernel(p, plan), [shape] * len(p.outputs),
+                                           [o.dtype.mx for o in p.outputs], plan.grid, (plan.group_threads, 1, 1))
+        shape, modes, kernel, out_shapes, out_dtypes, grid, group = launch
+        args = [plans.elementwise_view(x, m, shape) for x, m in zip(inputs, modes)]
+        return kernel(inputs=args + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
+                      threadgroup=group)
 
     def rows(self, inputs: list, params: list) -> list[mx.array]:
         key = tuple(x.shape for x in inputs)
@@ -115,12 +115,13 @@ class Launcher:
                 return self.portable(inputs, params)
             _, plan = self.row_plan(inputs, shape)
             launch = self.launches[key] = (
-                shape, plan, self.kernel(p, plan),
-                [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs], [o.dtype.mx for o in p.outputs])
-        shape, plan, kernel, out_shapes, out_dtypes = launch
-        views = [plans.row_view(x, m, shape) for x, m in zip(inputs, plan.modes)]
-        return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=plan.grid,
-                      threadgroup=(plan.group_threads, 1, 1))
+                shape, plan.modes, self.kernel(p, plan),
+                [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs], [o.dtype.mx for o in p.outputs],
+                plan.grid, (plan.group_threads, 1, 1))
+        shape, modes, kernel, out_shapes, out_dtypes, grid, group = launch
+        views = [plans.row_view(x, m, shape) for x, m in zip(inputs, modes)]
+        return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
+                      threadgroup=group)
 
     def row_plan(self, inputs: list, shape: tuple) -> tuple[list, Plan]:
         """The input views and the plan of a row launch over `shape`."""

@@ -4,7 +4,7 @@ the launcher launches it with the plan's grid; neither decides these again."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import mlx.core as mx
@@ -45,7 +45,9 @@ class Plan:
     threads: int = THREADS            # threads per row (rows) or per group (elementwise)
     cached: bool = False              # rows: the row is held in registers across passes
     vectors: int = 1                  # elementwise: vectors per thread (block-cyclic)
-    groups: int = 1                   # threadgroups launched
+    # threadgroups launched: a launch size, not what the kernel is specialised for, so not part
+    # of its cache key (a new row count must not render and build the kernel again)
+    groups: int = field(default=1, compare=False)
 
     @property
     def group_threads(self) -> int:

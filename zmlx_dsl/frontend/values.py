@@ -82,7 +82,7 @@ def strong(v: Any) -> Any:
 
 def _fits(v: Any, d: dt.DType) -> bool:
     """Whether Python number v converts to dtype d without overflow."""
-    return not (d.is_int and isinstance(v, int)) or d.limits[0] <= v <= d.limits[1]
+    return not (d.is_int and isinstance(v, int)) or d.holds(v)
 
 
 def _describe(v: Any) -> str:

@@ -15,8 +15,7 @@ def const(value: Any, dtype: dt.DType) -> Node:
         value = bool(value)
     elif dtype.is_int:
         value = int(value)
-        lo, hi = dtype.limits
-        if not lo <= value <= hi:
+        if not dtype.holds(value):
             raise ValueError(f"Converting {value} to {dtype.name} would result in overflow.")
     else:
         value = dt.round_float(value, dtype)

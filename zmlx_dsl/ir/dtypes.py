@@ -48,6 +48,11 @@ class DType:
             return 0, (1 << self.bits) - 1
         return -(1 << (self.bits - 1)), (1 << (self.bits - 1)) - 1
 
+    def holds(self, value: int) -> bool:
+        """Whether an integer converts to this integer type without overflow."""
+        lo, hi = self.limits
+        return lo <= value <= hi
+
     def __repr__(self) -> str:
         return self.name
 
