@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 
 import zmlx_dsl as zmlx
 from conftest import HAVE_METAL_SIM, cuda_type_errors, examples
-from test_property import BOOL_OPS, FLOAT_OPS, expr_text
-from test_property_rows import check_rows, load_body
+from test_property import BOOL_OPS, EAGER, FLOAT_OPS, expr_text
+from test_property_rows import check_rows, load_body, program_scale
 
 # ---- the generator ---------------------------------------------------------------------------
 # A tree is a tuple: ("leaf", text) | ("neg", a) | ("bin", op, a, b) | ("call", template, a, ...)
@@ -374,6 +374,53 @@ def test_nested_row_cases(nested_dir, eager_mlx, case, D, backend):
 @given(body=nested_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=Y_MODES, rows=ROWS, D=DS)
 def test_nested_row_bodies_metal_sim(nested_dir, eager_mlx, body, seed, y_mode, rows, D):
     _check_nested(nested_dir, body, seed, y_mode, rows, D, "metal-sim")
+
+
+# ---- 16-bit rows: computed in float32 (compute_dtype), stored in their own type ----------------
+
+def _check_nested_16(tmp_dir, body, seed, y_mode, rows, D, backend, dtype):
+    """The kernel on 16-bit inputs: the dtype MLX gives the body on them, and the values of the body
+    run in float32 on the same (16-bit) values (the documented compute_dtype semantics; results
+    and constants take the 16-bit value, so the slack is a few 16-bit ulps of the program's largest
+    intermediate). It covers what 16-bit rows add to the other classes (types, vector widths,
+    widening); that compute is float32 and not 16-bit is pinned by the golden texts, not here."""
+    kind, lines, ret, _ = body
+    fn, src = load_body(tmp_dir, ret, lines)
+    swap = next(iter(EAGER.items()))  # the eager-MLX spelling of what only kernels accept
+    eager, _ = load_body(tmp_dir, ret.replace(*swap), [t.replace(*swap) for t in lines])
+    rng = np.random.default_rng(seed)
+    shapes = {"full": (rows, D), "per_row": (rows, 1)}
+    x, y, w = (mx.array(rng.uniform(-3, 3, size=s).astype(np.float32)).astype(dtype)
+               for s in ((rows, D), shapes[y_mode], (D,)))
+    kernel = getattr(zmlx, kind)(fn, backend=backend)
+    got = kernel(x, y, w)
+    wide = [a.astype(mx.float32) for a in (x, y, w)]
+    want = mx.stack([eager(wide[0][i], mx.broadcast_to(wide[1][i], (D,)), wide[2]) for i in range(rows)])
+    want = want.reshape(got.shape) if kind == "reduce" else want
+    like = eager(x[0], mx.broadcast_to(y[0], (D,)), w)  # the body in MLX on the 16-bit row: the dtype
+    assert got.dtype == like.dtype and got.shape == want.shape, \
+        f"{src}\n{got.dtype}{got.shape}, MLX {like.dtype}{want.shape}"
+    scale = program_scale(kernel, wide, D)
+    g, h = np.asarray(got.astype(mx.float32), np.float64), np.asarray(want, np.float64)
+    both = np.isfinite(h) & (np.abs(h) < 6e4 if dtype == mx.float16 else True)  # float16 overflows
+    ulp = 2.0 ** (-7 if dtype == mx.bfloat16 else -10)  # two units in the last place of the type
+    bad = ~(np.abs(g - h) <= 2 * ulp * (np.abs(h) + scale)) & both
+    assert not bad.any(), f"{src}\nseed {seed}, {dtype}, y {y_mode}, D {D} ({backend}): got {g[bad][:4]}, want {h[bad][:4]}"
+
+
+@settings(max_examples=examples(60), **SETTINGS)
+@given(body=nested_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=Y_MODES, rows=ROWS, D=DS,
+       dtype=st.sampled_from([mx.bfloat16, mx.float16]))
+def test_nested_row_bodies_16_bit(nested_dir, eager_mlx, body, seed, y_mode, rows, D, dtype):
+    _check_nested_16(nested_dir, body, seed, y_mode, rows, D, "mlx", dtype)
+
+
+@pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
+@settings(max_examples=examples(20), **COMPILING)
+@given(body=nested_bodies(), seed=st.integers(0, 2**31 - 1), y_mode=Y_MODES, rows=ROWS, D=DS,
+       dtype=st.sampled_from([mx.bfloat16, mx.float16]))
+def test_nested_row_bodies_16_bit_metal_sim(nested_dir, eager_mlx, body, seed, y_mode, rows, D, dtype):
+    _check_nested_16(nested_dir, body, seed, y_mode, rows, D, "metal-sim", dtype)
 
 
 # ---- the generated CUDA of nested programs type-checks (forward and backward) -------------------
