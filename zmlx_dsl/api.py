@@ -17,7 +17,8 @@ from .frontend import zmlx_strings
 from .frontend.zmlx_strings import Builder, VJPBuilder
 from .ir import dtypes as dt
 from .ir.node import Node
-from .ir.passes import optimize, per_row, widen
+from .ir.passes import optimize, widen
+from .ir.rows import per_row
 from .ir.program import Program, stable_name
 from .kernels import Entry, Kernel
 from .msl import DEFAULT_HEADER

@@ -18,7 +18,8 @@ from .errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeE
 from .frontend.python import Parser, Weak, source_of
 from .ir import dtypes as dt
 from .ir.node import Node, toposort
-from .ir.passes import optimize, per_row, widen
+from .ir.passes import optimize, widen
+from .ir.rows import per_row
 from .ir.program import Program
 from .runtime import Compiled, GivenVJP
 

@@ -21,7 +21,8 @@ from .errors import ZMLXGradientError
 from .ir.autodiff import jvp as ir_jvp, simplify, vjp as ir_vjp
 from .ir.build import cast
 from .ir.node import Node, toposort
-from .ir.passes import optimize, per_row, rewrite
+from .ir.passes import optimize, rewrite
+from .ir.rows import per_row
 from .ir.program import Program
 
 

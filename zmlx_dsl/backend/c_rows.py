@@ -8,7 +8,7 @@ from typing import Callable, Optional
 from ..ir import dtypes as dt
 from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
-from ..ir.passes import per_row
+from ..ir.rows import per_row
 from ..ir.program import Program
 from ..ir.registry import OPS
 from .c_expr import SIMD64, Expr, RenderState, bare_argument, short_name

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 import mlx.core as mx
 
 from ..ir.node import Node
-from ..ir.passes import per_row, rewrite
+from ..ir.passes import rewrite
+from ..ir.rows import per_row
 from ..ir.program import Program, stable_name
 from ..ir.registry import OPS
 from . import mlx as portable

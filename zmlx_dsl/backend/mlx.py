@@ -17,9 +17,10 @@ name = "mlx"
 def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
     """A plain function (inputs..., params...) -> outputs computing the program with MLX ops.
 
-    Row programs take rows on the last axis: their array inputs are broadcast together first (a
-    (B, 1) per-row value is a row of D equal values, as in a kernel), reductions keep that axis, so
-    per-row values broadcast back as the kernel semantics say. Integer and bool inputs pass
+    Row programs take rows on the last axis: their array inputs are broadcast together first, over
+    their leading axes where the program has row lengths (each keeps its own row), else over every
+    axis (a (B, 1) input of a string kernel is a row of D equal values); reductions keep the row
+    axis, so per-row values broadcast back as the kernel semantics say. Integer and bool inputs pass
     through mx.stop_gradient: differentiated by MLX, they get zero gradients as on every backend
     (MLX would push a float cotangent through astype and truncate it)."""
     leaves = program.inputs + program.params
@@ -28,9 +29,7 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
 
     def run(*arrays: mx.array) -> list[mx.array]:
         if program.kind == "row" and n_in:
-            shape = mx.broadcast_shapes(*[a.shape for a in arrays[:n_in]])
-            arrays = tuple(a if a.shape == shape else mx.broadcast_to(a, shape) for a in arrays[:n_in]) \
-                + tuple(arrays[n_in:])
+            arrays = broadcast_rows(program, arrays[:n_in]) + tuple(arrays[n_in:])
         if any(discrete):
             arrays = tuple(mx.stop_gradient(a) if d else a for a, d in zip(arrays, discrete)) + tuple(arrays[n_in:])
         env = dict(zip(leaves, arrays))
@@ -40,6 +39,8 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
                 return mx.array(n.arg, dtype=n.dtype.mx)
             if n.op == "rowsize":
                 return mx.array(max(a.shape[-1] for a in arrays[:len(program.inputs)]), dtype=n.dtype.mx)
+            if n.op == "index":
+                return mx.arange(n.arg, dtype=n.dtype.mx)
             return env[n]
 
         outs = _evaluate(program.outputs, leaf)
@@ -51,6 +52,16 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
         return outs
 
     return run
+
+
+def broadcast_rows(program: Program, arrays: Sequence[mx.array]) -> tuple[mx.array, ...]:
+    """A row program's inputs broadcast together: over their leading axes when the program has row
+    lengths (each keeping its row), else over every axis."""
+    if program.lengths:
+        lead = mx.broadcast_shapes(*[a.shape[:-1] for a in arrays])
+        return tuple(a if a.shape[:-1] == lead else mx.broadcast_to(a, lead + a.shape[-1:]) for a in arrays)
+    shape = mx.broadcast_shapes(*[a.shape for a in arrays])
+    return tuple(a if a.shape == shape else mx.broadcast_to(a, shape) for a in arrays)
 
 
 def _evaluate(roots, leaf) -> list:

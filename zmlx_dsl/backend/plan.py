@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import mlx.core as mx
 
 from ..ir.node import toposort
-from ..ir.passes import per_row
+from ..ir.rows import per_row
 from ..ir.program import Program
 from .metal_source import MAX_CONSTANT_ARRAY_SIZE
 

@@ -13,7 +13,7 @@ from ..errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir import dtypes as dt
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
-from ..ir.passes import per_row
+from ..ir.rows import per_row
 from ..ir.registry import BY_PY_NAME, OPS
 from .values import MX_DTYPES, Weak, is_python, node_of, strong, unwrap
 

@@ -9,7 +9,8 @@ from ..errors import Location, ZMLXSyntaxError, ZMLXTypeError
 from ..ir import dtypes as dt
 from ..ir.build import apply, cast, const, fold
 from ..ir.node import Lambda, Node, leaves, toposort
-from ..ir.passes import optimize, per_row, widen
+from ..ir.passes import optimize, widen
+from ..ir.rows import per_row
 from ..ir.program import Program
 from . import cexpr
 

@@ -10,11 +10,14 @@ flows from a per-element use into a per-row node is summed over the row (the for
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
-from .build import apply, cast
+from . import dtypes as dt
+from .build import apply, cast, const
+from .rows import row_lengths
 from .node import LEAF_OPS, Node, toposort
-from .passes import optimize, per_row
+from .passes import optimize
+from .rows import per_row
 from .registry import OPS, cast_grad
 
 
@@ -22,22 +25,27 @@ def _differentiable(n: Node) -> bool:
     return n.dtype.is_float
 
 
-def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequence[Node]) -> list[Optional[Node]]:
-    """Gradients of sum(output_k * cotangent_k) with respect to each node in wrt (None = zero)."""
+def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequence[Node],
+        lengths: Optional[Mapping[Node, int]] = None) -> list[Optional[Node]]:
+    """Gradients of sum(output_k * cotangent_k) with respect to each node in wrt (None = zero).
+    `lengths`: the inputs' row lengths (a row program from a Python body); without them every
+    row has the launch's length (`rowsize`)."""
     row = per_row(outputs)
+    length = None if lengths is None else row_lengths(outputs, lengths)
     for out, ct in zip(outputs, cotangents):
         if ct is not None and ct.op == "input":
             row[ct] = row[out]  # a per-row output's cotangent holds one value per row
     adj: dict[Node, Node] = {}
 
-    def add(n: Node, g: Optional[Node], over_row: bool = False) -> None:
-        """Accumulate g into n's adjoint. over_row: the consumer uses n at every row element (it
-        is elementwise, or a reduction reading n broadcast), so a per-row n gets the row's sum
-        of its contributions -- D times g when g itself is one value per row."""
+    def add(n: Node, g: Optional[Node], over: Optional[Node] = None) -> None:
+        """Accumulate g into n's adjoint. over: the row the consumer uses n at every element of (it
+        is elementwise, or a reduction reading n broadcast): a per-row n gets the row's sum of its
+        contributions -- the row's length times g when g itself is one value per row."""
         if g is None or not _differentiable(n) or n.op in ("const", "param", "rowsize"):
             return
-        if row[n] and over_row:
-            g = apply("sum", g)
+        if row[n] and over is not None:
+            g = apply("sum", g) if length is None or not per_row([g])[g] else \
+                g * cast(const(length[over], dt.int32), g.dtype)
         g = cast(g, n.dtype)
         adj[n] = g if n not in adj else adj[n] + g
 
@@ -48,11 +56,11 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
         if g is None or n.op in LEAF_OPS:
             continue
         if n.op == "cast":
-            add(n.args[0], cast_grad(n.args[0], g), over_row=not row[n])
+            add(n.args[0], cast_grad(n.args[0], g), None if row[n] else n)
             continue
-        over_row = not row[n] or OPS[n.op].reduction
+        over = n.args[0] if OPS[n.op].reduction else None if row[n] else n
         for a, ga in zip(n.args, OPS[n.op].grad(n.args, n, g)):
-            add(a, ga, over_row)
+            add(a, ga, over)
     return [adj.get(w) for w in wrt]
 
 

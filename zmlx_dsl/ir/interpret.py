@@ -44,6 +44,8 @@ def interpret(roots: Sequence[Node], inputs: Mapping[str, object], *, mode: str 
             return storage(n.arg, n.dtype, mode)
         if n.op == "rowsize":
             return storage(rowsize, n.dtype, mode)
+        if n.op == "index":
+            return storage(np.arange(n.arg), n.dtype, mode)
         return storage(inputs[n.arg], n.dtype, mode)
 
     def cast(v, n: Node):

@@ -8,7 +8,7 @@ from .dtypes import DType
 # Ops that are not in the registry: leaves and structural nodes. "bound" leaves are the
 # parameters of a `Lambda` (a sub-graph carried in a node's `arg`, see the registry's "fold");
 # they never occur in a program's own graph.
-LEAF_OPS = ("const", "input", "param", "rowsize", "bound")
+LEAF_OPS = ("const", "input", "param", "rowsize", "bound", "index")
 
 
 class Node:
@@ -16,7 +16,8 @@ class Node:
 
     Leaves: const (arg=value), input (arg=name; an array argument), param (arg=name; a Python
     scalar passed at call time), rowsize (the row length of a row kernel), bound (arg=name; a
-    parameter of a `Lambda`). An op may carry a `Lambda` in `arg` (the registry's "fold").
+    parameter of a `Lambda`), index (arg=n; int32 position 0 … n-1 along a row of length n, as
+    `mx.arange(n)` in a row body). An op may carry a `Lambda` in `arg` (the registry's "fold").
     """
 
     __slots__ = ("op", "args", "dtype", "arg", "_hash")

@@ -7,6 +7,7 @@ from . import dtypes as dt
 from .build import cast, const, make
 from .interpret import interpret
 from .node import LEAF_OPS, Node, toposort
+from .rows import per_row
 from .table import OPS
 
 
@@ -82,22 +83,6 @@ def _simplify(n: Node) -> Node:
         v = a[0] if a[0].dtype == n.dtype else cast(a[0], n.dtype)
         return make("mul", (v, cast(Node("rowsize", (), dt.int32), n.dtype))) if n.op == "sum" else v
     return n
-
-
-def per_row(roots: Sequence[Node]) -> dict[Node, bool]:
-    """For each node: True when its value is the same along the row (a reduction result, a
-    constant, a parameter or anything computed only from those)."""
-    out: dict[Node, bool] = {}
-    for n in toposort(roots):
-        if n.op == "input":
-            out[n] = False
-        elif n.op in LEAF_OPS:
-            out[n] = True
-        elif n.op != "cast" and OPS[n.op].reduction:
-            out[n] = True
-        else:
-            out[n] = all(out[a] for a in n.args)
-    return out
 
 
 def _uniform(n: Node) -> bool:

@@ -5,6 +5,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from .rows import row_lengths
 from .node import LEAF_OPS, Node, toposort
 
 
@@ -18,13 +19,20 @@ def stable_name(stem: str, *texts: str, length: int = 12) -> str:
 @dataclass(frozen=True)
 class Program:
     """IR outputs over named leaves. `inputs` are array leaves and `params` runtime scalars, both
-    in call order; `kind` is "elementwise" or "row" (reductions over the last axis allowed)."""
+    in call order; `kind` is "elementwise" or "row" (reductions over the last axis allowed).
+    `lengths`, in row programs from Python bodies: each input's row length (its last axis; 1 for
+    a value per row). Without them (a string kernel) every input is a row of the launch's length."""
 
     name: str
     kind: str
     inputs: tuple[Node, ...]
     params: tuple[Node, ...]
     outputs: tuple[Node, ...]
+    lengths: tuple[int, ...] = ()
+
+    def row_lengths(self, default: int = 1) -> dict[Node, int]:
+        """Each node's row length (see ir/lengths.py); `default` for inputs without a length."""
+        return row_lengths(self.outputs, dict(zip(self.inputs, self.lengths)), default)
 
     @cached_property
     def kernel_name(self) -> str:
@@ -35,8 +43,9 @@ class Program:
         """Readable SSA listing: one line per node, leaves first."""
         ids: dict[Node, str] = {}
         count = 0
+        rows = [f"[{n}]" for n in self.lengths] + [""] * (len(self.inputs) - len(self.lengths))
         lines = [f"{self.kind} {self.name}(" + ", ".join(
-            f"{n.arg}: {n.dtype}" for n in self.inputs + self.params) + ")"]
+            f"{n.arg}: {n.dtype}{r}" for n, r in zip(self.inputs + self.params, rows + [""] * len(self.params))) + ")"]
         for n in toposort(self.outputs):
             if n in ids:
                 continue
@@ -47,6 +56,8 @@ class Program:
             count += 1
             if n.op == "const":
                 rhs = repr(n.arg)
+            elif n.op == "index":
+                rhs = f"arange({n.arg})"
             elif n.op in LEAF_OPS:
                 rhs = n.op
             else:

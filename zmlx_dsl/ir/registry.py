@@ -15,6 +15,8 @@ from ..errors import ZMLXGradientError
 from . import dtypes as dt
 from .build import apply, cast, where
 from .node import Node
+from .positions import at_adjoint, gather, scatter
+from .rows import per_row
 from .table import BY_PY_NAME, OPS
 
 # A derivative rule: (args, y, g) -> one adjoint (or None) per argument; y is the op's own node.
@@ -42,6 +44,9 @@ class Op:
     # fn(node, run, *args), where run(lam, values) evaluates lam's body with its parameters bound
     # to values, in the caller's semantics (the interpreter's mode; MLX ops).
     graph: bool = False
+    # Reads (or writes) the row at other positions (row kernels only): the C renderer moves those
+    # positions itself (backend/c_rows.py), so the op has no C spelling.
+    position: bool = False
 
 
 def _register(op: Op) -> None:
@@ -335,6 +340,73 @@ def _fold_grad(args, y, g):
 
 _register(Op("fold", -1, (), lambda ts: (None, ts[0]), _np_fold, _mx_fold, _fold_grad,
              reduction=True, graph=True))
+
+
+# Positions (row kernels): `at` reads its first operand at the positions its second gives (0
+# outside the row), `scatter` adds its first operand into a row at the positions its second gives;
+# arg = the length of the row read (at) or made (scatter). See ir/positions.py.
+
+def _lead(*arrays, broadcast=np.broadcast_shapes):
+    """The broadcast of the arrays' leading axes (all but the row)."""
+    return tuple(broadcast(*[a.shape[:-1] for a in arrays]))
+
+
+def _rows(a):
+    """a with a row axis (a 0-d value is a row of one)."""
+    return a.reshape((1,)) if a.ndim == 0 else a
+
+
+def _np_at(node: Node, run: Callable, e, pos):
+    e, pos = _rows(np.asarray(e)), _rows(np.asarray(pos))
+    lead = _lead(e, pos)
+    e = np.broadcast_to(e, lead + (node.arg,))
+    pos = np.broadcast_to(pos, lead + pos.shape[-1:]).astype(np.int64)
+    inside = (pos >= 0) & (pos < node.arg)
+    return np.where(inside, np.take_along_axis(e, np.clip(pos, 0, node.arg - 1), -1), 0)
+
+
+def _mx_at(node: Node, run: Callable, e, pos):
+    e, pos = _rows(e), _rows(pos)
+    lead = _lead(e, pos, broadcast=mx.broadcast_shapes)
+    e = mx.broadcast_to(e, lead + (node.arg,))
+    pos = mx.broadcast_to(pos, lead + tuple(pos.shape[-1:]))
+    inside = (pos >= 0) & (pos < node.arg)
+    got = mx.take_along_axis(e, mx.clip(pos, 0, node.arg - 1).astype(mx.int32), -1)
+    return mx.where(inside, got, mx.zeros((), e.dtype))
+
+
+def _np_scatter(node: Node, run: Callable, g, pos):
+    g, pos = _rows(np.asarray(g)), _rows(np.asarray(pos))
+    lead, m = _lead(g, pos), max(g.shape[-1], pos.shape[-1])
+    g = np.broadcast_to(g, lead + (m,)).reshape(-1, m)
+    pos = np.broadcast_to(pos, lead + (m,)).reshape(-1, m).astype(np.int64)
+    out = np.zeros((g.shape[0], node.arg), g.dtype)
+    rows, cols = np.nonzero((pos >= 0) & (pos < node.arg))
+    np.add.at(out, (rows, pos[rows, cols]), g[rows, cols])
+    return out.reshape(lead + (node.arg,))
+
+
+def _mx_scatter(node: Node, run: Callable, g, pos):
+    g, pos = _rows(g), _rows(pos)
+    lead, m = _lead(g, pos, broadcast=mx.broadcast_shapes), max(g.shape[-1], pos.shape[-1])
+    g = mx.broadcast_to(g, lead + (m,)).reshape(-1, m)
+    pos = mx.broadcast_to(pos, lead + (m,)).reshape(-1, m).astype(mx.int32)
+    inside = (pos >= 0) & (pos < node.arg)
+    flat = mx.arange(g.shape[0], dtype=mx.int32)[:, None] * node.arg + mx.clip(pos, 0, node.arg - 1)
+    out = mx.zeros((g.shape[0] * node.arg,), g.dtype).at[flat.reshape(-1)].add(
+        mx.where(inside, g, mx.zeros((), g.dtype)).reshape(-1))
+    return out.reshape(lead + (node.arg,))
+
+
+def _at_grad(args, y, g):
+    return at_adjoint(args[0], args[1], g, y.arg, per_row([args[1]])[args[1]]), None
+
+
+_register(Op("at", 2, (), lambda ts: (None, ts[0]), _np_at, _mx_at, _at_grad, graph=True, position=True,
+             jvp=lambda a, y, t: gather(t, a[1], y.arg)))
+_register(Op("scatter", 2, (), lambda ts: (None, ts[0]), _np_scatter, _mx_scatter,
+             lambda a, y, g: (gather(g, a[1], y.arg), None), graph=True, position=True,
+             jvp=lambda a, y, t: scatter(t, a[1], y.arg)))
 
 
 def _tie_share(x: Node, y: Node, g: Node) -> Node:

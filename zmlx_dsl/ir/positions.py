@@ -1,0 +1,82 @@
+"""Reading rows at other positions: the `at` (gather) and `scatter` nodes, and the adjoint of a
+gather. A slice, flip, roll, concatenation or take is `at(e, pos)`: e's value at position pos of
+its row, 0 where pos is outside it (never a read outside a buffer). The adjoint of a gather is a
+scatter-add; where pos is a per-row value (a label) or an affine map of the position (every slice
+and re-assembly), it is itself a gather, so the backward stays a row kernel of the same form."""
+from __future__ import annotations
+
+from typing import Optional
+
+from . import dtypes as dt
+from .build import apply, const, where
+from .node import Node
+
+
+def index(n: int) -> Node:
+    """The positions 0 … n-1 of a row of length n (`mx.arange(n)`)."""
+    return Node("index", (), dt.int32, n)
+
+
+def gather(e: Node, pos: Node, length: int) -> Node:
+    """e (a row of `length`) at positions pos (int32): 0 where pos is outside 0 … length-1."""
+    return Node("at", (e, pos), e.dtype, length)
+
+
+def scatter(g: Node, pos: Node, length: int) -> Node:
+    """A row of `length`: at q, the sum of g over the positions i with pos[i] == q."""
+    return Node("scatter", (g, pos), g.dtype, length)
+
+
+def affine(pos: Node) -> Optional[tuple[Node, int, int, int]]:
+    """(index leaf, s, a, d) when pos is (s * i + a) // d of one index leaf i (d > 0), else None."""
+    d = 1
+    if pos.op == "floordiv" and _int_const(pos.args[1]) is not None and _int_const(pos.args[1]) > 0:
+        d, pos = _int_const(pos.args[1]), pos.args[0]
+    s, a = 1, 0
+    while pos.op != "index":
+        x, y = pos.args if pos.args else (None, None)
+        if pos.op == "neg":
+            s, pos = -s, x
+        elif pos.op in ("add", "sub", "mul") and (_int_const(x) is not None or _int_const(y) is not None):
+            c, rest, left = (_int_const(y), x, False) if _int_const(y) is not None else (_int_const(x), y, True)
+            if pos.op == "add":
+                a += s * c
+            elif pos.op == "sub":
+                a, s = (a + s * c, -s) if left else (a - s * c, s)
+            else:
+                s, a = s * c, a
+                if c == 0:
+                    return None
+            pos = rest
+        else:
+            return None
+    return pos, s, a, d
+
+
+def _int_const(n: Optional[Node]) -> Optional[int]:
+    return n.arg if n is not None and n.op == "const" and n.dtype.is_int else None
+
+
+def at_adjoint(e: Node, pos: Node, g: Node, length: int, pos_per_row: bool) -> Node:
+    """The adjoint of gather(e, pos, length) for its cotangent g (a row of pos's length)."""
+    q = index(length)
+    if pos_per_row:  # one position per row: one-hot there
+        return where(apply("eq", q, pos), g, 0.0)
+    form = affine(pos)
+    if form is not None:
+        i, s, a, d = form
+        t = apply("sub", q, const(a, dt.int32)) if a else q
+        if d == 1 and s == 1:
+            return gather(g, t, i.arg)
+        if d == 1 and s == -1:
+            return gather(g, apply("neg", t), i.arg)
+        if d == 1:
+            return where(apply("eq", apply("mod", t, const(s, dt.int32)), const(0, dt.int32)),
+                         gather(g, apply("floordiv", t, const(s, dt.int32)), i.arg), 0.0)
+        if s == 1:  # positions i with (i + a) // d == q: d*q - a … d*q - a + d - 1
+            base = apply("sub", apply("mul", q, const(d, dt.int32)), const(a, dt.int32))
+            total = gather(g, base, i.arg)
+            for r in range(1, d):
+                total = apply("add", total, gather(g, apply("add", base, const(r, dt.int32)), i.arg))
+            return total
+    return scatter(g, pos, length)
