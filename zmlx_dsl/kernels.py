@@ -17,7 +17,9 @@ from . import backend as backends
 from .errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
 from .frontend.python import Parser, Weak, source_of
 from .ir import dtypes as dt
+from .ir.build import const
 from .ir.node import Node, toposort
+from .ir.positions import gather
 from .ir.passes import optimize, widen
 from .ir.rows import per_row
 from .ir.program import Program
@@ -62,6 +64,37 @@ class Entry:
         return False
 
 
+def row_inputs(arrays: Sequence[mx.array], name: str) -> list[mx.array]:
+    """A row kernel's array arguments as rows on their last axis: a 0-d array is a row of one, and
+    an array of the row grid's shape (the highest-rank arguments' shape without the row: labels
+    (R,) beside logits (R, V)) holds one value per row, (R, 1). In a 2-D call an (R,) array that
+    could also be a row shared by all (R equal to the row length) stays that, as before, unless
+    it is integer-typed (an index), which must say which it is."""
+    n = max(a.ndim for a in arrays)
+    tops = [a for a in arrays if a.ndim == n]
+    try:
+        grid = tuple(mx.broadcast_shapes(*[a.shape[:-1] for a in tops])) if n >= 2 else None
+    except ValueError:
+        grid = None
+    widths = {a.shape[-1] for a in tops}
+    out = []
+    for a in arrays:
+        if a.ndim == 0:
+            a = a.reshape((1,))
+        elif grid is not None and a.ndim == n - 1 and tuple(a.shape) == grid:
+            if n == 2 and a.shape[-1] in widths:
+                if not dt.from_mx(a.dtype).is_float:
+                    raise ZMLXShapeError(
+                        f"{name}: an integer array of shape {tuple(a.shape)} beside rows of shape "
+                        f"{tuple(tops[0].shape)} is either one value per row or one row shared by all; "
+                        f"say which: pass it as ({a.shape[0]}, 1) for one value per row, or as "
+                        f"(1, {a.shape[0]}) for a shared row")
+            else:
+                a = a[..., None]
+        out.append(a)
+    return out
+
+
 class Kernel:
     """A kernel built from a Python function; call it like the function.
 
@@ -99,7 +132,8 @@ class Kernel:
         target = self.backend or backends.default()
         if not kwargs:  # the fast path: all arguments arrays, nothing baked in that could change
             try:
-                hit = self._fast.get((target, *map(_DTYPE, args)))
+                fast = (target, *map(self._signature, args))
+                hit = self._fast.get(fast)
             except AttributeError:  # a Python scalar argument
                 hit = None
             if hit is not None:
@@ -107,7 +141,7 @@ class Kernel:
         entry = self._entry(args, kwargs)
         compiled = self._compiled(entry, target)
         if entry.arrays_only and not entry.baked and not kwargs:
-            self._fast[(target, *map(_DTYPE, args))] = (compiled, entry)
+            self._fast[fast] = (compiled, entry)
         arrays, params = (list(args), []) if entry.arrays_only else self._split(entry, args)
         return self._run(compiled, entry, arrays, params)
 
@@ -122,8 +156,13 @@ class Kernel:
             outs = self._call_rows(compiled, entry, arrays, params)
         return tuple(outs) if entry.is_tuple else outs[0]
 
+    def _signature(self, a: mx.array) -> Any:
+        """What a compiled entry is specialised for, of an array argument: its dtype, and in a row
+        kernel from a Python body its shape too (the body sees its rows' static lengths)."""
+        return a.dtype if self.kind == "elementwise" else (a.dtype, tuple(a.shape))
+
     def _entry(self, args: tuple, kwargs: dict) -> Entry:
-        key = [a.dtype if isinstance(a, mx.array) else type(a) for a in args]
+        key = [self._signature(a) if isinstance(a, mx.array) else type(a) for a in args]
         if kwargs:
             key.append(tuple(sorted((k, type(v), v) for k, v in kwargs.items())))
         key = tuple(key)
@@ -173,6 +212,8 @@ class Kernel:
                                  "broadcast together") from None
 
     def _call_rows(self, compiled: Compiled, entry: Entry, arrays: list, params: list) -> list:
+        if entry.program.lengths:
+            return self._call_own_rows(compiled, entry, arrays, params)
         shapes = [a.shape for a in arrays]
         try:
             shape = tuple(mx.broadcast_shapes(*shapes)) if shapes else ()
@@ -199,6 +240,32 @@ class Kernel:
             result.append(o)
         return result
 
+    def _call_own_rows(self, compiled: Compiled, entry: Entry, arrays: list, params: list) -> list:
+        """A row kernel whose inputs keep their own row lengths (a Python body): the rows are the
+        inputs' last axes, broadcast over their leading axes; per-row outputs lose the row axis."""
+        rows = row_inputs(arrays, self.name)
+        lead = self._lead(rows)
+        if self.axis not in (-1, len(lead)):
+            if len(set(entry.program.lengths)) > 1:
+                raise ZMLXShapeError(f"{self.name}: axis={self.axis} needs inputs of one row length; "
+                                     "these have rows of lengths " + ", ".join(map(str, entry.program.lengths)))
+            axis = self.axis % (len(lead) + 1)
+            rows = [mx.moveaxis(mx.broadcast_to(a, lead + a.shape[-1:]), axis, -1) for a in rows]
+            outs = compiled(rows + params)
+            return [o.reshape(o.shape[:-1]) if flag else mx.moveaxis(o, -1, axis)
+                    for o, flag in zip(outs, entry.row_flags)]
+        outs = compiled(rows + params)
+        return [o.reshape(o.shape[:-1]) if flag else o for o, flag in zip(outs, entry.row_flags)]
+
+    def _lead(self, rows: list) -> tuple:
+        """The row grid: the broadcast of the inputs' leading axes."""
+        try:
+            return tuple(mx.broadcast_shapes(*[a.shape[:-1] for a in rows]))
+        except ValueError:
+            raise ZMLXShapeError(f"{self.name}: the inputs' leading axes (all but the rows) "
+                                 f"{', '.join(str(tuple(a.shape[:-1])) for a in rows)} do not broadcast "
+                                 "together") from None
+
     # ---- building ------------------------------------------------------------------------
     def build(self, args: tuple, kwargs: dict) -> Entry:
         """The program and calling convention for these arguments (compiled per backend on use)."""
@@ -224,7 +291,15 @@ class Kernel:
                                     f"scalar, got {type(a).__name__}")
         if not inputs:
             raise ZMLXTypeError(f"{self.name}(): at least one argument must be an mx.array")
-        parser = Parser("row" if self.kind != "elementwise" else "elementwise")
+        lengths = ()
+        if self.kind != "elementwise":
+            rows = row_inputs([a for a in args if isinstance(a, mx.array)], self.name)
+            self._lead(rows)
+            lengths = tuple(a.shape[-1] for a in rows)
+        parser = Parser("row" if self.kind != "elementwise" else "elementwise", dict(zip(inputs, lengths)))
+        for x, n in zip(inputs, lengths):  # an input of one value per row is 0-d in the body
+            if n == 1:
+                values[values.index(x)] = gather(x, const(0, dt.int32), 1)
         body = parser.parse(self.__wrapped__, values, kwargs)
         outputs = []
         src = source_of(self.__wrapped__)
@@ -244,7 +319,7 @@ class Kernel:
                                   "reduce it (e.g. .sum()) or use @zmlx.map_reduce to return rows",
                                   src.loc(src.fdef))
         kind = "elementwise" if self.kind == "elementwise" else "row"
-        program = Program(self.name, kind, tuple(inputs), tuple(params), tuple(outs))
+        program = Program(self.name, kind, tuple(inputs), tuple(params), tuple(outs), lengths)
         ranges = _param_ranges(program)
         slots = [s if s[0] == "array" else s[:2] + (ranges.get(s[2]),) for s in slots]
         return Entry(program, slots, body.is_tuple, flags, body.baked)
@@ -291,7 +366,8 @@ class Kernel:
         return entry.compiled.get(target) or self._compile(entry, target)
 
     def _launch_arrays(self, args) -> list:
-        return [a for a in args if isinstance(a, mx.array)]
+        arrays = [a for a in args if isinstance(a, mx.array)]
+        return row_inputs(arrays, self.name) if self.program(*args).lengths else arrays
 
     def __repr__(self) -> str:
         return f"<zmlx_dsl {self.kind} kernel '{self.name}'>"

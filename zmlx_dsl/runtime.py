@@ -77,7 +77,7 @@ class Compiled:
                 for k, o in enumerate(p.outputs)]
         float_inputs = [x for x in p.inputs if x.dtype.is_float]
         with _named(p):
-            grads = ir_vjp(p.outputs, cots, float_inputs)
+            grads = ir_vjp(p.outputs, cots, float_inputs, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
         grads = [None if g is None else cast(g, x.dtype) for g, x in zip(grads, float_inputs)]
         grads = simplify(grads)
         grads, saved = _reuse_outputs(p, grads, picked)
@@ -94,7 +94,11 @@ class Compiled:
             else:
                 roles.append((("y", saved[leaf]), leaf))
         roles.sort(key=lambda r: ("xgy".index(r[0][0]), r[0][1]))
-        prog = Program(p.name + "_vjp", p.kind, tuple(leaf for _, leaf in roles), p.params, tuple(present))
+        lengths = ()
+        if p.lengths:  # the cotangents and saved outputs are rows of their outputs' lengths
+            out_lengths = p.output_lengths()
+            lengths = tuple(p.lengths[k] if kind == "x" else out_lengths[k] for (kind, k), _ in roles)
+        prog = Program(p.name + "_vjp", p.kind, tuple(leaf for _, leaf in roles), p.params, tuple(present), lengths)
         slots = [float_inputs.index(x) if x in float_inputs else None for x in p.inputs]
         which = [i for i, g in enumerate(grads) if g is not None]
         cache[picked] = Compiled(prog, self.target), [r for r, _ in roles], slots, which
@@ -130,13 +134,16 @@ class Compiled:
         by_float = dict(zip(which, results))
         # a row kernel reads its inputs broadcast over the rows: a gradient computed per row (or per
         # element) is first spread over that shape, then summed back to each input's own shape
-        rows = tuple(mx.broadcast_shapes(*[a.shape for a in arrays])) \
-            if self.program.kind == "row" and arrays else None
+        p = self.program
+        rows = None
+        if p.kind == "row" and arrays:
+            rows = lead_shape(arrays) if p.lengths else tuple(mx.broadcast_shapes(*[a.shape for a in arrays]))
         grads = []
         for x, slot in zip(arrays, slots):
             g = by_float.get(slot) if slot is not None else None
-            if g is not None and rows is not None and g.shape != rows:
-                g = mx.broadcast_to(g, rows)
+            full = rows + x.shape[-1:] if p.lengths and rows is not None else rows
+            if g is not None and full is not None and g.shape != full:
+                g = mx.broadcast_to(g, full)
             grads.append(mx.zeros_like(x) if g is None else unbroadcast(g, x.shape))
         return grads + [mx.zeros_like(p) for p in params]
 
@@ -155,7 +162,8 @@ class Compiled:
         inputs = tuple(x for x in p.inputs if x in used) + tuple(t for t in tans.values() if t in used)
         order = [("x", i) for i, x in enumerate(p.inputs) if x in used] + \
                 [("t", i) for i, x in enumerate(p.inputs) if x in tans and tans[x] in used]
-        prog = Program(p.name + "_jvp", p.kind, inputs, p.params, tuple(present))
+        lengths = tuple(p.lengths[i] for _, i in order) if p.lengths else ()  # a tangent is its input's shape
+        prog = Program(p.name + "_jvp", p.kind, inputs, p.params, tuple(present), lengths)
         return Compiled(prog, self.target), order, [i for i, t in enumerate(outs) if t is not None]
 
     def _jvp(self, primals, tangents):
@@ -234,6 +242,11 @@ def _named(p: Program):
         raise ZMLXGradientError(f"cannot differentiate kernel '{p.name}': {e.message}") from None
 
 
+def lead_shape(arrays: Sequence[mx.array]) -> tuple:
+    """The row grid of a row program's inputs: the broadcast of their leading axes."""
+    return tuple(mx.broadcast_shapes(*[a.shape[:-1] for a in arrays]))
+
+
 def as_tuple(x: Any) -> tuple:
     """One value, or a list or tuple of them (as mx.custom_function passes arrays), as a tuple."""
     return tuple(x) if isinstance(x, (list, tuple)) else (x,)
@@ -263,6 +276,10 @@ def output_shapes(p: Program, shapes: Sequence[tuple]) -> list[tuple]:
     """Each output's shape: elementwise, the broadcast of the input shapes it depends on; in a
     row program, the broadcast of all inputs (rows on the last axis), or (..., 1) for an output
     that holds one value per row."""
+    if p.kind == "row" and p.lengths:
+        lead = tuple(mx.broadcast_shapes(*[s[:-1] for s in shapes]))
+        rows = per_row(p.outputs)
+        return [lead + (1 if rows[o] else n,) for o, n in zip(p.outputs, p.output_lengths())]
     if p.kind == "row":
         full = tuple(mx.broadcast_shapes(*shapes)) if shapes else ()
         rows = per_row(p.outputs)

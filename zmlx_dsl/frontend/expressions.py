@@ -10,14 +10,16 @@ from typing import Any, Callable, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
-from ..errors import ZMLXError, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
+from ..errors import ZMLXError, ZMLXNameError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir import dtypes as dt
 from ..ir.node import Node
 from ..ir.registry import CONSTANTS
-from . import library
+from ..ir.rows import per_row, row_lengths
+from . import indexing, library
+from .indexing import Stacked
 from .source import Source
 from .syntax import BINOPS, CMPOPS, op_text, unsupported
-from .values import MISSING, Undefined, Weak, apply_op, dtype_of, fold, is_python
+from .values import MISSING, Undefined, Weak, apply_op, describe, dtype_of, fold, is_python
 
 
 class _BoundMethod:
@@ -25,13 +27,6 @@ class _BoundMethod:
 
     def __init__(self, value, name):
         self.value, self.name = value, name
-
-
-class _RowShape:
-    """x.shape in a row kernel: indexable at 0 or -1 only (the class name shows in error messages)."""
-
-    def __init__(self, node):
-        self.node = node
 
 
 class ExpressionParser:
@@ -48,8 +43,11 @@ class ExpressionParser:
         super().__init_subclass__(**kwargs)
         cls._visitors = {getattr(ast, n[len("visit_"):]): getattr(cls, n) for n in dir(cls) if n.startswith("visit_")}
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, lengths: Optional[dict] = None) -> None:
         self.mode = mode          # "elementwise" or "row"
+        self.input_lengths = lengths or {}  # row kernels: each array input's row length
+        self.lengths: dict = {}   # memo of row_lengths over everything parsed
+        self.rows: dict = {}      # memo of per_row
         self.baked: list = []     # (getter, value) of globals/closure values read
         self.stack: list = []     # helper functions being inlined (recursion check)
         self.branch_depth = 0     # > 0 inside a data-dependent `if`
@@ -128,13 +126,20 @@ class ExpressionParser:
         raise ZMLXTypeError(f"'{name}' has type {type(value).__name__}, which kernels cannot use")
 
     def visit_Constant(self, e: ast.Constant, env: dict) -> Any:
-        if isinstance(e.value, (bool, int, float)):
+        if isinstance(e.value, (bool, int, float)) or e.value is None or e.value is Ellipsis:
             return e.value
         what = "strings" if isinstance(e.value, str) else f"{type(e.value).__name__} constants"
         raise ZMLXSyntaxError(f"{what} are not supported in kernels")
 
     def visit_Tuple(self, e: ast.Tuple, env: dict) -> tuple:
         return tuple(self.visit(v, env) for v in e.elts)
+
+    def visit_List(self, e: ast.List, env: dict) -> tuple:
+        """A list of values (mx.concatenate([a, b])) is a tuple to the kernel: lists are not mutated."""
+        return tuple(self.visit(v, env) for v in e.elts)
+
+    def visit_Slice(self, e: ast.Slice, env: dict) -> slice:
+        return slice(*[None if b is None else self.visit(b, env) for b in (e.lower, e.upper, e.step)])
 
     def visit_BinOp(self, e: ast.BinOp, env: dict) -> Any:
         op = BINOPS.get(type(e.op))
@@ -203,13 +208,16 @@ class ExpressionParser:
 
     def visit_Attribute(self, e: ast.Attribute, env: dict) -> Any:
         base = self.visit(e.value, env)
+        if isinstance(base, Stacked):
+            return _BoundMethod(base, e.attr)
         if isinstance(base, (Node, Weak)):
-            if e.attr == "size" or e.attr == "shape":
-                return self._row_shape(e.attr)
+            if e.attr in ("size", "shape", "ndim"):
+                if self.mode != "row":
+                    self._elementwise_shape_error()
+                shape = self.shape(base)
+                return {"shape": shape, "size": math.prod(shape), "ndim": len(shape)}[e.attr]
             if e.attr == "dtype":
                 return dtype_of(base).mx
-            if e.attr == "ndim":
-                return 1 if self.mode == "row" else self._elementwise_shape_error()
             if e.attr == "T":
                 if self.mode != "row":  # a row is 1-D: its transpose is itself, as in MLX
                     raise ZMLXSyntaxError("'.T' transposes the array, which an elementwise kernel "
@@ -230,12 +238,25 @@ class ExpressionParser:
         except AttributeError:
             raise ZMLXNameError(f"'{type(base).__name__}' object has no attribute '{e.attr}'") from None
 
-    def _row_shape(self, attr: str) -> Any:
-        """x.size (the row length, a runtime scalar) or x.shape (indexable at -1)."""
+    def shape(self, v: Any) -> tuple:
+        """The static shape of a value in a row body: (n,) for a row of n, () for a value that is
+        one per row (a reduction, a scalar, an input of one value per row)."""
+        if not isinstance(v, Node):
+            return ()
+        if per_row([v], self.rows)[v]:
+            return ()
+        return (row_lengths([v], self.input_lengths, memo=self.lengths)[v],)
+
+    def row(self, v: Any, what: str) -> tuple[Node, int]:
+        """v as a row and its length; a located error for a value that has no positions."""
         if self.mode != "row":
-            self._elementwise_shape_error()
-        n = Node("rowsize", (), dt.int32)
-        return Weak(n) if attr == "size" else _RowShape(n)
+            raise ZMLXSyntaxError(f"an elementwise body sees one element: it cannot be {what}; use "
+                                  "@zmlx.map_reduce for a body that sees the row")
+        shape = self.shape(v)
+        if not shape:
+            raise ZMLXSyntaxError(f"a value that is one per row (0-d in the body) cannot be {what}; "
+                                  "only rows (1-D values) have positions")
+        return v, shape[0]
 
     def _elementwise_shape_error(self) -> None:
         """Refuse x.shape, x.size and x.ndim in an elementwise body."""
@@ -243,18 +264,22 @@ class ExpressionParser:
                               "element); use @zmlx.map_reduce for row-wise code")
 
     def visit_Subscript(self, e: ast.Subscript, env: dict) -> Any:
-        """x.shape[-1] and a constant index into a tuple; arrays cannot be indexed."""
+        """A constant index or slice of a tuple (x.shape[-1]); in a row body, indexing the row."""
         base = self.visit(e.value, env)
-        if isinstance(base, _RowShape):
-            idx = self.visit(e.slice, env)
-            if idx in (0, -1):
-                return Weak(base.node)
-            raise ZMLXSyntaxError(f"a row is 1-D: shape[{idx}] does not exist (use shape[-1])")
+        idx = self.visit(e.slice, env)
         if isinstance(base, tuple):
-            idx = self.visit(e.slice, env)
-            if isinstance(idx, int):
-                return base[idx]
-        raise ZMLXSyntaxError("indexing is not supported in kernels (the body sees one element or one row)")
+            if isinstance(idx, (int, slice)) and not isinstance(idx, bool):
+                try:
+                    return base[idx]
+                except IndexError:
+                    raise ZMLXSyntaxError(f"index {idx} is out of range for a tuple of {len(base)}") from None
+            raise ZMLXSyntaxError("a tuple is indexed by a constant integer or slice")
+        if isinstance(base, Node):
+            if self.mode != "row":
+                raise ZMLXSyntaxError("indexing needs a row kernel (@zmlx.map_reduce / @zmlx.reduce): an "
+                                      "elementwise body sees one element")
+            return indexing.subscript(self, base, idx)
+        raise ZMLXSyntaxError(f"{describe(base)} cannot be indexed in a kernel")
 
     def call_parts(self, e: ast.Call, env: dict) -> tuple[Any, list, dict]:
         """A call's function, positional values and keyword values."""
@@ -284,9 +309,17 @@ class ExpressionParser:
 
     # ---- ops on frontend values ------------------------------------------------------------------
     def op(self, name: str, args: list) -> Any:
-        """Apply a registry op to frontend values, with MLX's weak-scalar typing."""
+        """Apply a registry op to frontend values, with MLX's weak-scalar typing (rows of a row
+        body broadcast as MLX's 1-D arrays: equal lengths, or one)."""
         if self.stale:
             self.check_current(args)
+        if self.mode == "row":
+            lengths = {n for a in args for n in self.shape(a) if n != 1}
+            if len(lengths) > 1:
+                a, b = sorted(lengths)[:2]
+                raise ZMLXShapeError(f"{name}: rows of lengths {a} and {b} do not broadcast (the rows of a "
+                                     "body broadcast as MLX's 1-D arrays: equal lengths, or length 1); "
+                                     "slice one to the other's length")
         return apply_op(name, args)
 
     def logical(self, name: str, a: Any, b: Any) -> Any:

@@ -13,7 +13,6 @@ from ..errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir import dtypes as dt
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
-from ..ir.rows import per_row
 from ..ir.registry import BY_PY_NAME, OPS
 from .values import MX_DTYPES, Weak, is_python, node_of, strong, unwrap
 
@@ -28,6 +27,7 @@ class Context(Protocol):
     def to_bool(self, v: Any) -> Any: ...
     def select(self, c: Any, a: Any, b: Any) -> Any: ...
     def check_current(self, values: Sequence[Any]) -> None: ...
+    def shape(self, v: Any) -> tuple: ...
 
 
 Lowering = Callable[[Context, list, dict], Any]  # (parser, args, kwargs) -> value
@@ -248,8 +248,8 @@ def _row(p: Context, name: str, args: list, kwargs: dict) -> Row:
     if is_python(x) or isinstance(x, Weak):
         raise ZMLXTypeError(f"{name}() needs a row (an array value), not a scalar")
     p.check_current([x])
-    single = per_row([x])[x]
-    return Row(x, const(1, dt.int32) if single else Node("rowsize", (), dt.int32), single, ddof)
+    shape = p.shape(x)
+    return Row(x, const(shape[0] if shape else 1, dt.int32), not shape, ddof)
 
 
 def _reduced(p: Context, op: str, args: list, kwargs: dict) -> Node:

@@ -21,6 +21,7 @@ import mlx.core as mx
 
 from ..errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir.node import Node
+from . import indexing
 from .expressions import ExpressionParser
 from .source import Source, source_of
 from .syntax import BINOPS, op_text
@@ -194,11 +195,28 @@ class Parser(ExpressionParser):
                 self.assign(t, v, env)
             return
         if isinstance(target, ast.Subscript):
-            raise ZMLXSyntaxError("subscript assignment is not supported; kernels compute values, "
-                                  "they do not write into arrays", self.src.loc(target))
+            self.at(target, self.assign_subscript, target, value, env)
+            return
         if isinstance(target, ast.Attribute):
             raise ZMLXSyntaxError("attribute assignment is not supported in kernels", self.src.loc(target))
         raise ZMLXSyntaxError(f"cannot assign to '{type(target).__name__}'", self.src.loc(target))
+
+    def assign_subscript(self, target: ast.Subscript, value: Any, env: dict) -> None:
+        """name[idx] = value on a local row (MLX's eager slice assignment, in place: every name
+        holding the row sees the new one)."""
+        if self.mode != "row" or not isinstance(target.value, ast.Name):
+            raise ZMLXSyntaxError("subscript assignment is only supported on a local row of a row body "
+                                  "(y = x * 2; y[:4] = 0); an elementwise kernel computes values, it "
+                                  "does not write into arrays")
+        cur = self.visit(target.value, env)
+        if not isinstance(cur, Node):
+            raise ZMLXSyntaxError(f"'{target.value.id}' is not an array; only rows can be assigned into")
+        if self.branch_depth:
+            raise ZMLXSyntaxError("slice assignment inside a data-dependent 'if' is not supported; "
+                                  "compute both rows and select with mx.where")
+        new = indexing.assign(self, cur, self.visit(target.slice, env), value)
+        self.update_in_place(cur, new, env)
+        env[target.value.id] = new
 
     def visit_If(self, s: ast.If, blk: Block) -> bool:
         """A constant condition keeps one branch; else both run (under their conditions) and the

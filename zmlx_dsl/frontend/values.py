@@ -85,7 +85,7 @@ def _fits(v: Any, d: dt.DType) -> bool:
     return not (d.is_int and isinstance(v, int)) or d.holds(v)
 
 
-def _describe(v: Any) -> str:
+def describe(v: Any) -> str:
     """A short name for a non-value in an error message."""
     if isinstance(v, tuple):
         return "a tuple"
@@ -99,7 +99,7 @@ def apply_op(name: str, args: list) -> Any:
         return _apply(name, args)
     for a in args:
         if not is_value(a):
-            raise ZMLXTypeError(f"{name}(): {_describe(a)} is not a number or array")
+            raise ZMLXTypeError(f"{name}(): {describe(a)} is not a number or array")
     if all(is_python(a) for a in args):
         return fold(name, args)
     strong_args = [a for a in args if isinstance(a, Node)]

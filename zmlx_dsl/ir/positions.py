@@ -59,6 +59,8 @@ def _int_const(n: Optional[Node]) -> Optional[int]:
 
 def at_adjoint(e: Node, pos: Node, g: Node, length: int, pos_per_row: bool) -> Node:
     """The adjoint of gather(e, pos, length) for its cotangent g (a row of pos's length)."""
+    if length == 1 and pos.op == "const" and pos.arg == 0:  # a row of one read at its one position
+        return g
     q = index(length)
     if pos_per_row:  # one position per row: one-hot there
         return where(apply("eq", q, pos), g, 0.0)

@@ -31,8 +31,13 @@ class Program:
     lengths: tuple[int, ...] = ()
 
     def row_lengths(self, default: int = 1) -> dict[Node, int]:
-        """Each node's row length (see ir/lengths.py); `default` for inputs without a length."""
+        """Each node's row length (see ir/rows.py); `default` for inputs without a length."""
         return row_lengths(self.outputs, dict(zip(self.inputs, self.lengths)), default)
+
+    def output_lengths(self) -> list[int]:
+        """The row length of each output (1 for one value per row)."""
+        lengths = self.row_lengths()
+        return [lengths[o] for o in self.outputs]
 
     @cached_property
     def kernel_name(self) -> str:

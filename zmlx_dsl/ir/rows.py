@@ -5,17 +5,18 @@ Every per-element value lives on a row of some length (an input's last axis, a s
 values that are one per row have length 1."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from .node import LEAF_OPS, Node, toposort
 from .table import OPS
 
 
-def row_lengths(roots: Sequence[Node], inputs: Mapping[Node, int], default: int = 1) -> dict[Node, int]:
+def row_lengths(roots: Sequence[Node], inputs: Mapping[Node, int], default: int = 1,
+                memo: Optional[dict] = None) -> dict[Node, int]:
     """Each node's row length, given the inputs' (an input not in `inputs` has `default`, the row
-    length of a program whose inputs all share one)."""
-    out: dict[Node, int] = {}
-    for n in toposort(roots):
+    length of a program whose inputs all share one). `memo`: lengths known already (updated)."""
+    out: dict[Node, int] = {} if memo is None else memo
+    for n in toposort(roots, stop=out):
         if n in out:
             continue
         if n.op == "input":
@@ -33,11 +34,13 @@ def row_lengths(roots: Sequence[Node], inputs: Mapping[Node, int], default: int 
     return out
 
 
-def per_row(roots: Sequence[Node]) -> dict[Node, bool]:
+def per_row(roots: Sequence[Node], memo: Optional[dict] = None) -> dict[Node, bool]:
     """For each node: True when its value is the same along the row (a reduction result, a
-    constant, a parameter or anything computed only from those)."""
-    out: dict[Node, bool] = {}
-    for n in toposort(roots):
+    constant, a parameter or anything computed only from those). `memo`: as row_lengths'."""
+    out: dict[Node, bool] = {} if memo is None else memo
+    for n in toposort(roots, stop=out):
+        if n in out:
+            continue
         if n.op in ("input", "index"):
             out[n] = False
         elif n.op in LEAF_OPS:
