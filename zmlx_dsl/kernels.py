@@ -243,28 +243,29 @@ class Kernel:
     def _call_own_rows(self, compiled: Compiled, entry: Entry, arrays: list, params: list) -> list:
         """A row kernel whose inputs keep their own row lengths (a Python body): the rows are the
         inputs' last axes, broadcast over their leading axes; per-row outputs lose the row axis."""
-        rows = row_inputs(arrays, self.name)
-        lead = self._lead(rows)
-        if self.axis not in (-1, len(lead)):
-            if len(set(entry.program.lengths)) > 1:
-                raise ZMLXShapeError(f"{self.name}: axis={self.axis} needs inputs of one row length; "
-                                     "these have rows of lengths " + ", ".join(map(str, entry.program.lengths)))
-            axis = self.axis % (len(lead) + 1)
-            rows = [mx.moveaxis(mx.broadcast_to(a, lead + a.shape[-1:]), axis, -1) for a in rows]
-            outs = compiled(rows + params)
-            return [o.reshape(o.shape[:-1]) if flag else mx.moveaxis(o, -1, axis)
-                    for o, flag in zip(outs, entry.row_flags)]
+        rows, axis = self._rows(arrays)
         outs = compiled(rows + params)
-        return [o.reshape(o.shape[:-1]) if flag else o for o, flag in zip(outs, entry.row_flags)]
+        return [o.reshape(o.shape[:-1]) if flag else o if axis is None else mx.moveaxis(o, -1, axis)
+                for o, flag in zip(outs, entry.row_flags)]
 
-    def _lead(self, rows: list) -> tuple:
-        """The row grid: the broadcast of the inputs' leading axes."""
+    def _rows(self, arrays: list) -> tuple[list, Optional[int]]:
+        """The array arguments as the program's rows (row_inputs), and the axis moved last when the
+        kernel reduces another one (the arguments are then broadcast together first)."""
+        n = max(a.ndim for a in arrays)
+        if n and self.axis not in (-1, n - 1):
+            shape = tuple(mx.broadcast_shapes(*[a.shape for a in arrays])) if self._check_shapes(arrays) is None else ()
+            if not -len(shape) <= self.axis < len(shape):
+                raise ZMLXShapeError(f"{self.name}: axis {self.axis} is out of range for inputs of shape {shape}")
+            axis = self.axis % len(shape)
+            return [mx.moveaxis(mx.broadcast_to(a, shape), axis, -1) for a in arrays], axis
+        rows = row_inputs(arrays, self.name)
         try:
-            return tuple(mx.broadcast_shapes(*[a.shape[:-1] for a in rows]))
+            mx.broadcast_shapes(*[a.shape[:-1] for a in rows])
         except ValueError:
             raise ZMLXShapeError(f"{self.name}: the inputs' leading axes (all but the rows) "
                                  f"{', '.join(str(tuple(a.shape[:-1])) for a in rows)} do not broadcast "
                                  "together") from None
+        return rows, None
 
     # ---- building ------------------------------------------------------------------------
     def build(self, args: tuple, kwargs: dict) -> Entry:
@@ -293,13 +294,13 @@ class Kernel:
             raise ZMLXTypeError(f"{self.name}(): at least one argument must be an mx.array")
         lengths = ()
         if self.kind != "elementwise":
-            rows = row_inputs([a for a in args if isinstance(a, mx.array)], self.name)
-            self._lead(rows)
+            arrays = [a for a in args if isinstance(a, mx.array)]
+            rows, moved = self._rows(arrays)
             lengths = tuple(a.shape[-1] for a in rows)
+            for x, a, r in zip(inputs, arrays, rows):  # one value per row ((R,) or 0-d): 0-d in the body
+                if moved is None and r.ndim != a.ndim:
+                    values[values.index(x)] = gather(x, const(0, dt.int32), 1)
         parser = Parser("row" if self.kind != "elementwise" else "elementwise", dict(zip(inputs, lengths)))
-        for x, n in zip(inputs, lengths):  # an input of one value per row is 0-d in the body
-            if n == 1:
-                values[values.index(x)] = gather(x, const(0, dt.int32), 1)
         body = parser.parse(self.__wrapped__, values, kwargs)
         outputs = []
         src = source_of(self.__wrapped__)
@@ -367,7 +368,7 @@ class Kernel:
 
     def _launch_arrays(self, args) -> list:
         arrays = [a for a in args if isinstance(a, mx.array)]
-        return row_inputs(arrays, self.name) if self.program(*args).lengths else arrays
+        return self._rows(arrays)[0] if self.program(*args).lengths else arrays
 
     def __repr__(self) -> str:
         return f"<zmlx_dsl {self.kind} kernel '{self.name}'>"

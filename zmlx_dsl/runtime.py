@@ -141,7 +141,7 @@ class Compiled:
         grads = []
         for x, slot in zip(arrays, slots):
             g = by_float.get(slot) if slot is not None else None
-            full = rows + x.shape[-1:] if p.lengths and rows is not None else rows
+            full = rows + g.shape[-1:] if p.lengths and rows is not None and g is not None else rows
             if g is not None and full is not None and g.shape != full:
                 g = mx.broadcast_to(g, full)
             grads.append(mx.zeros_like(x) if g is None else unbroadcast(g, x.shape))

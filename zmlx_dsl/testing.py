@@ -10,10 +10,38 @@ from typing import Any, Callable, Optional, Sequence
 import mlx.core as mx
 import numpy as np
 
+from .kernels import row_inputs
 from .runtime import as_tuple
 
 # (atol, rtol) per dtype when the caller gives none
 TOLERANCES = {mx.float32: (1e-5, 1e-4), mx.float16: (2e-3, 5e-3), mx.bfloat16: (2e-2, 2e-2)}
+
+
+def rowwise(body: Callable, args: Sequence[Any]) -> Callable:
+    """The reference of a row kernel: `body` applied to each row as the kernel sees it (mx.vmap
+    over the row grid), called with the kernel's arguments. Arrays are rows on their last axis,
+    broadcast over their leading axes; an (R,) or 0-d array is one value (0-d) per row; Python
+    scalars are held fixed."""
+    pos = [i for i, a in enumerate(args) if isinstance(a, mx.array)]
+
+    def of_arrays(*xs):
+        full = list(args)
+        for i, x in zip(pos, xs):
+            full[i] = x
+        return body(*full)
+
+    def call(*full):
+        arrays = [full[i] for i in pos]
+        rows = row_inputs(arrays, getattr(body, "__name__", "body"))
+        lead = tuple(mx.broadcast_shapes(*[r.shape[:-1] for r in rows]))
+        flat = []
+        for a, r in zip(arrays, rows):
+            b = mx.broadcast_to(r, lead + r.shape[-1:]).reshape((-1, r.shape[-1]))
+            flat.append(b[:, 0] if r.ndim != a.ndim else b)  # one value per row: 0-d in the body
+        outs = mx.vmap(of_arrays)(*flat)
+        shaped = [o.reshape(lead + o.shape[1:]) for o in as_tuple(outs)]
+        return tuple(shaped) if isinstance(outs, (tuple, list)) else shaped[0]
+    return call
 
 
 def _inputs(shape: tuple, dtype: Any, n: int, rng: np.random.Generator,

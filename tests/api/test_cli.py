@@ -42,7 +42,7 @@ def test_show_prints_ir_and_metal_source(tmp_path):
     f.write_text(KERNELS)
     r = run("show", f"{f}::softmax", "--backend", "metal", "--shape", "2,64")
     assert r.returncode == 0, r.stderr
-    assert "row softmax(x: float32)" in r.stdout and "= max(x)" in r.stdout
+    assert "row softmax(x: float32[64])" in r.stdout and "= max(x)" in r.stdout
     assert "[[kernel]] void custom_kernel_softmax_" in r.stdout and "simd_max" in r.stdout
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
+from zmlx_dsl.testing import rowwise
 from zmlx_dsl import ZMLXShapeError, ZMLXSyntaxError
 from zmlx_dsl.backend.metal_sim.compiler import find_compiler
 
@@ -148,24 +149,8 @@ def kernel(name: str, backend: str):
 
 
 def vmapped(body: Callable, args: list) -> Callable:
-    """The body applied row by row: array arguments broadcast together, then mx.vmap over every
-    leading axis, Python scalars held fixed. Called with the same arguments as the kernel."""
-    pos = [i for i, a in enumerate(args) if isinstance(a, mx.array)]
-
-    def of_arrays(*xs):
-        full = list(args)
-        for i, x in zip(pos, xs):
-            full[i] = x
-        return body(*full)
-
-    def call(*full):
-        arrays = [full[i] for i in pos]
-        shape = mx.broadcast_shapes(*[a.shape for a in arrays])
-        fn = of_arrays
-        for _ in range(len(shape) - 1):
-            fn = mx.vmap(fn)
-        return fn(*[mx.broadcast_to(a, shape) for a in arrays])
-    return call
+    """The body applied row by row, as a row kernel sees its arguments (zmlx_dsl.testing.rowwise)."""
+    return rowwise(body, args)
 
 
 def upcast(args: list) -> list:
@@ -430,17 +415,20 @@ def test_reduction_inside_data_dependent_branch():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_row_lengths_that_do_not_broadcast(backend):
+    """Rows keep their own lengths (broadcast over the leading axes only): rows that meet in the body
+    must broadcast as MLX's 1-D arrays, and leading axes as MLX's; each mismatch names what to do."""
     k = zmlx.map_reduce(rmsnorm, backend=backend)
     with pytest.raises(ZMLXShapeError) as ei:
         k(mx.ones((4, 8)), mx.ones((7,)), EPS)
-    assert str(ei.value) == ("rmsnorm: input shapes (4, 8), (7,) do not broadcast together "
-                             "(row kernels broadcast their inputs first)")
+    assert str(ei.value) == located(rmsnorm, "x * mx.rsqrt", "mul: rows of lengths 7 and 8 do not broadcast (the "
+                                    "rows of a body broadcast as MLX's 1-D arrays: equal lengths, or length 1); "
+                                    "slice one to the other's length")
     assert isinstance(ei.value, ValueError)
     k = zmlx.reduce(xent_label, backend=backend)
     with pytest.raises(ZMLXShapeError) as ei:
         k(mx.ones((4, 8)), mx.ones((3, 1)))
-    assert str(ei.value) == ("xent_label: input shapes (4, 8), (3, 1) do not broadcast together "
-                             "(row kernels broadcast their inputs first)")
+    assert str(ei.value) == ("xent_label: the inputs' leading axes (all but the rows) (4,), (3,) do not broadcast "
+                             "together")
 
 
 def test_reduce_output_not_per_row():

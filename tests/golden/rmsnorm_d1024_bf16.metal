@@ -7,7 +7,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
 inline float zmlx_simd_max(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
 inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 
-[[kernel]] void custom_kernel_rmsnorm_0093c852654a_01273237_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
+[[kernel]] void custom_kernel_rmsnorm_cacab1aef0d4_2cae4226_bfloat16_t_bfloat16_t_floatc_bfloat16_t(
   const device bfloat16_t* x [[buffer(0)]],
   const device bfloat16_t* w [[buffer(1)]],
   const constant float* eps [[buffer(2)]],
@@ -43,7 +43,7 @@ inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min
   threadgroup_barrier(mem_flags::mem_threadgroup);
   sum1_0 = zmlx_simd_sum(lane < 2 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  const float row_rsqrt_1 = rsqrt(sum1_0 * float(bfloat16_t(1.0f / float(D))) + float(bfloat16_t(eps[0])));
+  const float row_rsqrt_1 = rsqrt(sum1_0 * 0.0009765625f + float(bfloat16_t(eps[0])));
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 64;
     if (v < 128) {

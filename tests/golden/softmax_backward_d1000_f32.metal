@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_vjp_8bb24e80e80c_e747a04f_float_float_float(
+[[kernel]] void custom_kernel_softmax_vjp_58dd6e8b260a_e747a04f_float_float_float(
   const device float* x [[buffer(0)]],
   const device float* cotan0 [[buffer(1)]],
   device float* out0 [[buffer(2)]],

@@ -48,7 +48,7 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void softmax_3b358ff77199_36aa0908(
+__global__ void softmax_887f73a42ebc_36aa0908(
     const float* x,
     float* out0) {
   // softmax: one row of 33 per threadgroup of 32, vectors of 1, row held in registers (2 per thread)

@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_3b358ff77199_963aac13_float_float(
+[[kernel]] void custom_kernel_softmax_887f73a42ebc_963aac13_float_float(
   const device float* x [[buffer(0)]],
   device float* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],

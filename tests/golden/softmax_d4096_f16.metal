@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_304dab7198bb_609674c9_float16_t_float16_t(
+[[kernel]] void custom_kernel_softmax_cfcc97d6d718_609674c9_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   device float16_t* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],

@@ -24,6 +24,7 @@ import mlx.core as mx
 import pytest
 
 import zmlx_dsl as zmlx
+from zmlx_dsl.testing import rowwise
 from zmlx_dsl.backend.metal_source import METAL_ATTRIBUTES
 
 from conftest import HAVE_METAL_SIM, assert_grads, assert_same, rand
@@ -276,18 +277,8 @@ def test_kernel_names_are_stable_identifiers():
 
 
 def row_reference(body, args):
-    """The row body applied row by row (mx.vmap over the leading axes), Python scalars closed over."""
-    pos = [i for i, a in enumerate(args) if isinstance(a, mx.array)]
-    lead = max(args[i].ndim for i in pos) - 1
-
-    def fn(*arrays):
-        full = list(args)
-        for i, a in zip(pos, arrays):
-            full[i] = a
-        return body(*full)
-    for depth in range(lead):
-        fn = mx.vmap(fn, in_axes=tuple(0 if args[i].ndim - 1 > depth else None for i in pos))
-    return lambda *xs: fn(*[xs[i] for i in pos])
+    """The row body applied row by row, as the kernel sees its arguments (testing.rowwise)."""
+    return rowwise(body, args)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -118,8 +118,7 @@ def check_rows(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, ba
     kernel = getattr(zmlx, kind)(body, backend=name, **({"autodiff": autodiff} if autodiff else {}))
 
     def reference(x, y, w):  # the body on each row, as MLX runs it
-        rows_y = [y[i] if y_mode == "full" else y if y_mode == "shared" else mx.broadcast_to(y[i], (D,))
-                  for i in range(rows)]
+        rows_y = [y if y_mode == "shared" else y[i] for i in range(rows)]  # per_row (rows, 1): a row of one
         return mx.stack([eager(x[i], rows_y[i], w) for i in range(rows)])
 
     context = f"{src}\nseed {seed}, y {y_mode}, rows {rows}, D {D} ({kind}, {backend})"
@@ -172,7 +171,7 @@ def _gradient_scales(eager, args: Sequence[mx.array], ct: mx.array) -> list[floa
 
     def spread_body(*rows_of):  # the body on each row of full-shape arguments
         return mx.stack([eager(*[a[i] for a in rows_of]) for i in range(full[0])])
-    terms = mx.vjp(spread_body, [mx.broadcast_to(a, full) for a in args], [ct])[1]
+    terms = mx.vjp(spread_body, [mx.broadcast_to(a, full[:-1] + a.shape[-1:]) for a in args], [ct])[1]
     scales = []
     for a, t in zip(args, terms):
         axes = [i for i in range(len(full)) if i < len(full) - a.ndim or a.shape[i - len(full) + a.ndim] != full[i]]

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 from ..ir import dtypes as dt
 from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
+from ..ir.positions import value_range
 from ..ir.rows import per_row
 from ..ir.program import Program
 from ..ir.registry import OPS
@@ -29,8 +30,8 @@ class RowWriter:
         used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
         self.full = [x for x, m in zip(p.inputs, plan.modes) if m == "full" and x in used]
         self.idx = "size_t" if plan.wide_index else c.uint
-        self.NV = plan.rowsize // plan.vec          # vectors per row
-        self.KV = -(-self.NV // plan.threads)       # vectors per thread
+        self.length = p.row_lengths(default=plan.rowsize)  # each value's row length
+        self.KV = self.per_thread(plan.rowsize)      # vectors per thread of the longest row
         # `top`: what the kernel declares once (shared memory included, which Metal wants at
         # function scope); `lines`: the work for one row (looped over rows when the grid strides)
         self.top: list[str] = []
@@ -38,14 +39,19 @@ class RowWriter:
         self.names: dict[Node, str] = {q: f"{q.arg}[0]" for q in p.params}
         self.names[Node("rowsize", (), dt.int32)] = "D"
         self.elem_inputs: list[Node] = []
-        self.offset: dict[Node, str] = {}
-        for x, mode in zip(p.inputs, plan.modes):
+        self.base: dict[Node, str] = {}  # where input x's row starts
+        for x, mode, n in zip(p.inputs, plan.modes, plan.lengths or [plan.rowsize] * len(p.inputs)):
             if mode in ("scalar", "per_row"):
                 self.names[x] = f"{x.arg}[{'0' if mode == 'scalar' else 'row'}]"
             else:
                 self.elem_inputs.append(x)
-                self.offset[x] = f"{'row * D + ' if mode == 'full' else ''}v * {plan.vec}"
+                self.base[x] = (f"row * {'D' if n == plan.rowsize else n}") if mode == "full" else ""
+        self.offset = {x: f"{b} + v * {plan.vec}" if b else f"v * {plan.vec}" for x, b in self.base.items()}
         self.space = {x: c.space(plan, i) for i, x in enumerate(p.inputs)}
+
+    def per_thread(self, extent: int) -> int:
+        """Vectors each thread handles of a row of `extent`."""
+        return -(-(extent // self.plan.vec) // self.plan.threads)
 
     def render(self) -> tuple[str, str]:
         """(header, body) of the kernel."""
@@ -118,21 +124,22 @@ class RowWriter:
         else:
             self.lines.append(f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{self.offset[x]} + j];")
 
-    def vector_loop_head(self) -> None:
-        """Open the loop over this thread's vectors (`v`), as registers or a strided loop."""
-        u, threads = self.c.uint, self.plan.threads
+    def vector_loop_head(self, extent: int) -> None:
+        """Open the loop over this thread's vectors (`v`) of a row of `extent`, as registers or a
+        strided loop."""
+        u, threads, nv = self.c.uint, self.plan.threads, extent // self.plan.vec
         if self.plan.cached:
             self.lines += [f"  for (int k = 0; k < {self.KV}; ++k) {{",
                            f"    const {u} v = lid + k * {threads};",
-                           f"    if (v < {self.NV}) {{"]
+                           f"    if (v < {nv}) {{"]
         else:
-            self.lines += [f"  for ({u} v = lid; v < {self.NV}; v += {threads}) {{", "    {"]
+            self.lines += [f"  for ({u} v = lid; v < {nv}; v += {threads}) {{", "    {"]
 
     def load_registers(self) -> None:
         """Read the row's full inputs once into registers (`<x>_r[k]`)."""
         for x in self.full:
             self.lines.append(f"  {self.vtype(x.dtype)} {x.arg}_r[{self.KV}];")
-        self.vector_loop_head()
+        self.vector_loop_head(self.plan.rowsize)
         for x in self.full:
             self.load(x, f"{x.arg}_r[k]", "      ")
         self.lines += ["    }", "  }"]
@@ -141,8 +148,64 @@ class RowWriter:
         """Compute (once per row, before a loop) the per-row values not yet bound, as named temporaries."""
         todo = [v for v in dict.fromkeys(values) if v not in self.names]
         if todo:
-            self.names.update(self.c.render_values(todo, self.names, self.lines, "  ", self.state, prefix="row_",
-                                                   name_roots=True))
+            self.names.update(self.values(todo, self.names, "  ", None, prefix="row_", name_roots=True))
+
+    # ---- reads at other positions ------------------------------------------------------------
+    def values(self, roots: list[Node], local: dict, ind: str, here: Optional[str], **kw) -> dict:
+        """render_values of roots, the reads at other positions among them (at, scatter) bound
+        first. `here`: the position the values are computed at (None: one value per row)."""
+        local = dict(local)
+        for n in position_reads(roots, local):
+            local[n] = self.gathered(n, local, ind, here) if n.op == "at" else self.scattered(n, local, ind, here)
+        return self.c.render_values(roots, local, self.lines, ind, self.state, **kw)
+
+    def names_at(self, length: int, pos: str) -> dict:
+        """Names for computing values of a row of `length` at position `pos` (a C name): the per-row
+        values as bound, the inputs read there, the positions `pos` itself."""
+        local = dict(self.names)
+        for x in self.elem_inputs:
+            if self.length.get(x) == length:
+                local[x] = f"{x.arg}[{self.base[x] + ' + ' if self.base[x] else ''}{pos}]"
+        local[Node("index", (), dt.int32, length)] = pos
+        local[Node("index", (), dt.int32, 1)] = "0"
+        return local
+
+    def gathered(self, n: Node, local: dict, ind: str, here: Optional[str]) -> Expr:
+        """at(e, pos): e computed at position pos of its row, 0 outside it (the position clamped
+        for the reads; no check where pos is provably inside)."""
+        c, L = self.c, self.lines
+        e, pos = n.args
+        p = self.state.temp("pos")
+        L.append(f"{ind}const int {p} = {self.values([pos], local, ind, here)[pos]};")
+        bounds = value_range(pos)
+        inside = bounds is not None and bounds[0] >= 0 and bounds[1] < n.arg
+        at = p
+        if not inside:
+            at = self.state.temp("at")
+            L.append(f"{ind}const int {at} = {p} < 0 ? 0 : ({p} > {n.arg - 1} ? {n.arg - 1} : {p});")
+        value = self.values([e], self.names_at(n.arg, at), ind, at)[e]
+        if inside:
+            return value
+        name = self.state.temp("gather")
+        L.append(f"{ind}const {c.ctype(n.dtype)} {name} = ({p} >= 0 && {p} < {n.arg}) ? {value} : "
+                 f"{c.literal(const(0, n.dtype))};")
+        return Expr(name)
+
+    def scattered(self, n: Node, local: dict, ind: str, here: Optional[str]) -> Expr:
+        """scatter(g, pos) at this position: the sum of g over the row positions whose pos is here
+        (a loop over the row: the adjoint of a gather by an index row)."""
+        if here is None:
+            raise NotImplementedError("a scatter is one row, not one value per row")
+        c, L = self.c, self.lines
+        g, pos = n.args
+        m = max(self.length[g], self.length[pos])
+        acc, at = self.state.temp("scatter"), self.state.temp("zi")
+        L.append(f"{ind}{c.ctype(n.dtype)} {acc} = {c.literal(const(0, n.dtype))};")
+        L.append(f"{ind}for (int {at} = 0; {at} < {m}; ++{at}) {{")
+        vals = self.values([pos, g], self.names_at(m, at), ind + "  ", at)
+        L.append(f"{ind}  if ({vals[pos]} == {here}) {acc} += {vals[g]};")
+        L.append(f"{ind}}}")
+        return Expr(acc)
 
     def frontier(self, targets: list[Node]) -> list[Node]:
         """The per-row values that per-element parts of targets read."""
@@ -150,24 +213,33 @@ class RowWriter:
         return [a for n in toposort(targets, stop=self.names) if not rows.get(n, True)
                 for a in n.args if rows.get(a) and a.op not in LEAF_OPS and a not in self.names]
 
-    def element_loop(self, targets: list[Node], emit_tail: Callable[[dict, str], None],
+    def element_loop(self, targets: list[Node], extent: int, emit_tail: Callable[[dict, str], None],
                      before: Optional[Emit] = None, after: Optional[Emit] = None) -> None:
-        """A loop over this thread's vectors and their elements computing targets; the per-row
-        values they need are computed once, before the loop."""
+        """A loop over this thread's vectors and their elements of a row of `extent` computing
+        targets; the per-row values they need are computed once, before the loop."""
         self.bind_per_row(self.frontier(targets))
         local = dict(self.names)
-        self.vector_loop_head()
+        self.vector_loop_head(extent)
+        here = position_reads(targets, self.names, natural=True)  # what is read at this position
         for x in self.elem_inputs:
+            if x not in here:
+                continue
             if self.plan.cached and x in self.full:
                 local[x] = f"{x.arg}_r[k].v[j]"
-            elif any(x in toposort([t]) for t in targets):
+            else:
                 self.lines.append(f"      {self.vtype(x.dtype)} {x.arg}_c;")
                 self.load(x, f"{x.arg}_c", "      ")
                 local[x] = f"{x.arg}_c.v[j]"
         if before:
             before("      ")
         self.lines.append(f"      for (int j = 0; j < {self.plan.vec}; ++j) {{")
-        emit_tail(self.c.render_values(targets, local, self.lines, "        ", self.state), "        ")
+        position = None
+        if any(n.op in ("index", "scatter") for n in here):
+            position = "i"
+            self.lines.append(f"        const int i = int(v) * {self.plan.vec} + j;")
+            local[Node("index", (), dt.int32, extent)] = "i"
+        local[Node("index", (), dt.int32, 1)] = "0"
+        emit_tail(self.values(targets, local, "        ", position), "        ")
         self.lines.append("      }")
         if after:
             after("      ")
@@ -181,11 +253,13 @@ class RowWriter:
         for r in group:
             self.lines.append(f"  {self.c.ctype(r.dtype)} {accs[r]} = {self.identity(r)};")
 
-        def tail(vals: dict, ind: str) -> None:
-            for r in group:
-                self.lines.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]])};")
-        if group:
-            self.element_loop([r.args[0] for r in group], tail)
+        for extent in sorted({self.length[r.args[0]] for r in group}):
+            part = [r for r in group if self.length[r.args[0]] == extent]
+
+            def tail(vals: dict, ind: str, part: list = part) -> None:
+                for r in part:
+                    self.lines.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]])};")
+            self.element_loop([r.args[0] for r in part], extent, tail)
         for r in group:
             self.lines.extend(self.block_reduce(r, accs[r]))
             self.names[r] = accs[r]
@@ -243,7 +317,7 @@ class RowWriter:
         L.append("    for (int zmlx_i = 0; zmlx_i < D; ++zmlx_i) {")
         local = dict(self.names)
         for x in self.elem_inputs:
-            local[x] = f"{x.arg}[{'row * D + ' if x in self.full else ''}zmlx_i]"
+            local[x] = f"{x.arg}[{self.base[x] + ' + ' if self.base[x] else ''}zmlx_i]"
         vals = c.render_values(elem, local, L, "      ", self.state, name_roots=True) if elem else local
         bind = {lam.params[0]: f"zmlx_{name}_acc"}
         bind.update({q: vals[o] for q, o in zip(lam.params[1:], operands)})
@@ -255,16 +329,20 @@ class RowWriter:
     # ---- outputs -----------------------------------------------------------------------------
     def outputs(self) -> None:
         """Per-row outputs written by lane 0; per-element outputs in a last pass over the row."""
-        c, L, vec = self.c, self.lines, self.plan.vec
+        c, L = self.c, self.lines
         row_outputs = [(k, o) for k, o in enumerate(self.p.outputs) if self.rows[o]]
         elem_outputs = [(k, o) for k, o in enumerate(self.p.outputs) if not self.rows[o]]
         if row_outputs:
-            vals = c.render_values([o for _, o in row_outputs], self.names, L, "  ", self.state, prefix="row_")
+            vals = self.values([o for _, o in row_outputs], self.names, "  ", None, prefix="row_")
             L.append("  if (lid == 0) {")
             L += [f"    {c.out_name(k)}[row] = {vals[o]};" for k, o in row_outputs]
             L.append("  }")
-        if not elem_outputs:
-            return
+        for extent in sorted({self.length[o] for _, o in elem_outputs}):
+            self.write_outputs([(k, o) for k, o in elem_outputs if self.length[o] == extent], extent)
+
+    def write_outputs(self, elem_outputs: list, extent: int) -> None:
+        """The per-element outputs of one row length, in a pass over the row."""
+        c, L, vec = self.c, self.lines, self.plan.vec
 
         def declare(ind: str) -> None:
             L.extend(f"{ind}{self.vtype(o.dtype)} res{k};" for k, o in elem_outputs)
@@ -274,7 +352,7 @@ class RowWriter:
 
         def write(ind: str) -> None:
             for k, o in elem_outputs:
-                dst = f"{c.out_name(k)} + row * D + v * {vec}"
+                dst = f"{c.out_name(k)} + row * {'D' if extent == self.plan.rowsize else extent} + v * {vec}"
                 if c.vector_struct:
                     L.append(f"{ind}*({self.vtype(o.dtype)}*)({dst}) = res{k};")
                 elif vec % 4 == 0 and o.dtype != dt.bool_:
@@ -283,7 +361,28 @@ class RowWriter:
                              f"*({c.thread_ref} {v4}*)(res{k}.v + q);")
                 else:
                     L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
-        self.element_loop([o for _, o in elem_outputs], store, declare, write)
+        self.element_loop([o for _, o in elem_outputs], extent, store, declare, write)
+
+
+def position_reads(roots: list[Node], known: dict, natural: bool = False) -> list:
+    """The reads at other positions (at, scatter nodes) roots need, not entering them; with
+    `natural`, every node computed at the current position instead (gathers' positions included)."""
+    found: dict = {}
+    stack = [(r, False) for r in roots]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            found.setdefault(n, None)
+            continue
+        if n in known or n in found:
+            continue
+        if n.op in ("at", "scatter") and not natural:
+            found.setdefault(n, None)
+            continue
+        stack.append((n, True))
+        # (a gather's position is computed here, its row elsewhere; a scatter's operands elsewhere)
+        stack.extend((a, False) for a in (n.args[1:] if n.op == "at" else () if n.op == "scatter" else n.args))
+    return list(found) if natural else [n for n in found if n.op in ("at", "scatter")]
 
 
 def scratch_name(d: dt.DType) -> str:

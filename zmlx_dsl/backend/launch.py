@@ -48,7 +48,8 @@ def c_safe(p: Program) -> Program:
         return p
     ren = {n: Node(n.op, (), n.dtype, n.arg + "_") for n in leaves}
     outs = rewrite(p.outputs, lambda n: ren.get(n, n))
-    return Program(p.name, p.kind, tuple(ren[n] for n in p.inputs), tuple(ren[n] for n in p.params), tuple(outs))
+    return Program(p.name, p.kind, tuple(ren[n] for n in p.inputs), tuple(ren[n] for n in p.params), tuple(outs),
+                   p.lengths)
 
 
 def source_name(p: Program, header: str, body: str) -> str:
@@ -111,22 +112,33 @@ class Launcher:
         launch = self.launches.get(key)
         if launch is None:  # once per shape signature: the plan and the kernel
             p = self.program
-            shape = tuple(mx.broadcast_shapes(*key))
-            if shape[-1] == 0 or math.prod(shape[:-1]) == 0:
+            lead, lengths = self.row_grid(inputs)
+            if min(lengths) == 0 or math.prod(lead) == 0:
                 return self.portable(inputs, params)
-            _, plan = self.row_plan(inputs, shape)
+            _, plan = self.row_plan(inputs)
+            out_lengths = p.output_lengths() if p.lengths else [lengths[0]] * len(p.outputs)
             launch = self.launches[key] = (
-                shape, plan.modes, self.kernel(p, plan),
-                [shape[:-1] + (1,) if self.row_flags[o] else shape for o in p.outputs], [o.dtype.mx for o in p.outputs],
-                plan.grid, (plan.group_threads, 1, 1))
-        shape, modes, kernel, out_shapes, out_dtypes, grid, group = launch
-        views = [plans.row_view(x, m, shape) for x, m in zip(inputs, modes)]
+                lead, lengths, plan.modes, self.kernel(p, plan),
+                [lead + (1 if self.row_flags[o] else n,) for o, n in zip(p.outputs, out_lengths)],
+                [o.dtype.mx for o in p.outputs], plan.grid, (plan.group_threads, 1, 1))
+        lead, lengths, modes, kernel, out_shapes, out_dtypes, grid, group = launch
+        views = [plans.row_view(x, m, lead, n) for x, m, n in zip(inputs, modes, lengths)]
         return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
                       threadgroup=group)
 
-    def row_plan(self, inputs: list, shape: tuple) -> tuple[list, Plan]:
-        """The input views and the plan of a row launch over `shape`."""
-        return plans.row_plan(self.program, inputs, shape, self.renderer.register_budget)
+    def row_grid(self, inputs: list) -> tuple[tuple, tuple]:
+        """The row grid and each input's row length: a program with row lengths broadcasts its
+        inputs' leading axes; one without (a string kernel) broadcasts every axis."""
+        p = self.program
+        if p.lengths:
+            return tuple(mx.broadcast_shapes(*[x.shape[:-1] for x in inputs])), p.lengths
+        shape = tuple(mx.broadcast_shapes(*[x.shape for x in inputs]))
+        return shape[:-1], (shape[-1],) * len(inputs)
+
+    def row_plan(self, inputs: list) -> tuple[list, Plan]:
+        """The input views and the plan of a row launch."""
+        lead, lengths = self.row_grid(inputs)
+        return plans.row_plan(self.program, inputs, lead, lengths, self.renderer.register_budget)
 
     def portable(self, inputs, params):
         if self.fallback is None:
@@ -155,7 +167,7 @@ class Launcher:
         texts = []
         p = self.program
         if p.kind == "row":
-            inputs, plan = self.row_plan(inputs, tuple(mx.broadcast_shapes(*[x.shape for x in inputs])))
+            inputs, plan = self.row_plan(inputs)
             groups = [(p, inputs, plan)]
         else:
             groups = []

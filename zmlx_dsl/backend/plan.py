@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import mlx.core as mx
 
 from ..ir.node import toposort
+from ..ir.registry import OPS
 from ..ir.rows import per_row
 from ..ir.program import Program
 from .metal_source import MAX_CONSTANT_ARRAY_SIZE
@@ -45,6 +46,7 @@ class Plan:
     threads: int = THREADS            # threads per row (rows) or per group (elementwise)
     cached: bool = False              # rows: the row is held in registers across passes
     vectors: int = 1                  # elementwise: vectors per thread (block-cyclic)
+    lengths: tuple[int, ...] = ()     # rows: each input's row length (its own last axis)
     # threadgroups launched: a launch size, not what the kernel is specialised for, so not part
     # of its cache key (a new row count must not render and build the kernel again)
     groups: int = field(default=1, compare=False)
@@ -125,35 +127,52 @@ def elementwise_plan(p: Program, inputs: Sequence[mx.array], shape: tuple) -> tu
 
 # ---- rows ----------------------------------------------------------------------------------------
 
-def row_mode(x: mx.array, shape: tuple) -> str:
-    """How a row kernel reads an input broadcast to `shape` without materialising the broadcast:
-    full rows, one row shared by all (a (D,) weight), one value per row ((B, 1)), or one scalar."""
-    if x.shape == shape:
-        return "full"
+def row_mode(x: mx.array, lead: tuple, length: int) -> str:
+    """How a row kernel reads an input whose rows have `length` elements, broadcast over the row
+    grid `lead`, without materialising the broadcast: full rows, one row shared by all (a (D,)
+    weight), one value per row ((B, 1)), or one scalar."""
     if x.size == 1:
         return "scalar"
-    if x.shape[-1] == shape[-1] and x.size == shape[-1]:
+    if length == 1:
+        return "per_row"
+    if x.shape == lead + (length,):
+        return "full"
+    if x.shape[-1] == length and x.size == length:
         return "shared"
-    lead = (1,) * (len(shape) - x.ndim) + x.shape[:-1]
-    return "per_row" if x.shape[-1] == 1 and lead == shape[:-1] else "full"
+    grid = (1,) * (len(lead) + 1 - x.ndim) + x.shape[:-1]
+    return "per_row" if x.shape[-1] == 1 and grid == lead else "full"
 
 
-def row_view(x: mx.array, mode: str, shape: tuple) -> mx.array:
+def row_view(x: mx.array, mode: str, lead: tuple, length: int) -> mx.array:
     """The array a row launch passes for input x read in `mode` (see row_mode)."""
     if mode == "full":
-        return x if x.shape == shape else mx.broadcast_to(x, shape)
+        return x if x.shape == lead + (length,) else mx.broadcast_to(x, lead + (length,))
     if mode == "scalar":
         return x.reshape((1,))
-    return x.reshape((shape[-1],) if mode == "shared" else (math.prod(shape[:-1]),))
+    if mode == "shared":
+        return x.reshape((length,))
+    grid = lead + (1,)
+    return (x if x.shape == grid else mx.broadcast_to(x, grid)).reshape((math.prod(lead),))
 
 
-def row_vector(p: Program, modes: Sequence[str], rowsize: int) -> int:
-    """Elements per row access: 16 bytes of the widest per-element array when the row allows."""
+def row_extents(p: Program, lengths: Sequence[int]) -> list[int]:
+    """The row lengths a row kernel loops over: its per-element outputs' and reductions' operands'."""
+    length = p.row_lengths(default=max(lengths, default=1)) if p.lengths else None
+    rows = per_row(p.outputs)
+    D = max(lengths, default=1)
+    targets = [o for o in p.outputs if not rows[o]]
+    targets += [n.args[0] for n in toposort(p.outputs) if n.op in OPS and OPS[n.op].reduction and n.op != "fold"]
+    return sorted({length[t] if length else D for t in targets} | ({D} if not length else set()))
+
+
+def row_vector(p: Program, modes: Sequence[str], lengths: Sequence[int], extents: Sequence[int]) -> int:
+    """Elements per row access: 16 bytes of the widest per-element array when every row allows."""
     rows = per_row(p.outputs)
     arrays = [x for x, m in zip(p.inputs, modes) if m in ("full", "shared")]
     arrays += [o for o in p.outputs if not rows[o]]
     vec = max(1, VECTOR_BYTES // max([a.dtype.itemsize for a in arrays] + [1]))
-    return vec if rowsize % vec == 0 else 1
+    sizes = list(extents) + [n for n, m in zip(lengths, modes) if m in ("full", "shared")]
+    return vec if all(n % vec == 0 for n in sizes) else 1
 
 
 def row_threads(rowsize: int, vec: int) -> int:
@@ -162,23 +181,27 @@ def row_threads(rowsize: int, vec: int) -> int:
     return min(1024, max(32, 1 << (want - 1).bit_length()))
 
 
-def row_plan(p: Program, inputs: Sequence[mx.array], shape: tuple,
+def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Sequence[int],
              register_budget: Callable[[int], int]) -> tuple[list[mx.array], Plan]:
-    """The input views and the plan of a row launch of p over `shape` (rows on the last axis):
-    threads and vector width per row, whether the row stays in registers (at most
-    MAX_REGISTER_ELEMENTS per thread and the backend's `register_budget(itemsize)` per group), and
-    for rows of one simdgroup, up to 8 rows (a divisor of the row count) per group."""
-    modes = tuple(row_mode(x, shape) for x in inputs)
-    views = [row_view(x, m, shape) for x, m in zip(inputs, modes)]
-    D, nrows = shape[-1], math.prod(shape[:-1])
-    vec = row_vector(p, modes, D)
+    """The input views and the plan of a row launch of p over the row grid `lead`, the inputs'
+    rows of `lengths`: threads and vector width per row, whether the row stays in registers (one
+    row length throughout, at most MAX_REGISTER_ELEMENTS per thread and the backend's
+    `register_budget(itemsize)` per group), and for rows of one simdgroup, up to 8 rows (a divisor
+    of the row count) per group."""
+    modes = tuple(row_mode(x, lead, n) for x, n in zip(inputs, lengths))
+    views = [row_view(x, m, lead, n) for x, m, n in zip(inputs, modes, lengths)]
+    extents = row_extents(p, lengths)
+    D, nrows = max(extents + list(lengths)), math.prod(lead)
+    vec = row_vector(p, modes, lengths, extents)
     threads = row_threads(D, vec)
     used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
     full = [x for x, m in zip(p.inputs, modes) if m == "full" and x in used]
+    one_length = set(extents) == {D} and all(n == D for x, n, m in zip(p.inputs, lengths, modes) if m == "full")
     per_thread = -(-(D // vec) // threads) * vec
     budget = register_budget(max([x.dtype.itemsize for x in full], default=4))
-    cached = 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
-    plan = Plan(modes, math.prod(shape) >= WIDE_INDEX_ELEMENTS, D, math.gcd(nrows, 8) if threads == 32 else 1,
+    cached = one_length and 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
+    plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
+                D, math.gcd(nrows, 8) if threads == 32 else 1,
                 in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,
-                threads=threads, cached=cached)
+                threads=threads, cached=cached, lengths=tuple(lengths))
     return views, _launch(plan, nrows // plan.rows_per_group)

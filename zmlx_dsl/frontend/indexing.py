@@ -55,6 +55,8 @@ def _shifted(i: Node, start: int, step: int = 1) -> Node:
     """start + step * i, as int32 (no node for the identity parts)."""
     if step != 1:
         i = apply("mul", i, const(step, dt.int32))
+    if start < 0:
+        return apply("sub", i, const(-start, dt.int32))
     return apply("add", i, const(start, dt.int32)) if start else i
 
 
@@ -248,6 +250,9 @@ def _stack(p: Rows, args: list, kwargs: dict) -> Stacked:
 @lowering("reshape", mx.reshape, method=True)
 def _reshape(p: Rows, args: list, kwargs: dict) -> Any:
     v, shape = args[0], args[1:]
+    if p.mode != "row":
+        raise ZMLXSyntaxError("reshape() needs a row kernel (@zmlx.map_reduce / @zmlx.reduce): an elementwise "
+                              "body sees one element")
     if len(shape) == 1 and isinstance(shape[0], tuple):
         shape = shape[0]
     _no_more("reshape", kwargs)
@@ -260,6 +265,9 @@ def _reshape(p: Rows, args: list, kwargs: dict) -> Any:
 
 @lowering("flatten", mx.flatten, method=True)
 def _flatten(p: Rows, args: list, kwargs: dict) -> Any:
+    if p.mode != "row":
+        raise ZMLXSyntaxError("flatten() needs a row kernel (@zmlx.map_reduce / @zmlx.reduce): an elementwise "
+                              "body sees one element")
     kwargs.pop("start_axis", None), kwargs.pop("end_axis", None)
     _no_more("flatten", kwargs)
     return args[0].flat() if isinstance(args[0], Stacked) else args[0]

@@ -39,12 +39,13 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
 
     def add(n: Node, g: Optional[Node], over: Optional[Node] = None) -> None:
         """Accumulate g into n's adjoint. over: the row the consumer uses n at every element of (it
-        is elementwise, or a reduction reading n broadcast): a per-row n gets the row's sum of its
-        contributions -- the row's length times g when g itself is one value per row."""
+        is elementwise, or a reduction reading n broadcast): a per-row n (or a row of one, which
+        broadcasts) gets the row's sum of its contributions -- the row's length times g when g
+        itself is one value per row."""
         if g is None or not _differentiable(n) or n.op in ("const", "param", "rowsize"):
             return
-        if row[n] and over is not None:
-            g = apply("sum", g) if length is None or not per_row([g])[g] else \
+        if over is not None and (row[n] or (length is not None and length[n] < length[over])):
+            g = apply("sum", g) if length is None or not per_row([g], row)[g] else \
                 g * cast(const(length[over], dt.int32), g.dtype)
         g = cast(g, n.dtype)
         adj[n] = g if n not in adj else adj[n] + g

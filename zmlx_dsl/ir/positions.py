@@ -34,7 +34,7 @@ def affine(pos: Node) -> Optional[tuple[Node, int, int, int]]:
         d, pos = _int_const(pos.args[1]), pos.args[0]
     s, a = 1, 0
     while pos.op != "index":
-        x, y = pos.args if pos.args else (None, None)
+        x, y = (pos.args + (None, None))[:2]
         if pos.op == "neg":
             s, pos = -s, x
         elif pos.op in ("add", "sub", "mul") and (_int_const(x) is not None or _int_const(y) is not None):
@@ -82,3 +82,35 @@ def at_adjoint(e: Node, pos: Node, g: Node, length: int, pos_per_row: bool) -> N
                 total = apply("add", total, gather(g, apply("add", base, const(r, dt.int32)), i.arg))
             return total
     return scatter(g, pos, length)
+
+
+def value_range(n: Node) -> Optional[tuple[int, int]]:
+    """(lo, hi) bounding an integer position expression built from index leaves and constants
+    (None when unknown): the C renderer omits the bound check of a read it proves inside the row."""
+    if n.op == "const" and n.dtype.is_int:
+        return n.arg, n.arg
+    if n.op == "index":
+        return 0, n.arg - 1
+    if n.op == "cast" and n.dtype.is_int and n.args[0].dtype.is_int:
+        return value_range(n.args[0])
+    ranges = [value_range(a) for a in n.args]
+    if n.op == "where":
+        return None if None in ranges[1:] else (min(ranges[1][0], ranges[2][0]), max(ranges[1][1], ranges[2][1]))
+    if None in ranges:
+        return None
+    if n.op == "neg":
+        return -ranges[0][1], -ranges[0][0]
+    if n.op in ("add", "sub", "mul"):
+        (a, b), (c, d) = ranges
+        if n.op == "add":
+            return a + c, b + d
+        if n.op == "sub":
+            return a - d, b - c
+        corners = [a * c, a * d, b * c, b * d]
+        return min(corners), max(corners)
+    divisor = _int_const(n.args[1]) if len(n.args) == 2 else None
+    if n.op == "floordiv" and divisor and divisor > 0:
+        return ranges[0][0] // divisor, ranges[0][1] // divisor
+    if n.op == "mod" and divisor and divisor > 0:
+        return 0, divisor - 1
+    return None
