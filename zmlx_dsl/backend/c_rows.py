@@ -40,12 +40,16 @@ class RowWriter:
         self.names[Node("rowsize", (), dt.int32)] = "D"
         self.elem_inputs: list[Node] = []
         self.base: dict[Node, str] = {}  # where input x's row starts
-        for x, mode, n in zip(p.inputs, plan.modes, plan.lengths or [plan.rowsize] * len(p.inputs)):
+        lengths = plan.lengths or [plan.rowsize] * len(p.inputs)
+        for x, mode, n, (div, mod) in zip(p.inputs, plan.modes, lengths, plan.row_index or [(1, 0)] * len(lengths)):
+            row = "row" if div == 1 else f"row / {div}"
+            row = row if not mod else f"{row} % {mod}"
             if mode in ("scalar", "per_row"):
-                self.names[x] = f"{x.arg}[{'0' if mode == 'scalar' else 'row'}]"
+                self.names[x] = f"{x.arg}[{'0' if mode == 'scalar' else row}]"
             else:
                 self.elem_inputs.append(x)
-                self.base[x] = (f"row * {'D' if n == plan.rowsize else n}") if mode == "full" else ""
+                row = row if row == "row" else f"({row})"
+                self.base[x] = (f"{row} * {'D' if n == plan.rowsize else n}") if mode == "full" else ""
         self.offset = {x: f"{b} + v * {plan.vec}" if b else f"v * {plan.vec}" for x, b in self.base.items()}
         self.space = {x: c.space(plan, i) for i, x in enumerate(p.inputs)}
 
@@ -102,7 +106,9 @@ class RowWriter:
     def row_count(self) -> list[str]:
         """Lines declaring `ngroups`, the row count over rows per group, from the shape of an input
         with a value per row (full or per_row: a kernel of shared rows only has one row)."""
-        x, mode = next((x, m) for x, m in zip(self.p.inputs, self.plan.modes) if m in ("full", "per_row"))
+        index = self.plan.row_index or [(1, 0)] * len(self.p.inputs)
+        x, mode = next((x, m) for x, m, i in zip(self.p.inputs, self.plan.modes, index)
+                       if m in ("full", "per_row") and i == (1, 0))
         last = f"{x.arg}_ndim - 1" if mode == "full" else f"{x.arg}_ndim"
         return [f"  {self.idx} nrows = 1;",
                 f"  for (int d = 0; d < {last}; ++d) nrows *= {x.arg}_shape[d];",

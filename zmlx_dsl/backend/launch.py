@@ -118,11 +118,11 @@ class Launcher:
             _, plan = self.row_plan(inputs)
             out_lengths = p.output_lengths() if p.lengths else [lengths[0]] * len(p.outputs)
             launch = self.launches[key] = (
-                lead, lengths, plan.modes, self.kernel(p, plan),
+                lead, lengths, plan.modes, plan.row_index, self.kernel(p, plan),
                 [lead + (1 if self.row_flags[o] else n,) for o, n in zip(p.outputs, out_lengths)],
                 [o.dtype.mx for o in p.outputs], plan.grid, (plan.group_threads, 1, 1))
-        lead, lengths, modes, kernel, out_shapes, out_dtypes, grid, group = launch
-        views = [plans.row_view(x, m, lead, n) for x, m, n in zip(inputs, modes, lengths)]
+        lead, lengths, modes, index, kernel, out_shapes, out_dtypes, grid, group = launch
+        views = [plans.row_view(x, m, lead, n, i) for x, m, n, i in zip(inputs, modes, lengths, index)]
         return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
                       threadgroup=group)
 

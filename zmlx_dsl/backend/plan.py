@@ -47,6 +47,7 @@ class Plan:
     cached: bool = False              # rows: the row is held in registers across passes
     vectors: int = 1                  # elementwise: vectors per thread (block-cyclic)
     lengths: tuple[int, ...] = ()     # rows: each input's row length (its own last axis)
+    row_index: tuple[tuple[int, int], ...] = ()  # rows: per input, its row of grid row r, see row_index
     # threadgroups launched: a launch size, not what the kernel is specialised for, so not part
     # of its cache key (a new row count must not render and build the kernel again)
     groups: int = field(default=1, compare=False)
@@ -129,30 +130,47 @@ def elementwise_plan(p: Program, inputs: Sequence[mx.array], shape: tuple) -> tu
 
 def row_mode(x: mx.array, lead: tuple, length: int) -> str:
     """How a row kernel reads an input whose rows have `length` elements, broadcast over the row
-    grid `lead`, without materialising the broadcast: full rows, one row shared by all (a (D,)
+    grid `lead`, without materialising the broadcast: full rows (one per row of the grid, or one
+    per row of a trailing or leading part of it: see row_index), one row shared by all (a (D,)
     weight), one value per row ((B, 1)), or one scalar."""
     if x.size == 1:
         return "scalar"
     if length == 1:
         return "per_row"
-    if x.shape == lead + (length,):
-        return "full"
     if x.shape[-1] == length and x.size == length:
         return "shared"
-    grid = (1,) * (len(lead) + 1 - x.ndim) + x.shape[:-1]
-    return "per_row" if x.shape[-1] == 1 and grid == lead else "full"
+    return "full"
 
 
-def row_view(x: mx.array, mode: str, lead: tuple, length: int) -> mx.array:
-    """The array a row launch passes for input x read in `mode` (see row_mode)."""
-    if mode == "full":
-        return x if x.shape == lead + (length,) else mx.broadcast_to(x, lead + (length,))
+def row_index(x: mx.array, lead: tuple) -> tuple[int, int]:
+    """(div, mod): input x's row for grid row r is (r / div) % mod (mod 0: no modulo). An input
+    whose leading axes are a trailing part of the grid's (rope's (S, D/2) tables beside (B, H, S, D)
+    rows) repeats every `mod` rows; a leading part, each row `div` times. Anything else is
+    broadcast in memory first (div 1, mod 0, of the broadcast view)."""
+    own = (1,) * (len(lead) - (x.ndim - 1)) + tuple(x.shape[:-1]) if x.ndim - 1 <= len(lead) else None
+    if own is None or own == lead:
+        return 1, 0
+    k = next((i for i, n in enumerate(own) if n != 1), len(own))
+    if own[k:] == lead[k:]:
+        return 1, math.prod(lead[k:])
+    j = max((i + 1 for i, n in enumerate(own) if n != 1), default=0)
+    if own[:j] == lead[:j]:
+        return math.prod(lead[j:]), 0
+    return 1, 0
+
+
+def row_view(x: mx.array, mode: str, lead: tuple, length: int, index: tuple[int, int] = (1, 0)) -> mx.array:
+    """The array a row launch passes for input x read in `mode` at rows `index` (see row_index)."""
     if mode == "scalar":
         return x.reshape((1,))
     if mode == "shared":
         return x.reshape((length,))
-    grid = lead + (1,)
-    return (x if x.shape == grid else mx.broadcast_to(x, grid)).reshape((math.prod(lead),))
+    rows = math.prod(lead) // index[0] if index[1] == 0 else index[1]
+    if index != (1, 0):
+        return x.reshape((rows, length) if mode == "full" else (rows,))
+    grid = lead + (length,)
+    full = x if x.shape == grid else mx.broadcast_to(x, grid)
+    return full if mode == "full" else full.reshape((rows,))
 
 
 def row_extents(p: Program, lengths: Sequence[int]) -> list[int]:
@@ -189,7 +207,12 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     `register_budget(itemsize)` per group), and for rows of one simdgroup, up to 8 rows (a divisor
     of the row count) per group."""
     modes = tuple(row_mode(x, lead, n) for x, n in zip(inputs, lengths))
-    views = [row_view(x, m, lead, n) for x, m, n in zip(inputs, modes, lengths)]
+    index = [row_index(x, lead) if m in ("full", "per_row") else (1, 0) for x, m in zip(inputs, modes)]
+    rowed = [i for i, m in enumerate(modes) if m in ("full", "per_row")]
+    if rowed and all(index[i] != (1, 0) for i in rowed):  # one input spans the grid (its shape counts the rows)
+        index[rowed[0]] = (1, 0)
+    index = tuple(index)
+    views = [row_view(x, m, lead, n, i) for x, m, n, i in zip(inputs, modes, lengths, index)]
     extents = row_extents(p, lengths)
     D, nrows = max(extents + list(lengths)), math.prod(lead)
     vec = row_vector(p, modes, lengths, extents)
@@ -203,5 +226,5 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
                 D, math.gcd(nrows, 8) if threads == 32 else 1,
                 in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,
-                threads=threads, cached=cached, lengths=tuple(lengths))
+                threads=threads, cached=cached, lengths=tuple(lengths), row_index=index)
     return views, _launch(plan, nrows // plan.rows_per_group)

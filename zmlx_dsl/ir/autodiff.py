@@ -59,7 +59,8 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
         if n.op == "cast":
             add(n.args[0], cast_grad(n.args[0], g), None if row[n] else n)
             continue
-        over = n.args[0] if OPS[n.op].reduction else None if row[n] else n
+        # (a read at other positions is no broadcast: its adjoint is already on its operand's row)
+        over = n.args[0] if OPS[n.op].reduction else None if row[n] or OPS[n.op].position else n
         for a, ga in zip(n.args, OPS[n.op].grad(n.args, n, g)):
             add(a, ga, over)
     return [adj.get(w) for w in wrt]
