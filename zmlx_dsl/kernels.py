@@ -21,7 +21,7 @@ from .ir.build import const
 from .ir.node import Node, toposort
 from .ir.positions import gather
 from .ir.passes import optimize, widen
-from .ir.rows import per_row
+from .ir.rows import per_row, row_lengths
 from .ir.program import Program
 from .runtime import Compiled, GivenVJP
 
@@ -313,6 +313,9 @@ class Kernel:
             raise ZMLXTypeError(f"output {k} of '{self.name}' depends on {what}; a kernel output must be "
                                 "computed from at least one array argument", src.loc(src.fdef))
         outs = optimize(widen(outputs, self.compute))
+        if self.kind == "reduce":  # a row of one (MLX's shape (1,) of a per-row value) is one value per row
+            length = row_lengths(outs, dict(zip(inputs, lengths)))
+            outs = [gather(o, const(0, dt.int32), 1) if length[o] == 1 and not per_row([o])[o] else o for o in outs]
         flags = [per_row(outs)[o] for o in outs] if self.kind != "elementwise" else [False] * len(outs)
         if self.kind == "reduce" and not all(flags):
             k = flags.index(False)

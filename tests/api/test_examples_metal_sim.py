@@ -64,8 +64,10 @@ def test_example_kernels_on_metal_sim(path, monkeypatch):
     rng = np.random.default_rng(0)
     for name, k in kernels.items():
         n = k.n_in if isinstance(k, RawOp) else len(required_arrays(k))
-        # positive inputs: every example's domain (log(p + 1e-8), rsqrt(mean + eps), ...)
-        args = [mx.array(rng.uniform(0.05, 1.0, SHAPE).astype(np.float32)) for _ in range(n)]
+        if hasattr(module, "example_inputs"):  # inputs of their own shapes and dtypes (rope's tables, labels)
+            args = list(module.example_inputs())
+        else:  # positive inputs: every example's domain (log(p + 1e-8), rsqrt(mean + eps), ...)
+            args = [mx.array(rng.uniform(0.05, 1.0, SHAPE).astype(np.float32)) for _ in range(n)]
         if isinstance(k, RawOp):  # raw Metal: only the Metal backends run it
             ref = getattr(module, "ref", None)
             assert ref is not None, f"{name}: a raw Metal op needs the example's `ref` to check against"

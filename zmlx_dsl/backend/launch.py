@@ -33,6 +33,16 @@ RESERVED = {"base", "n", "contiguous", "first", "c", "q", "i", "j", "k", "v", "r
             "sizeof", "volatile", "register", "extern", "goto", "typedef", "bfloat", "uint3", "float4"}
 
 
+def called(renderer: CStyle) -> set[str]:
+    """The functions a renderer's spellings call (`exp`, `sin`, `zmlx_fmax`...): an input of that
+    name would shadow the function in the kernel."""
+    names: set[str] = set()
+    for sp in renderer.spellings.values():
+        for t in sp.text.values() if isinstance(sp.text, dict) else [sp.text]:
+            names.update(re.findall(r"([A-Za-z_]\w*)\s*\(", t))
+    return names
+
+
 def _temporary(name: str) -> bool:
     """A name of the renderer's temporaries or accumulators: an op's (short) name and a counter,
     e.g. `exp_0`, `sig_3`, `max1_0`."""
@@ -40,10 +50,12 @@ def _temporary(name: str) -> bool:
     return bool(m) and (m.group(1) in OPS or m.group(1) in {short_name(op) for op in OPS})
 
 
-def c_safe(p: Program) -> Program:
-    """The program with input/param names that cannot clash with generated code or C keywords."""
+def c_safe(p: Program, renderer: CStyle) -> Program:
+    """The program with input/param names that cannot clash with generated code, C keywords or the
+    functions the renderer calls."""
     leaves = p.inputs + p.params
-    if not any(n.arg in RESERVED or n.arg.startswith(("out", "res", "zmlx", "row_")) or _temporary(n.arg)
+    taken = RESERVED | called(renderer)
+    if not any(n.arg in taken or n.arg.startswith(("out", "res", "zmlx", "row_")) or _temporary(n.arg)
                for n in leaves):
         return p
     ren = {n: Node(n.op, (), n.dtype, n.arg + "_") for n in leaves}
@@ -63,7 +75,7 @@ class Launcher:
     """Runs one program with a renderer and a kernel factory (mx.fast.metal_kernel's signature)."""
 
     def __init__(self, program: Program, renderer: CStyle, factory: Callable, target: str) -> None:
-        self.program = c_safe(program)
+        self.program = c_safe(program, renderer)
         self.renderer = renderer
         self.factory = factory
         self.target = target

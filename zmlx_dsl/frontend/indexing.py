@@ -124,6 +124,8 @@ def subscript(p: Rows, v: Any, idx: Any) -> Any:
     if len(real) != len(parts):
         raise ZMLXSyntaxError("indexing with None makes a 2-D array; a row body works on 1-D rows")
     q = real[0]
+    if not p.shape(v) and isinstance(q, int) and q in (0, -1):  # label[None][0]: the value itself
+        return v
     x, length = p.row(v, "indexed")
     if isinstance(q, slice):
         start, step, count = slice_positions(q, length)
