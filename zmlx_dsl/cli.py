@@ -16,7 +16,7 @@ from . import api
 from . import backend as backends
 from .bench import compare
 from .kernels import Kernel
-from .testing import assert_gradient_matches, assert_matches
+from .testing import assert_gradient_matches, assert_matches, rowwise
 
 
 def _load(path: str) -> ModuleType:
@@ -42,15 +42,25 @@ def _kernels(module: ModuleType) -> dict[str, Kernel]:
     return {n: k for n, k in vars(module).items() if isinstance(k, Kernel)}
 
 
-def show(target: str, backend: str, shape: Sequence[int], dtype: str, grad: bool) -> None:
-    """Print the IR and the generated source of FILE::KERNEL for inputs of one shape and dtype."""
+def show(target: str, backend: str, shape: Optional[Sequence[int]], dtype: Optional[str], grad: bool) -> None:
+    """Print the IR and the generated source of FILE::KERNEL: for inputs of one shape and dtype, or
+    (neither given) for the file's `example_inputs()` where it has one (rope's x and tables, logits
+    and labels)."""
     path, _, name = target.partition("::")
-    kernels = _kernels(_load(path))
+    module = _load(path)
+    kernels = _kernels(module)
     if name not in kernels:
         raise SystemExit(f"zmlx-dsl: {path} has no kernel named {name!r} (kernels: {', '.join(kernels) or 'none'})")
     kernel = kernels[name]
-    args = [mx.zeros(tuple(shape), getattr(mx, dtype)) for _ in required_arrays(kernel)]
-    print(f"// IR of {name} for {len(args)} input(s) of shape {tuple(shape)} {dtype}")
+    n = len(required_arrays(kernel))
+    if shape is None and dtype is None and hasattr(module, "example_inputs"):
+        args = list(module.example_inputs())[:n]
+        what = ", ".join(f"{tuple(a.shape)} {str(a.dtype).rsplit('.', 1)[-1]}" for a in args)
+    else:
+        shape, dtype = tuple(shape or (4, 4096)), dtype or "float32"
+        args = [mx.zeros(shape, getattr(mx, dtype)) for _ in range(n)]
+        what = f"{len(args)} input(s) of shape {shape} {dtype}"
+    print(f"// IR of {name} for {what}")
     print(kernel.ir(*args))
     print(f"\n// {backend} source")
     print(kernel.source(*args, backend=backend))
@@ -77,7 +87,7 @@ def _reference(kernel: Kernel):
     body = kernel.__wrapped__
     if kernel.kind == "elementwise":
         return body
-    return lambda *xs: mx.vmap(body)(*xs)
+    return lambda *xs: rowwise(body, xs)(*xs)
 
 
 def check(path: str, shape: Sequence[int], only: Optional[Sequence[str]] = None) -> int:
@@ -140,8 +150,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     s = sub.add_parser("show", help="print a kernel's IR and generated source")
     s.add_argument("target", help="FILE::KERNEL, e.g. examples/softmax.py::softmax")
     s.add_argument("--backend", default="metal", choices=backends.NAMES)
-    s.add_argument("--shape", type=_shape, default=(4, 4096))
-    s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "int32", "bool_"])
+    s.add_argument("--shape", type=_shape, default=None, help="every input's shape (default 4,4096, or the "
+                   "file's example_inputs() where it has one)")
+    s.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16", "int32", "bool_"])
     s.add_argument("--grad", action="store_true", help="also print the backward program")
     c = sub.add_parser("check", help="check a file's kernels against their bodies on every available backend")
     c.add_argument("file")

@@ -432,10 +432,11 @@ def test_row_lengths_that_do_not_broadcast(backend):
 
 
 def test_reduce_output_not_per_row():
-    """A (B, 1) input is broadcast to the row: returned unreduced from @zmlx.reduce it is a row."""
+    """An input of whole rows returned unreduced from @zmlx.reduce is a row, not one value per row
+    (a (B, 1) or (B,) input would be one: see test_reductions_of_values_already_one_per_row)."""
     k = zmlx.reduce(bad_not_per_row, backend="mlx")
     with pytest.raises(ZMLXSyntaxError) as ei:
-        k(X2, mx.ones((2, 1)))
+        k(X2, mx.ones(X2.shape))
     assert str(ei.value) == located(bad_not_per_row, "def bad_not_per_row",
                                     "output 0 of reduce kernel 'bad_not_per_row' is not one value per row; "
                                     "reduce it (e.g. .sum()) or use @zmlx.map_reduce to return rows")

@@ -433,3 +433,180 @@ def test_in_place_update_of_a_callers_array_inside_a_data_dependent_if():
         _bump_if_positive, "v += 1.0",
         "augmented assignment inside a data-dependent 'if' updates, in place, an array the calling "
         "function also holds; write `name = name + ...` to make a new array"))
+
+
+# ---- indexing in row bodies: bad input ----------------------------------------------------------
+
+ROWS8 = mx.ones((2, 8))
+PER_ROW = mx.array([3, 4], dtype=mx.int32)  # one value per row beside ROWS8
+
+
+def i_data_slice(x, n):
+    return x[:n]
+
+
+def i_float_index(x):
+    return x[x]
+
+
+def i_float_constant_index(x):
+    return x[1.5]
+
+
+def i_two_indices(x):
+    return x[1, 2]
+
+
+def i_new_axis(x):
+    return x[None] * 2.0
+
+
+def i_new_axis_and_slice(x):
+    return x[None, 1:]
+
+
+def i_empty_slice(x):
+    return x[5:2]
+
+
+def i_zero_step(x):
+    return x[::0]
+
+
+def i_split_unequal(x):
+    a, b, c = mx.split(x, 3)
+    return a * b * c
+
+
+def i_split_empty_part(x):
+    a, b = mx.split(x, [0])
+    return a
+
+
+def i_arange_array(x, n):
+    return x * mx.arange(n)
+
+
+def i_arange_empty(x):
+    return x[:1] * mx.arange(3, 3)
+
+
+def i_concatenate_axis1(x):
+    return mx.concatenate([x, x], axis=1)
+
+
+def i_stack_lengths(x):
+    return mx.stack([x, x[:2]], axis=-1).reshape(-1)
+
+
+def i_roll_array(x, n):
+    return mx.roll(x, n)
+
+
+def i_reshape_2d(x):
+    return mx.stack([x, x]).reshape(2, -1)
+
+
+def i_out_of_bounds(x):
+    return x * x[100]
+
+
+def i_assign_length(x):
+    y = x * 1.0
+    y[:4] = x
+    return y
+
+
+def i_lengths(x):
+    return x[:4] + x
+
+
+def i_lengths_concatenated(x):
+    return mx.concatenate([x, x]) * x
+
+
+ROW_ERRORS = [
+    (i_data_slice, ZMLXSyntaxError, "x[:n]", "slice stop must be a constant integer (the row's shape is static); for "
+     "a bound that depends on data, keep the row's length and select: mx.where(mx.arange(x.shape[-1]) < bound, x, 0)"),
+    (i_float_index, ZMLXTypeError, "x[x]", "an index array must be of an integer type, got float32; convert it with "
+     ".astype(mx.int32)"),
+    (i_float_constant_index, ZMLXTypeError, "x[1.5]", "an index must be an integer, got float"),
+    (i_two_indices, ZMLXSyntaxError, "x[1, 2]", "2 indices given for a row, which has one axis; index the row with "
+     "one slice or index (x[i], x[a:b], x[idx])"),
+    (i_new_axis, ZMLXSyntaxError, "x[None]", "x[None] makes a 2-D array; a row body works on 1-D rows (and values "
+     "that are one per row); drop the new axis"),
+    (i_new_axis_and_slice, ZMLXSyntaxError, "x[None, 1:]", "indexing with None makes a 2-D array; a row body works "
+     "on 1-D rows"),
+    (i_empty_slice, ZMLXShapeError, "x[5:2]", "the slice [5:2] of a row of length 8 is empty; a kernel's rows "
+     "cannot be empty"),
+    (i_zero_step, ZMLXShapeError, "x[::0]", "slice step cannot be zero"),
+    (i_split_unequal, ZMLXShapeError, "mx.split(x, 3)", "cannot split a row of length 8 into 3 equal parts; give the split "
+     "points instead, e.g. mx.split(x, [k])"),
+    (i_split_empty_part, ZMLXShapeError, "mx.split(x, [0])", "split() at [0] leaves an empty part of a row of "
+     "length 8; a kernel's rows cannot be empty"),
+    (i_arange_array, ZMLXSyntaxError, "mx.arange(n)", "mx.arange() bounds must be constant numbers (a row's length "
+     "is static); use x.shape[-1] for the row length"),
+    (i_arange_empty, ZMLXShapeError, "mx.arange(3, 3)", "mx.arange(3, 3) is empty; a kernel's rows cannot be empty"),
+    (i_concatenate_axis1, ZMLXSyntaxError, "mx.concatenate", "concatenate(axis=1): a row body works on 1-D rows, "
+     "so only axis 0 or -1 exists here"),
+    (i_stack_lengths, ZMLXShapeError, "mx.stack", "stack() needs rows of one length, got lengths [2, 8]"),
+    (i_roll_array, ZMLXSyntaxError, "mx.roll(x, n)", "roll() needs a constant integer shift"),
+    (i_reshape_2d, ZMLXSyntaxError, "mx.stack", "reshape(2, -1): a row body works on 1-D rows; only reshape(-1) "
+     "(flattening) is supported"),
+    (i_out_of_bounds, ZMLXShapeError, "x[100]", "index 100 is out of bounds for a row of length 8"),
+    (i_assign_length, ZMLXShapeError, "y[:4] = x", "cannot assign a row of length 8 to 4 positions"),
+    (i_lengths, ZMLXShapeError, "x[:4] + x", "add: rows of lengths 4 and 8 do not broadcast (the rows of a body "
+     "broadcast as MLX's 1-D arrays: equal lengths, or length 1); slice one to the other's length"),
+    (i_lengths_concatenated, ZMLXShapeError, "mx.concatenate", "mul: rows of lengths 8 and 16 do not broadcast (the "
+     "rows of a body broadcast as MLX's 1-D arrays: equal lengths, or length 1); slice one to the other's length"),
+]
+
+
+@pytest.mark.parametrize("kind", ["map_reduce", "reduce"])
+@pytest.mark.parametrize("fn,exc,snippet,message", ROW_ERRORS, ids=[c[0].__name__ for c in ROW_ERRORS])
+def test_bad_indexing_in_row_body(fn, exc, snippet, message, kind):
+    """Located errors at the kernel's first call (the body is parsed for its argument shapes), the
+    same from @zmlx.map_reduce and @zmlx.reduce (they fail before the output is checked)."""
+    args = (ROWS8, PER_ROW)[:fn.__code__.co_argcount]
+    k = getattr(zmlx, kind)(fn, backend="mlx")
+    with pytest.raises(exc) as ei:
+        mx.eval(k(*args))
+    assert str(ei.value) == located(fn, snippet, message)
+    base = {ZMLXSyntaxError: SyntaxError, ZMLXTypeError: TypeError, ZMLXShapeError: ValueError}[exc]
+    assert isinstance(ei.value, base)
+    if exc is ZMLXSyntaxError:
+        assert ei.value.lineno == line_of(fn, snippet) and ei.value.filename == FILE
+
+
+def e_index(x):
+    return x[0] * 2.0
+
+
+def e_slice(x):
+    return x[1:] + x
+
+
+def e_arange(x):
+    return x * mx.arange(3)
+
+
+def e_slice_assign(x):
+    y = x * 2.0
+    y[:2] = 0.0
+    return y
+
+
+ELEMENTWISE_INDEX = ("indexing needs a row kernel (@zmlx.map_reduce / @zmlx.reduce): an elementwise body sees "
+                     "one element")
+
+
+@pytest.mark.parametrize("fn,snippet,message", [
+    (e_index, "x[0]", ELEMENTWISE_INDEX),
+    (e_slice, "x[1:]", ELEMENTWISE_INDEX),
+    (e_arange, "mx.arange(3)", "mx.arange() needs a row kernel (@zmlx.map_reduce / @zmlx.reduce); an elementwise "
+     "body sees one element"),
+    (e_slice_assign, "y[:2]", "subscript assignment is only supported on a local row of a row body "
+     "(y = x * 2; y[:4] = 0); an elementwise kernel computes values, it does not write into arrays"),
+], ids=lambda v: v.__name__ if callable(v) else None)
+def test_indexing_in_elementwise_body(fn, snippet, message):
+    check(fn, ZMLXSyntaxError, located(fn, snippet, message))

@@ -3,16 +3,19 @@ grouped by dependency level into one pass over the row each, the row in register
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, Optional
 
 from ..ir import dtypes as dt
 from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
-from ..ir.positions import value_range
+from ..ir.build import apply
+from ..ir.passes import optimize
+from ..ir.positions import affine, cuts, decided, index, value_range
 from ..ir.rows import per_row
 from ..ir.program import Program
 from ..ir.registry import OPS
-from .c_expr import SIMD64, Expr, RenderState, bare_argument, short_name
+from .c_expr import ATOM, SIMD64, Expr, RenderState, bare_argument, short_name
 from .plan import Plan
 
 Emit = Callable[[str], None]
@@ -50,7 +53,10 @@ class RowWriter:
                 self.elem_inputs.append(x)
                 row = row if row == "row" else f"({row})"
                 self.base[x] = (f"{row} * {'D' if n == plan.rowsize else n}") if mode == "full" else ""
-        self.offset = {x: f"{b} + v * {plan.vec}" if b else f"v * {plan.vec}" for x, b in self.base.items()}
+        self.shift = 0          # the first element of the row part the current loop covers
+        self.slot: Optional[int] = None  # where in `lines` a loop's vector loads go (before its j loop)
+        self.shifted: dict = {}  # (input, shift) -> the local holding that vector, in the current loop
+        self.position_shift: dict[str, int] = {}  # position name -> its offset from the vector's start
         self.space = {x: c.space(plan, i) for i, x in enumerate(p.inputs)}
 
     def per_thread(self, extent: int) -> int:
@@ -118,17 +124,24 @@ class RowWriter:
     def vtype(self, d: dt.DType) -> str:
         return f"zmlx_vec<{self.c.ctype(d)}, {self.plan.vec}>"
 
-    def load(self, x: Node, into: str, ind: str) -> None:
-        """One vector of input x (at this thread's vector v) into the local `into`."""
-        c, vec, at = self.c, self.plan.vec, f"{x.arg} + {self.offset[x]}"
+    def offset(self, x: Node, shift: int = 0) -> str:
+        """The offset of input x's element `shift` after this thread's vector v."""
+        parts = [self.base[x]] if self.base[x] else []
+        parts += [f"{shift}"] if shift else []
+        return " + ".join(parts + [f"v * {self.plan.vec}"])
+
+    def load(self, x: Node, into: str, ind: str, shift: int = 0) -> list[str]:
+        """The lines reading one vector of input x (at this thread's vector v, `shift` elements
+        on) into the local `into`."""
+        c, vec, offset = self.c, self.plan.vec, self.offset(x, shift)
+        at = f"{x.arg} + {offset}"
         if c.vector_struct:
-            self.lines.append(f"{ind}{into} = *(const {self.vtype(x.dtype)}*)({at});")
-        elif vec % 4 == 0 and x.dtype != dt.bool_:  # Metal: vec<T, 4> accesses (aligned struct)
+            return [f"{ind}{into} = *(const {self.vtype(x.dtype)}*)({at});"]
+        if vec % 4 == 0 and x.dtype != dt.bool_:  # Metal: vec<T, 4> accesses (aligned struct)
             v4 = f"vec<{c.ctype(x.dtype)}, 4>"
-            self.lines.append(f"{ind}for (int q = 0; q < {vec}; q += 4) *({c.thread_ref} {v4}*)({into}.v + q) = "
-                              f"*(const {self.space[x]}{v4}*)({at} + q);")
-        else:
-            self.lines.append(f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{self.offset[x]} + j];")
+            return [f"{ind}for (int q = 0; q < {vec}; q += 4) *({c.thread_ref} {v4}*)({into}.v + q) = "
+                    f"*(const {self.space[x]}{v4}*)({at} + q);"]
+        return [f"{ind}for (int j = 0; j < {vec}; ++j) {into}.v[j] = {x.arg}[{offset} + j];"]
 
     def vector_loop_head(self, extent: int) -> None:
         """Open the loop over this thread's vectors (`v`) of a row of `extent`, as registers or a
@@ -147,7 +160,7 @@ class RowWriter:
             self.lines.append(f"  {self.vtype(x.dtype)} {x.arg}_r[{self.KV}];")
         self.vector_loop_head(self.plan.rowsize)
         for x in self.full:
-            self.load(x, f"{x.arg}_r[k]", "      ")
+            self.lines += self.load(x, f"{x.arg}_r[k]", "      ")
         self.lines += ["    }", "  }"]
 
     def bind_per_row(self, values: list[Node]) -> None:
@@ -167,14 +180,29 @@ class RowWriter:
 
     def names_at(self, length: int, pos: str) -> dict:
         """Names for computing values of a row of `length` at position `pos` (a C name): the per-row
-        values as bound, the inputs read there, the positions `pos` itself."""
+        values as bound, the inputs read there (a vector load when pos is this loop's vector
+        position shifted by a multiple of the vector width), the positions `pos` itself."""
         local = dict(self.names)
+        shift = self.position_shift.get(pos)
+        vector = self.slot is not None and shift is not None and shift % self.plan.vec == 0
         for x in self.elem_inputs:
             if self.length.get(x) == length:
-                local[x] = f"{x.arg}[{self.base[x] + ' + ' if self.base[x] else ''}{pos}]"
+                local[x] = f"{self.vector_at(x, shift)}.v[j]" if vector else \
+                    f"{x.arg}[{self.base[x] + ' + ' if self.base[x] else ''}{pos}]"
         local[Node("index", (), dt.int32, length)] = pos
         local[Node("index", (), dt.int32, 1)] = "0"
         return local
+
+    def vector_at(self, x: Node, shift: int) -> str:
+        """The local holding input x's vector `shift` elements after this thread's vector (loaded
+        once per loop, before its element loop)."""
+        key = (x, shift)
+        if key not in self.shifted:
+            name = self.shifted[key] = f"{x.arg}_{'p' if shift >= 0 else 'm'}{abs(shift)}"
+            lines = [f"      {self.vtype(x.dtype)} {name};"] + self.load(x, name, "      ", shift)
+            self.lines[self.slot:self.slot] = lines
+            self.slot += len(lines)
+        return self.shifted[key]
 
     def gathered(self, n: Node, local: dict, ind: str, here: Optional[str]) -> Expr:
         """at(e, pos): e computed at position pos of its row, 0 outside it (the position clamped
@@ -185,6 +213,12 @@ class RowWriter:
         L.append(f"{ind}const int {p} = {self.values([pos], local, ind, here)[pos]};")
         bounds = value_range(pos)
         inside = bounds is not None and bounds[0] >= 0 and bounds[1] < n.arg
+        form = affine(pos)
+        if inside and form is not None and form[1] == 1 and form[3] == 1:
+            i, _, a, _ = form  # pos = i + a: its offset from the vector is that of i, plus a
+            known = self.position_shift.get(str(local.get(i)))
+            if known is not None:
+                self.position_shift[p] = known + a
         at = p
         if not inside:
             at = self.state.temp("at")
@@ -209,7 +243,8 @@ class RowWriter:
         L.append(f"{ind}{c.ctype(n.dtype)} {acc} = {c.literal(const(0, n.dtype))};")
         L.append(f"{ind}for (int {at} = 0; {at} < {m}; ++{at}) {{")
         vals = self.values([pos, g], self.names_at(m, at), ind + "  ", at)
-        L.append(f"{ind}  if ({vals[pos]} == {here}) {acc} += {vals[g]};")
+        at_pos = vals[pos] if vals[pos].prec == ATOM else f"({vals[pos]})"
+        L.append(f"{ind}  if ({at_pos} == {here}) {acc} += {vals[g]};")
         L.append(f"{ind}}}")
         return Expr(acc)
 
@@ -221,12 +256,30 @@ class RowWriter:
 
     def element_loop(self, targets: list[Node], extent: int, emit_tail: Callable[[dict, str], None],
                      before: Optional[Emit] = None, after: Optional[Emit] = None) -> None:
-        """A loop over this thread's vectors and their elements of a row of `extent` computing
-        targets; the per-row values they need are computed once, before the loop."""
+        """Loops over this thread's vectors and their elements of a row of `extent` computing
+        targets; the per-row values they need are computed once, before. Where the targets select
+        by position (a concatenation's parts, a roll's), each part of the row gets its own loop
+        with the selection decided (no part computes the others' values)."""
         self.bind_per_row(self.frontier(targets))
+        bounds = sorted({k for n in position_reads(targets, self.names, natural=True)
+                         if (k := cuts(n, extent)) is not None and k % self.plan.vec == 0})
+        if self.plan.cached or not bounds:
+            return self.part_loop(targets, targets, extent, 0, emit_tail, before, after)
+        for lo, hi in zip([0] + bounds, bounds + [extent]):
+            part = specialised(targets, extent, lo, hi)
+
+            def tail(vals: dict, ind: str, part: list = part) -> None:
+                emit_tail({t: vals[q] for t, q in zip(targets, part)}, ind)
+            self.part_loop(targets, part, hi - lo, lo, tail, before, after)
+
+    def part_loop(self, targets: list[Node], part: list[Node], extent: int, start: int,
+                  emit_tail: Callable[[dict, str], None], before: Optional[Emit], after: Optional[Emit]) -> None:
+        """One loop over the elements start … start + extent of the row computing `part` (the
+        targets, specialised to those positions)."""
         local = dict(self.names)
+        self.shift = start
         self.vector_loop_head(extent)
-        here = position_reads(targets, self.names, natural=True)  # what is read at this position
+        here = position_reads(part, self.names, natural=True)  # what is read at this position
         for x in self.elem_inputs:
             if x not in here:
                 continue
@@ -234,22 +287,29 @@ class RowWriter:
                 local[x] = f"{x.arg}_r[k].v[j]"
             else:
                 self.lines.append(f"      {self.vtype(x.dtype)} {x.arg}_c;")
-                self.load(x, f"{x.arg}_c", "      ")
+                self.lines += self.load(x, f"{x.arg}_c", "      ", start)
                 local[x] = f"{x.arg}_c.v[j]"
         if before:
             before("      ")
+        self.slot, self.shifted = len(self.lines), {}
         self.lines.append(f"      for (int j = 0; j < {self.plan.vec}; ++j) {{")
         position = None
         if any(n.op in ("index", "scatter") for n in here):
             position = "i"
             self.lines.append(f"        const int i = int(v) * {self.plan.vec} + j;")
             local[Node("index", (), dt.int32, extent)] = "i"
+            self.position_shift["i"] = 0
         local[Node("index", (), dt.int32, 1)] = "0"
-        emit_tail(self.values(targets, local, "        ", position), "        ")
+        body = len(self.lines)
+        emit_tail(self.values(part, local, "        ", position), "        ")
+        self.lines[body:] = without_unused_positions(self.lines[body:])
         self.lines.append("      }")
+        self.slot = None
+        self.position_shift.clear()
         if after:
             after("      ")
         self.lines += ["    }", "  }"]
+        self.shift = 0
 
     # ---- reductions --------------------------------------------------------------------------
     def reduce_level(self, lv: int, reductions: list[Node]) -> None:
@@ -358,7 +418,8 @@ class RowWriter:
 
         def write(ind: str) -> None:
             for k, o in elem_outputs:
-                dst = f"{c.out_name(k)} + row * {'D' if extent == self.plan.rowsize else extent} + v * {vec}"
+                start = f"{self.shift} + " if self.shift else ""
+                dst = f"{c.out_name(k)} + row * {'D' if extent == self.plan.rowsize else extent} + {start}v * {vec}"
                 if c.vector_struct:
                     L.append(f"{ind}*({self.vtype(o.dtype)}*)({dst}) = res{k};")
                 elif vec % 4 == 0 and o.dtype != dt.bool_:
@@ -368,6 +429,47 @@ class RowWriter:
                 else:
                     L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
         self.element_loop([o for _, o in elem_outputs], extent, store, declare, write)
+
+
+def without_unused_positions(lines: list[str]) -> list[str]:
+    """lines without the position temporaries (`pos_3`, `at_4`) nothing reads (reads that became
+    vector loads no longer use their position)."""
+    decl = re.compile(r"\s*const int ((?:pos|at)_\d+|i) = .*;$")
+    while True:
+        text = "\n".join(lines)
+        unused = {i for i, line in enumerate(lines) if (m := decl.match(line))
+                  and len(re.findall(rf"\b{m.group(1)}\b", text)) == 1}
+        if not unused:
+            return lines
+        lines = [line for i, line in enumerate(lines) if i not in unused]
+
+
+def specialised(targets: list[Node], extent: int, lo: int, hi: int) -> list[Node]:
+    """targets computed at the positions lo … hi - 1 of their row (of `extent`) only: the position
+    is index(hi - lo) + lo, and the comparisons that range decides are constants (so a
+    concatenation's `where` keeps only the part there). Rows read at other positions (a gather's
+    operand, a scatter) are left as they are: their own positions are not these."""
+    memo: dict[Node, Node] = {}
+    here = index(extent)
+    moved = index(hi - lo)
+    moved = apply("add", moved, const(lo, dt.int32)) if lo else moved
+
+    def spec(n: Node) -> Node:
+        if n in memo:
+            return memo[n]
+        if n == here:
+            out = moved
+        elif n.op == "scatter" or not n.args:
+            out = n
+        else:
+            args = (n.args[0],) + tuple(spec(a) for a in n.args[1:]) if n.op == "at" else tuple(spec(a) for a in n.args)
+            out = n if all(a is b for a, b in zip(args, n.args)) else Node(n.op, args, n.dtype, n.arg)
+            value = decided(out)
+            if value is not None:
+                out = const(value, dt.bool_)
+        memo[n] = out
+        return out
+    return optimize([spec(t) for t in targets])
 
 
 def position_reads(roots: list[Node], known: dict, natural: bool = False) -> list:

@@ -287,13 +287,19 @@ class ExpressionParser:
             if isinstance(a, ast.Starred):  # refused before anything in the call is parsed
                 raise ZMLXSyntaxError(unsupported(a), self.src.loc(a))
         target = self.visit(e.func, env)
-        args = [self.visit(a, env) for a in e.args]
+        args = [self.argument(a, env) for a in e.args]
         kwargs = {}
         for k in e.keywords:
             if k.arg is None:
                 raise ZMLXSyntaxError("'**' unpacking is not supported in kernels", self.src.loc(k))
-            kwargs[k.arg] = self.visit(k.value, env)
+            kwargs[k.arg] = self.argument(k.value, env)
         return target, args, kwargs
+
+    def argument(self, a: ast.AST, env: dict) -> Any:
+        """A call's argument: a value, or a string constant (an option such as mode="constant")."""
+        if isinstance(a, ast.Constant) and isinstance(a.value, str):
+            return a.value
+        return self.visit(a, env)
 
     def call_library(self, target: Any, args: list, kwargs: dict) -> Any:
         """A call of an array method or of a function the library lowers; MISSING for any other target."""

@@ -99,8 +99,8 @@ def slice_positions(s: slice, length: int) -> tuple[int, int, int]:
     for bound, name in ((s.start, "start"), (s.stop, "stop"), (s.step, "step")):
         if bound is not None and not (isinstance(bound, int) and not isinstance(bound, bool)):
             raise ZMLXSyntaxError(f"slice {name} must be a constant integer (the row's shape is static); "
-                                  "for a bound that depends on data, select with "
-                                  "mx.where(mx.arange(n) < bound, x, 0) instead")
+                                  "for a bound that depends on data, keep the row's length and select: "
+                                  "mx.where(mx.arange(x.shape[-1]) < bound, x, 0)")
     if s.step == 0:
         raise ZMLXShapeError("slice step cannot be zero")
     start, stop, step = s.indices(length)
@@ -178,7 +178,8 @@ def assign(p: Rows, target: Any, idx: Any, value: Any) -> Node:
 def _axis(name: str, kwargs: dict, default: Optional[int] = 0, allowed: Sequence = (0, -1)) -> Optional[int]:
     axis = kwargs.pop("axis", default)
     if axis not in allowed:
-        raise ZMLXSyntaxError(f"{name}(axis={axis}): a row body works on 1-D rows, so only axis 0 (or -1) exists")
+        which = " or ".join(str(a) for a in allowed if a is not None)
+        raise ZMLXSyntaxError(f"{name}(axis={axis}): a row body works on 1-D rows, so only axis {which} exists here")
     return axis
 
 
@@ -195,6 +196,8 @@ def _rows_of(p: Rows, name: str, values: Any) -> list[tuple[Node, int]]:
 
 @lowering("concatenate", mx.concatenate, np.concatenate)
 def _concatenate(p: Rows, args: list, kwargs: dict) -> Node:
+    if len(args) == 2:
+        kwargs["axis"] = args.pop()
     _axis("concatenate", kwargs)
     _no_more("concatenate", kwargs)
     if len(args) != 1:
@@ -218,7 +221,8 @@ def _split(p: Rows, args: list, kwargs: dict) -> tuple:
     at = args[1]
     if is_python(at):
         if not isinstance(at, int) or at <= 0 or length % at:
-            raise ZMLXShapeError(f"cannot split a row of length {length} into {at} equal parts")
+            raise ZMLXShapeError(f"cannot split a row of length {length} into {at} equal parts; give the "
+                                 "split points instead, e.g. mx.split(x, [k])")
         cuts = list(range(0, length + 1, length // at))
     elif isinstance(at, tuple) and all(isinstance(c, int) and not isinstance(c, bool) for c in at):
         cuts = [0] + [min(max(c if c >= 0 else c + length, 0), length) for c in at] + [length]
@@ -330,9 +334,7 @@ def _take(p: Rows, args: list, kwargs: dict) -> Node:
 def _take_along_axis(p: Rows, args: list, kwargs: dict) -> Node:
     if len(args) == 3:
         kwargs["axis"] = args.pop()
-    if "axis" not in kwargs:
-        raise ZMLXTypeError("take_along_axis() needs axis=-1 (the row)")
-    _axis("take_along_axis", kwargs, None, (0, -1))
+    _axis("take_along_axis", kwargs, None, (None, 0, -1))  # (None flattens: a row is its own flattening)
     _no_more("take_along_axis", kwargs)
     x, length = p.row(args[0], "indexed")
     return gather(x, wrapped(p, args[1], length), length)

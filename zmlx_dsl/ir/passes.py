@@ -60,6 +60,18 @@ def _simplify(n: Node) -> Node:
         return a[0]
     if n.op == "sub" and _is_const(a[1], 0) and a[0].dtype == n.dtype:
         return a[0]
+    if n.op in ("add", "sub") and n.dtype.is_int and _is_const(a[1]):
+        inner = a[0]
+        c = a[1].arg if n.op == "add" else -a[1].arg
+        if inner.op in ("add", "sub") and _is_const(inner.args[1]) and inner.dtype == n.dtype:
+            # integer constants combine (exact: two's-complement addition is associative)
+            c += inner.args[1].arg if inner.op == "add" else -inner.args[1].arg
+            inner = inner.args[0]
+            if not n.dtype.holds(c):
+                return n
+            return inner if c == 0 else make("add" if c > 0 else "sub", (inner, const(abs(c), n.dtype)))
+        if c == 0:
+            return inner
     if n.op == "add" and a[1].op == "neg":
         return make("sub", (a[0], a[1].args[0]))
     if n.op == "sub" and a[1].op == "neg":

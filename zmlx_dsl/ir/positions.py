@@ -114,3 +114,34 @@ def value_range(n: Node) -> Optional[tuple[int, int]]:
     if n.op == "mod" and divisor and divisor > 0:
         return 0, divisor - 1
     return None
+
+
+_COMPARISONS = {"lt": lambda a, b: (a[1] < b[0], a[0] >= b[1]), "le": lambda a, b: (a[1] <= b[0], a[0] > b[1]),
+                "gt": lambda a, b: (a[0] > b[1], a[1] <= b[0]), "ge": lambda a, b: (a[0] >= b[1], a[1] < b[0])}
+
+
+def decided(n: Node) -> Optional[bool]:
+    """The value of a comparison of position expressions that their ranges decide, else None."""
+    rule = _COMPARISONS.get(n.op)
+    if rule is None or not all(a.dtype.is_int for a in n.args):
+        return None
+    ranges = [value_range(a) for a in n.args]
+    if None in ranges:
+        return None
+    true, false = rule(*ranges)
+    return True if true else False if false else None
+
+
+def cuts(n: Node, length: int) -> Optional[int]:
+    """Where a comparison of the position along a row of `length` with a constant changes value
+    (the boundary of a concatenation's part, a roll's or a pad's), else None."""
+    if n.op not in _COMPARISONS or len(n.args) != 2:
+        return None
+    a, b = n.args
+    op = n.op
+    if b.op == "index" and a.op == "const":  # k < i is i > k
+        a, b, op = b, a, {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}[op]
+    if a.op != "index" or a.arg != length or _int_const(b) is None:
+        return None
+    k = b.arg + (op in ("le", "gt"))
+    return k if 0 < k < length else None

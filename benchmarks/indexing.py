@@ -1,0 +1,204 @@
+"""GPU benchmark of row kernels that index their row: RoPE, cross-entropy with integer labels, GLU.
+
+Each workload is a `zmlx.map_reduce` body written for ONE row, timed against MLX in the same run:
+  rope (half-split and interleaved), x (B, H, S, D) with cos/sin tables (S, D//2), vs mx.fast.rope;
+  cross-entropy, logits (R, V) and labels (R,) int32, forward and forward+backward, vs mx.compile;
+  GLU, x (8192, 8192) -> a * sigmoid(b) over the two halves of each row, vs mx.compile.
+Every output is first compared with its baseline (not timed; a FAIL line if off, exit status 1 at
+the end); rope's cos/sin are built as mx.fast.rope builds them (theta_i = base**(-2i/D), angle =
+position * theta_i, position = the s index). Timing is benchmarks/gpu.py's (its `timed`: warm-up,
+CALLS calls queued with mx.async_eval, one mx.synchronize, median of ITERS samples); "% of copy" is
+against its float4 copy kernel measured in the same run (without CUDA: `x + 0` as MLX runs it).
+Bytes moved are the minimum traffic: every input read once, every output written once.
+Usage (device machine): source .mlx-cuda/activate && python3 benchmarks/indexing.py [--quick]
+  --quick: tiny sizes and few repeats (a smoke test, seconds on the CPU: --quick --backend mlx).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import traceback
+
+import mlx.core as mx
+
+import zmlx_dsl as zmlx
+from zmlx_dsl.backend import NAMES
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpu  # noqa: E402  (benchmarks/gpu.py: timed, copy)
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test on a CPU)")
+    p.add_argument("--backend", choices=NAMES, default="cuda" if mx.cuda.is_available() else "mlx",
+                   help="backend of our kernels (default: cuda where available, else mlx)")
+    return p.parse_args()
+
+
+ARGS = parse_args()  # before the kernels below: their backend comes from the command line
+if ARGS.quick:
+    gpu.ITERS, gpu.CALLS = 3, 2
+
+
+# ---- kernels under test: one row of each input ------------------------------------------------
+@zmlx.map_reduce(backend=ARGS.backend)
+def rope(x, cos, sin):
+    h = x.shape[-1] // 2
+    x1, x2 = x[:h], x[h:]
+    return mx.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin])
+
+
+@zmlx.map_reduce(backend=ARGS.backend)
+def rope_interleaved(x, cos, sin):
+    x1, x2 = x[0::2], x[1::2]
+    return mx.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1).reshape(-1)
+
+
+@zmlx.map_reduce(backend=ARGS.backend)
+def cross_entropy(logits, label):
+    return mx.logsumexp(logits) - logits[label]
+
+
+@zmlx.map_reduce(backend=ARGS.backend)
+def glu(x):
+    a, b = mx.split(x, 2)
+    return a * mx.sigmoid(b)
+
+
+# ---- baselines: the same computations over whole arrays (rows on the last axis) ---------------
+@mx.compile
+def cross_entropy_base(x, y):
+    return mx.logsumexp(x, axis=-1) - mx.take_along_axis(x, y[:, None], axis=-1)[:, 0]
+
+
+@mx.compile
+def glu_base(x):
+    a, b = mx.split(x, 2, axis=-1)
+    return a * mx.sigmoid(b)
+
+
+def rope_tables(S: int, D: int, dtype, base: float = 10000.0):
+    """cos, sin of shape (S, D//2) as mx.fast.rope computes them (offset 0, scale 1)."""
+    theta = mx.power(base, -mx.arange(0, D, 2, dtype=mx.float32) / D)
+    angle = mx.arange(S, dtype=mx.float32)[:, None] * theta[None, :]
+    return mx.cos(angle).astype(dtype), mx.sin(angle).astype(dtype)
+
+
+# ---- measurement -----------------------------------------------------------------------------
+FAILS: list[str] = []
+
+
+def check(label: str, got, want, dtype) -> None:
+    """Our output against the baseline's: same shape and dtype, max |error| / max |baseline|."""
+    tol = 1e-3 if dtype == mx.float32 else 3e-2
+    if got.shape != want.shape or got.dtype != want.dtype:
+        FAILS.append(label)
+        print(f"check {label}: FAIL shape/dtype {got.shape} {got.dtype}, baseline {want.shape} {want.dtype}")
+        return
+    g, w = got.astype(mx.float32), want.astype(mx.float32)
+    err = (mx.abs(g - w).max() / mx.maximum(mx.abs(w).max(), 1e-30)).item()
+    ok = err <= tol  # False for NaN too
+    if not ok:
+        FAILS.append(label)
+    print(f"check {label}: max err / max|baseline| {err:.1e} (tol {tol:.0e}) {'ok' if ok else 'FAIL'}")
+
+
+def copy_bandwidth(n: int) -> tuple[float, str]:
+    """GB/s of gpu.py's float4 copy kernel (best of 1, 2, 4 float4 per thread) over n float32."""
+    x = mx.random.normal((n,))
+    if mx.cuda.is_available():
+        return max(2 * x.nbytes / gpu.timed(lambda z: gpu.copy(z, v), x) / 1e9 for v in (1, 2, 4)), "float4 copy kernel"
+    return 2 * x.nbytes / gpu.timed(lambda z: z + 0, x) / 1e9, "x + 0 (no CUDA)"
+
+
+ROWS: list[tuple] = []
+
+
+def bench(workload: str, dtype, ours, base, args: tuple, moved: int, base_name: str) -> None:
+    """Check ours against base once, then time both; a kernel that raises is a FAIL row, not a crash."""
+    name = str(dtype).split(".")[-1]
+    label = f"{workload} {name}"
+    want = base(*args)  # the baseline's errors are this script's own: they propagate
+    mx.eval(want)
+    t_base = gpu.timed(base, *args)
+    try:
+        got = ours(*args)
+        mx.eval(got)
+        check(label, got, want, dtype)
+        t_ours = gpu.timed(ours, *args)
+    except Exception as e:  # noqa: BLE001  (the kernels' features may be missing: report, go on)
+        FAILS.append(label)
+        print(f"check {label}: FAIL, ours raised " + "".join(traceback.format_exception_only(e)).strip())
+        t_ours = None
+    ROWS.append((workload, name, t_ours, t_base, moved, base_name))
+
+
+def header() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
+    except OSError:
+        rev = "unknown"
+    device = mx.device_info().get("device_name", str(mx.default_device()))
+    return f"{datetime.date.today()} · {device} ({mx.default_device()}) · commit {rev} · backend {ARGS.backend}"
+
+
+def main() -> None:
+    q = ARGS.quick
+    print(header())
+    copy_bw, copy_name = copy_bandwidth((1 << 14) if q else (1 << 26))
+    print(f"copy: {copy_name}, {copy_bw:.0f} GB/s")
+    floats = (mx.float32, mx.bfloat16)
+
+    B, H, S = (1, 2, 16) if q else (4, 32, 2048)
+    for D in (64, 128):
+        for dtype in floats:
+            x = mx.random.normal((B, H, S, D)).astype(dtype)
+            cos, sin = rope_tables(S, D, dtype)
+            moved = 2 * x.nbytes + cos.nbytes + sin.nbytes
+            for k, trad in ((rope, False), (rope_interleaved, True)):
+                base = lambda z, c, s, t=trad: mx.fast.rope(z, z.shape[-1], traditional=t, base=10000.0,  # noqa: E731
+                                                            scale=1.0, offset=0)
+                bench(f"{k.name} B,H,S,D={B},{H},{S},{D}", dtype, k, base, (x, cos, sin), moved,
+                      f"mx.fast.rope(traditional={trad})")
+
+    R = 8 if q else 4096
+    for V in ((256, 1024) if q else (32768, 131072)):
+        for dtype in floats:
+            logits = mx.random.normal((R, V)).astype(dtype)
+            labels = mx.random.randint(0, V, (R,), dtype=mx.int32)
+            out = R * logits.itemsize
+            bench(f"cross-entropy R={R} V={V}", dtype, cross_entropy, cross_entropy_base, (logits, labels),
+                  logits.nbytes + labels.nbytes + out, "mx.compile(body)")
+            ours_g = mx.grad(lambda z: cross_entropy(z, labels).sum())
+            base_g = mx.compile(mx.grad(lambda z: cross_entropy_base(z, labels).sum()))
+            bench(f"cross-entropy fwd+bwd R={R} V={V}", dtype, ours_g, base_g, (logits,),
+                  2 * logits.nbytes + labels.nbytes, "mx.compile(grad(body))")
+
+    N = 64 if q else 8192
+    for dtype in floats:
+        x = mx.random.normal((N, N)).astype(dtype)
+        bench(f"glu {N}x{N}", dtype, glu, glu_base, (x,), x.nbytes + x.nbytes // 2, "mx.compile(body)")
+
+    print()
+    print(f"| workload | dtype | ours µs | baseline µs | speedup (baseline/ours) | ours GB/s "
+          f"| % of copy ({copy_bw:.0f} GB/s) | baseline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for workload, name, t_ours, t_base, moved, base_name in ROWS:
+        if t_ours is None:
+            print(f"| {workload} | {name} | FAIL | {t_base * 1e6:.1f} | — | — | — | {base_name} |")
+            continue
+        bw = moved / t_ours / 1e9
+        print(f"| {workload} | {name} | {t_ours * 1e6:.1f} | {t_base * 1e6:.1f} | {t_base / t_ours:.2f}x "
+              f"| {bw:.0f} | {100 * bw / copy_bw:.0f}% | {base_name} |")
+    if FAILS:
+        print("FAILED checks:", ", ".join(FAILS))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
