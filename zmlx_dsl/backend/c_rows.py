@@ -69,10 +69,11 @@ class RowWriter:
         self.prologue()
         if plan.cached:
             self.load_registers()
+        self.online = {} if plan.cached else online_sums(self.reductions, self.length)
         level: dict[Node, int] = {}
         for n in toposort(self.p.outputs):
             lv = max((level.get(a, 0) for a in n.args), default=0)
-            level[n] = lv + 1 if n in self.reductions else lv
+            level[n] = level[self.online[n][0]] if n in self.online else lv + 1 if n in self.reductions else lv
         for lv in range(1, max((level[r] for r in self.reductions), default=0) + 1):
             self.reduce_level(lv, [r for r in self.reductions if level[r] == lv])
         self.outputs()
@@ -89,12 +90,14 @@ class RowWriter:
     def prologue(self) -> None:
         """Constants, lane indices, shared scratch, the row index (and the grid-stride loop)."""
         c, plan, u, idx = self.c, self.plan, self.c.uint, self.idx
-        R = plan.rows_per_group  # > 1 for short rows: one simdgroup per row, several rows per group
-        self.top += [f"  // {self.p.name}: one row of {plan.rowsize} per threadgroup of {plan.threads}, vectors of "
+        R = plan.rows_per_group  # > 1 for short rows: a simdgroup (or less) per row, several rows per group
+        rows = f"{R} rows of {plan.rowsize} per threadgroup, {plan.threads} threads each" if R > 1 else \
+            f"one row of {plan.rowsize} per threadgroup of {plan.threads}"
+        self.top += [f"  // {self.p.name}: {rows}, vectors of "
                      f"{plan.vec}, " + (f"row held in registers ({self.KV * plan.vec} per thread)" if plan.cached
                                         else "row re-read per pass"),
                      f"  constexpr int D = {plan.rowsize};",
-                     f"  const {u} lid = {c.local_id}{' % 32' if R > 1 else ''};"]
+                     f"  const {u} lid = {c.local_id}{f' % {plan.threads}' if R > 1 else ''};"]
         if plan.threads > 32:  # several simdgroups: partial results meet in shared memory, in their own type
             self.top += [f"  const {u} lane = lid % 32;", f"  const {u} warp = lid / 32;"]
             for d in sorted({r.dtype for r in self.reductions if r.op != "fold"}, key=lambda d: d.name):
@@ -105,7 +108,7 @@ class RowWriter:
             self.top += self.row_count()
             self.top.append(f"  for ({idx} group = {c.index(c.group_id, idx)}; group < ngroups; "
                             f"group += {c.index(c.group_count, idx)}) {{")
-        self.lines.append(f"  const {idx} row = {group}" + (f" * {R} + {c.local_id} / 32;" if R > 1 else ";"))
+        self.lines.append(f"  const {idx} row = {group}" + (f" * {R} + {c.local_id} / {plan.threads};" if R > 1 else ";"))
         if any(r.dtype.bits == 64 for r in self.reductions):
             self.state.helpers.add(SIMD64)
 
@@ -319,18 +322,69 @@ class RowWriter:
         for r in group:
             self.lines.append(f"  {self.c.ctype(r.dtype)} {accs[r]} = {self.identity(r)};")
 
-        for extent in sorted({self.length[r.args[0]] for r in group}):
-            part = [r for r in group if self.length[r.args[0]] == extent]
+        operand = {r: self.online[r][2] if r in self.online else r.args[0] for r in group}
+        for extent in sorted({self.length[operand[r]] for r in group}):
+            part = [r for r in group if self.length[operand[r]] == extent]
 
             def tail(vals: dict, ind: str, part: list = part) -> None:
+                moved = {}  # a max whose online sum computed its next value already
                 for r in part:
-                    self.lines.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[r.args[0]])};")
-            self.element_loop([r.args[0] for r in part], extent, tail)
+                    if r in self.online:  # before its max's accumulator moves on
+                        m = self.online[r][0]
+                        moved[m] = self.online_step(accs[r], accs[m], m, vals[operand[r]], ind)
+                for r in part:
+                    if r not in self.online:
+                        step = moved.get(r) or self.combine(r, accs[r], vals[operand[r]])
+                        self.lines.append(f"{ind}{accs[r]} = {step};")
+            self.element_loop([operand[r] for r in part], extent, tail)
+        local_max = {}
         for r in group:
-            self.lines.extend(self.block_reduce(r, accs[r]))
+            if r in self.online:
+                m = accs[self.online[r][0]]
+                local_max[r] = f"{m}_here"
+                self.lines.append(f"  const {self.c.ctype(r.dtype)} {local_max[r]} = {m};")
+        for r in sorted(group, key=lambda r: r in self.online):  # the maxima first: the sums rescale to them
+            if r in self.online:
+                self.online_total(r, accs[r], accs[self.online[r][0]], local_max[r])
+            else:
+                self.lines.extend(self.block_reduce(r, accs[r]))
             self.names[r] = accs[r]
         for j, r in enumerate(r for r in reductions if r.op == "fold"):
             self.serial_fold(r, f"fold{lv}_{j}")
+
+    # ---- sum(exp(e - max(e))) in the max's pass (an online normaliser) ------------------------
+    def online_step(self, acc: str, m: str, mx_node: Node, v: str, ind: str) -> str:
+        """Emit one element v of an online sum(exp(v - max)): the sum so far, relative to this
+        thread's running maximum m, rescaled when v raises it. Returns the max's next value (its
+        own step, after)."""
+        c = self.c
+        new = self.state.temp("max_next")
+        exp = c.spellings["exp"].template("f")
+        c.note_helpers(exp, self.state)
+        self.lines += [f"{ind}const float {new} = {self.combine(mx_node, m, Expr(v))};",
+                       f"{ind}{acc} = {new} == -INFINITY ? 0.0f : {acc} * {exp.format(f'{m} - {new}')} + "
+                       f"{exp.format(f'{v} - {new}')};"]
+        return new
+
+    def online_total(self, r: Node, acc: str, m: str, here: str) -> None:
+        """The online sum over the group: each thread's sum rescaled to the row's maximum m, then
+        summed. A row whose maximum is infinite (where the rescaling is undefined) gets the sum by
+        its own pass, as it is written."""
+        c, L = self.c, self.lines
+        exp = c.spellings["exp"].template("f")
+        L.append(f"  {acc} = {m} == -INFINITY ? 0.0f : {acc} * {exp.format(f'{here} - {m}')};")
+        L.extend(self.block_reduce(r, acc))
+        self.bind_per_row(self.frontier([r.args[0]]))
+        L.append(f"  if (isinf({m})) {{  // the sum's own pass: no rescaling to an infinite maximum")
+        start = len(L)
+        L.append(f"    {acc} = 0.0f;")
+
+        def tail(vals: dict, ind: str) -> None:
+            L.append(f"{ind}{acc} = {self.combine(r, acc, vals[r.args[0]])};")
+        self.element_loop([r.args[0] for r in [r]], self.length[r.args[0]], tail)
+        L.extend(self.block_reduce(r, acc))
+        L[start + 1:] = ["  " + line for line in L[start + 1:]]
+        L.append("  }")
 
     def identity(self, r: Node) -> str:
         """The registry's neutral element of reduction r, spelled for r's dtype (limits for ints)."""
@@ -429,6 +483,25 @@ class RowWriter:
                 else:
                     L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
         self.element_loop([o for _, o in elem_outputs], extent, store, declare, write)
+
+
+def online_sums(reductions: list[Node], length: dict) -> dict[Node, tuple[Node, Node, Node]]:
+    """The float32 sums of exp(e - S) whose shift S is the max of e (or, as logsumexp writes it,
+    that max with 0 for an infinite one, under stop_gradient): computed in the max's own pass, as
+    an online normaliser does. Maps each to (the max, S, e)."""
+    found = {}
+    for r in reductions:
+        arg = r.args[0] if r.op == "sum" and r.args else None
+        if arg is None or arg.op != "exp" or arg.args[0].op != "sub" or r.dtype != dt.float32:
+            continue
+        e, shift = arg.args[0].args
+        m = shift.args[0] if shift.op == "stop_gradient" else shift
+        if m.op == "where" and m.args[0].op == "isinf" and m.args[1].op == "const" and m.args[1].arg == 0:
+            m = m.args[2] if m.args[0].args[0] is m.args[2] else None
+        if m is not None and m.op == "max" and m.args[0] is e and m in reductions and e.dtype == dt.float32 \
+                and length[e] == length[arg]:
+            found[r] = (m, shift, e)
+    return found
 
 
 def without_unused_positions(lines: list[str]) -> list[str]:

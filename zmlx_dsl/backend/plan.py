@@ -205,7 +205,8 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     rows of `lengths`: threads and vector width per row, whether the row stays in registers (one
     row length throughout, at most MAX_REGISTER_ELEMENTS per thread and the backend's
     `register_budget(itemsize)` per group), and for rows of one simdgroup, up to 8 rows (a divisor
-    of the row count) per group."""
+    of the row count) per group (for rows without reductions, as many threads as the row has
+    vectors, and up to 256 threads' worth of rows per group)."""
     modes = tuple(row_mode(x, lead, n) for x, n in zip(inputs, lengths))
     index = [row_index(x, lead) if m in ("full", "per_row") else (1, 0) for x, m in zip(inputs, modes)]
     rowed = [i for i, m in enumerate(modes) if m in ("full", "per_row")]
@@ -217,6 +218,8 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     D, nrows = max(extents + list(lengths)), math.prod(lead)
     vec = row_vector(p, modes, lengths, extents)
     threads = row_threads(D, vec)
+    if threads == 32 and not any(n.op in OPS and OPS[n.op].reduction for n in toposort(p.outputs)):
+        threads = 1 << max(0, (D // vec - 1).bit_length())  # no reductions: as many threads as vectors
     used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
     full = [x for x, m in zip(p.inputs, modes) if m == "full" and x in used]
     one_length = set(extents) == {D} and all(n == D for x, n, m in zip(p.inputs, lengths, modes) if m == "full")
@@ -224,7 +227,7 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     budget = register_budget(max([x.dtype.itemsize for x in full], default=4))
     cached = one_length and 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
     plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
-                D, math.gcd(nrows, 8) if threads == 32 else 1,
+                D, math.gcd(nrows, 256 // threads) if threads <= 32 else 1,
                 in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,
                 threads=threads, cached=cached, lengths=tuple(lengths), row_index=index)
     return views, _launch(plan, nrows // plan.rows_per_group)
