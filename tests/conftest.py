@@ -332,3 +332,14 @@ def cuda_type_errors(src: str, tmp_dir, stem: str = "kernel") -> list[str]:
 def assert_cuda_type_checks(name: str, src: str, tmp_dir, stem: str = "kernel") -> None:
     errors = cuda_type_errors(src, tmp_dir, stem)
     assert not errors, f"{name}:\n" + "\n".join(errors[:10]) + f"\n--- source ---\n{src}"
+
+
+def restricted(fn, args, pos):
+    """fn as a function of the arrays at `pos` (the others held fixed), its outputs as a list."""
+    def g(*xs):
+        full = list(args)
+        for i, x in zip(pos, xs):
+            full[i] = x
+        out = fn(*full)
+        return list(out) if isinstance(out, tuple) else [out]
+    return g

@@ -31,7 +31,7 @@ import zmlx_dsl as zmlx
 from zmlx_dsl.kernels import row_inputs
 from zmlx_dsl.testing import rowwise
 
-from conftest import HAVE_METAL_SIM, assert_close, assert_cuda_type_checks, random_like
+from conftest import HAVE_METAL_SIM, assert_close, assert_cuda_type_checks, random_like, restricted
 
 needs_sim = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
 BACKENDS = ["mlx", pytest.param("metal-sim", marks=needs_sim)]
@@ -75,17 +75,6 @@ def ints(values: Any) -> mx.array:
 
 def float_pos(args: Sequence[Any]) -> list[int]:
     return [i for i, a in enumerate(args) if isinstance(a, mx.array) and a.dtype in (mx.float32, mx.bfloat16)]
-
-
-def restricted(fn: Callable, args: Sequence[Any], pos: Sequence[int]) -> Callable:
-    """fn as a function of the arrays at `pos` (the others held fixed), its outputs as a list."""
-    def g(*xs):
-        full = list(args)
-        for i, x in zip(pos, xs):
-            full[i] = x
-        out = fn(*full)
-        return list(out) if isinstance(out, tuple) else [out]
-    return g
 
 
 def looped(body: Callable, args: Sequence[Any]) -> Callable:

@@ -31,7 +31,7 @@ from zmlx_dsl.testing import rowwise
 from zmlx_dsl import ZMLXShapeError, ZMLXSyntaxError
 from zmlx_dsl.backend.metal_sim.compiler import find_compiler
 
-from conftest import assert_close, rand, random_like
+from conftest import assert_close, rand, random_like, restricted
 
 HAVE_SIM = find_compiler() is not None
 needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
@@ -160,16 +160,6 @@ def upcast(args: list) -> list:
 
 def float_pos(args: list) -> list[int]:
     return [i for i, a in enumerate(args) if isinstance(a, mx.array) and a.dtype in DTYPES.values()]
-
-
-def restricted(fn: Callable, args: list, pos: list[int]) -> Callable:
-    def g(*xs):
-        full = list(args)
-        for i, x in zip(pos, xs):
-            full[i] = x
-        out = fn(*full)
-        return list(out) if isinstance(out, tuple) else [out]
-    return g
 
 
 def check_values(name: str, backend: str, lead: tuple, D: int, dtype) -> None:

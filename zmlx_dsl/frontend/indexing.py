@@ -175,7 +175,12 @@ def assign(p: Rows, target: Any, idx: Any, value: Any) -> Node:
 
 # ---- functions -----------------------------------------------------------------------------------
 
-def _axis(name: str, kwargs: dict, default: Optional[int] = 0, allowed: Sequence = (0, -1)) -> Optional[int]:
+def _axis(name: str, kwargs: dict, default: Optional[int] = 0, allowed: Sequence = (0, -1),
+          args: Optional[list] = None, at: int = 0) -> Optional[int]:
+    """The axis keyword (or the positional argument `at` of args, taken out) of a call: it must
+    name the row."""
+    if args is not None and len(args) == at + 1:
+        kwargs["axis"] = args.pop()
     axis = kwargs.pop("axis", default)
     if axis not in allowed:
         which = " or ".join(str(a) for a in allowed if a is not None)
@@ -196,9 +201,7 @@ def _rows_of(p: Rows, name: str, values: Any) -> list[tuple[Node, int]]:
 
 @lowering("concatenate", mx.concatenate, np.concatenate)
 def _concatenate(p: Rows, args: list, kwargs: dict) -> Node:
-    if len(args) == 2:
-        kwargs["axis"] = args.pop()
-    _axis("concatenate", kwargs)
+    _axis("concatenate", kwargs, args=args, at=1)
     _no_more("concatenate", kwargs)
     if len(args) != 1:
         raise ZMLXTypeError(f"concatenate() takes one list of rows ({len(args)} arguments given)")
@@ -211,9 +214,7 @@ def _concatenate(p: Rows, args: list, kwargs: dict) -> Node:
 
 @lowering("split", mx.split, np.split)
 def _split(p: Rows, args: list, kwargs: dict) -> tuple:
-    if len(args) == 3:
-        kwargs["axis"] = args.pop()
-    _axis("split", kwargs)
+    _axis("split", kwargs, args=args, at=2)
     _no_more("split", kwargs)
     if len(args) != 2:
         raise ZMLXTypeError("split() takes a row and a number of parts or a list of indices")
@@ -239,9 +240,7 @@ def _split(p: Rows, args: list, kwargs: dict) -> tuple:
 
 @lowering("stack", mx.stack, np.stack)
 def _stack(p: Rows, args: list, kwargs: dict) -> Stacked:
-    if len(args) == 2:
-        kwargs["axis"] = args.pop()
-    axis = _axis("stack", kwargs, 0, (0, 1, -1))
+    axis = _axis("stack", kwargs, 0, (0, 1, -1), args, 1)
     _no_more("stack", kwargs)
     rows = _rows_of(p, "stack", args[0] if len(args) == 1 else None)
     lengths = {n for _, n in rows}
@@ -281,9 +280,7 @@ def _flatten(p: Rows, args: list, kwargs: dict) -> Any:
 
 @lowering("roll", mx.roll, np.roll)
 def _roll(p: Rows, args: list, kwargs: dict) -> Node:
-    if len(args) == 3:
-        kwargs["axis"] = args.pop()
-    _axis("roll", kwargs, None, (None, 0, -1))
+    _axis("roll", kwargs, None, (None, 0, -1), args, 2)
     _no_more("roll", kwargs)
     if len(args) != 2 or not isinstance(args[1], int):
         raise ZMLXSyntaxError("roll() needs a constant integer shift")
@@ -320,9 +317,7 @@ def _pad(p: Rows, args: list, kwargs: dict) -> Node:
 
 @lowering("take", mx.take, np.take)
 def _take(p: Rows, args: list, kwargs: dict) -> Node:
-    if len(args) == 3:
-        kwargs["axis"] = args.pop()
-    _axis("take", kwargs, None, (None, 0, -1))
+    _axis("take", kwargs, None, (None, 0, -1), args, 2)
     _no_more("take", kwargs)
     if len(args) != 2:
         raise ZMLXTypeError("take() takes a row and indices")
@@ -332,9 +327,7 @@ def _take(p: Rows, args: list, kwargs: dict) -> Node:
 
 @lowering("take_along_axis", mx.take_along_axis, np.take_along_axis)
 def _take_along_axis(p: Rows, args: list, kwargs: dict) -> Node:
-    if len(args) == 3:
-        kwargs["axis"] = args.pop()
-    _axis("take_along_axis", kwargs, None, (None, 0, -1))  # (None flattens: a row is its own flattening)
+    _axis("take_along_axis", kwargs, None, (None, 0, -1), args, 2)  # (None flattens: a row is its own flattening)
     _no_more("take_along_axis", kwargs)
     x, length = p.row(args[0], "indexed")
     return gather(x, wrapped(p, args[1], length), length)
