@@ -247,6 +247,8 @@ class RowWriter:
         L.append(f"{ind}for (int {at} = 0; {at} < {m}; ++{at}) {{")
         vals = self.values([pos, g], self.names_at(m, at), ind + "  ", at)
         at_pos = vals[pos] if vals[pos].prec == ATOM else f"({vals[pos]})"
+        if here == "i" and self.shift:  # a part loop's i counts from the part's start
+            here = f"i + {self.shift}"
         L.append(f"{ind}  if ({at_pos} == {here}) {acc} += {vals[g]};")
         L.append(f"{ind}}}")
         return Expr(acc)
@@ -269,7 +271,7 @@ class RowWriter:
         if self.plan.cached or not bounds:
             return self.part_loop(targets, targets, extent, 0, emit_tail, before, after)
         for lo, hi in zip([0] + bounds, bounds + [extent]):
-            part = specialised(targets, extent, lo, hi)
+            part = specialised(targets, extent, lo, hi, self.names)
 
             def tail(vals: dict, ind: str, part: list = part) -> None:
                 emit_tail({t: vals[q] for t, q in zip(targets, part)}, ind)
@@ -517,11 +519,12 @@ def without_unused_positions(lines: list[str]) -> list[str]:
         lines = [line for i, line in enumerate(lines) if i not in unused]
 
 
-def specialised(targets: list[Node], extent: int, lo: int, hi: int) -> list[Node]:
+def specialised(targets: list[Node], extent: int, lo: int, hi: int, known: dict) -> list[Node]:
     """targets computed at the positions lo … hi - 1 of their row (of `extent`) only: the position
     is index(hi - lo) + lo, and the comparisons that range decides are constants (so a
     concatenation's `where` keeps only the part there). Rows read at other positions (a gather's
-    operand, a scatter) are left as they are: their own positions are not these."""
+    operand, a scatter) are left as they are: their own positions are not these; so are the values
+    `known` (one per row, computed already)."""
     memo: dict[Node, Node] = {}
     here = index(extent)
     moved = index(hi - lo)
@@ -532,7 +535,7 @@ def specialised(targets: list[Node], extent: int, lo: int, hi: int) -> list[Node
             return memo[n]
         if n == here:
             out = moved
-        elif n.op == "scatter" or not n.args:
+        elif n.op == "scatter" or not n.args or n in known:
             out = n
         else:
             args = (n.args[0],) + tuple(spec(a) for a in n.args[1:]) if n.op == "at" else tuple(spec(a) for a in n.args)

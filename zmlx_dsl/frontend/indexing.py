@@ -60,10 +60,16 @@ def _shifted(i: Node, start: int, step: int = 1) -> Node:
     return apply("add", i, const(start, dt.int32)) if start else i
 
 
+def copy(x: Node) -> Node:
+    """x as a new array (MLX's x[:], x.reshape(-1), mx.roll(x, 0) are new arrays: assigning into
+    one must not change x). The node is equal to x, only not the same object."""
+    return Node(x.op, x.args, x.dtype, x.arg)
+
+
 def take_row(x: Node, length: int, pos: Node) -> Node:
-    """x (a row of `length`) at positions pos; x itself for the identity."""
+    """x (a row of `length`) at positions pos; a copy of x for the identity."""
     if pos.op == "index" and pos.arg == length:
-        return x
+        return copy(x)
     return gather(x, pos, length)
 
 
@@ -265,7 +271,7 @@ def _reshape(p: Rows, args: list, kwargs: dict) -> Any:
     if list(shape) not in ([-1], [size]):
         raise ZMLXSyntaxError(f"reshape{tuple(shape)}: a row body works on 1-D rows; only reshape(-1) "
                               "(flattening) is supported")
-    return v.flat() if isinstance(v, Stacked) else v
+    return v.flat() if isinstance(v, Stacked) else copy(v) if isinstance(v, Node) else v
 
 
 @lowering("flatten", mx.flatten, method=True)
@@ -275,7 +281,7 @@ def _flatten(p: Rows, args: list, kwargs: dict) -> Any:
                               "body sees one element")
     kwargs.pop("start_axis", None), kwargs.pop("end_axis", None)
     _no_more("flatten", kwargs)
-    return args[0].flat() if isinstance(args[0], Stacked) else args[0]
+    return args[0].flat() if isinstance(args[0], Stacked) else copy(args[0]) if isinstance(args[0], Node) else args[0]
 
 
 @lowering("roll", mx.roll, np.roll)
@@ -287,7 +293,7 @@ def _roll(p: Rows, args: list, kwargs: dict) -> Node:
     x, length = p.row(args[0], "rolled")
     k = args[1] % length
     if not k:
-        return x
+        return copy(x)
     i = index(length)  # out[i] = x[(i - k) mod length]: two shifted reads
     return apply("where", apply("lt", i, k), gather(x, _shifted(i, length - k), length), gather(x, _shifted(i, -k), length))
 
