@@ -355,7 +355,7 @@ class RowWriter:
             self.serial_fold(r, f"fold{lv}_{j}")
 
     # ---- sum(exp(e - max(e))) in the max's pass (an online normaliser) ------------------------
-    def online_step(self, acc: str, m: str, mx_node: Node, v: str, ind: str) -> str:
+    def online_step(self, acc: str, m: str, mx_node: Node, v: Expr, ind: str) -> str:
         """Emit one element v of an online sum(exp(v - max)): the sum so far, relative to this
         thread's running maximum m, rescaled when v raises it. Returns the max's next value (its
         own step, after)."""
@@ -363,9 +363,10 @@ class RowWriter:
         new = self.state.temp("max_next")
         exp = c.spellings["exp"].template("f")
         c.note_helpers(exp, self.state)
-        self.lines += [f"{ind}const float {new} = {self.combine(mx_node, m, Expr(v))};",
+        term = v if getattr(v, "prec", ATOM) == ATOM else f"({v})"  # (a select, say, binds looser than -)
+        self.lines += [f"{ind}const float {new} = {self.combine(mx_node, m, v)};",
                        f"{ind}{acc} = {new} == -INFINITY ? 0.0f : {acc} * {exp.format(f'{m} - {new}')} + "
-                       f"{exp.format(f'{v} - {new}')};"]
+                       f"{exp.format(f'{term} - {new}')};"]
         return new
 
     def online_total(self, r: Node, acc: str, m: str, here: str) -> None:
