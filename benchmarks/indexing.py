@@ -34,6 +34,8 @@ import gpu  # noqa: E402  (benchmarks/gpu.py: timed, copy)
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test on a CPU)")
+    p.add_argument("--once", action="store_true", help="each kernel of interest once, for Nsight Compute "
+                   "(ncu --kernel-name regex:custom_kernel ...)")
     p.add_argument("--backend", choices=NAMES, default="cuda" if mx.cuda.is_available() else "mlx",
                    help="backend of our kernels (default: cuda where available, else mlx)")
     return p.parse_args()
@@ -200,5 +202,17 @@ def main() -> None:
         sys.exit(1)
 
 
+def once() -> None:
+    """The kernels behind the misses, each run once at full size (ncu profiles them)."""
+    x = mx.random.normal((4, 32, 2048, 64)).astype(mx.bfloat16)
+    cos, sin = rope_tables(2048, 64, mx.bfloat16)
+    mx.eval(rope(x, cos, sin), rope_interleaved(x, cos, sin))
+    for dtype in (mx.float32, mx.bfloat16):
+        logits = mx.random.normal((4096, 32768)).astype(dtype)
+        labels = mx.random.randint(0, 32768, (4096,), dtype=mx.int32)
+        mx.eval(cross_entropy(logits, labels))
+    mx.synchronize()
+
+
 if __name__ == "__main__":
-    main()
+    once() if ARGS.once else main()
