@@ -153,7 +153,7 @@ class Compiled:
         p = self.program
         tans = {x: Node("input", (), x.dtype, _fresh(p, f"tan_{x.arg}")) for x in p.inputs if x.dtype.is_float}
         with _named(p):
-            outs = ir_jvp(p.outputs, tans)
+            outs = ir_jvp(p.outputs, tans, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
         outs = simplify([None if t is None else cast(t, o.dtype) for t, o in zip(outs, p.outputs)])
         present = [t for t in outs if t is not None]
         used = {n for n in toposort(present) if n.op == "input"}

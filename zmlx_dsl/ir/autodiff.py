@@ -66,9 +66,12 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
     return [adj.get(w) for w in wrt]
 
 
-def jvp(outputs: Sequence[Node], tangents: dict[Node, Node]) -> list[Optional[Node]]:
-    """Tangents of outputs given tangents of some leaves (None = zero)."""
+def jvp(outputs: Sequence[Node], tangents: dict[Node, Node],
+        lengths: Optional[Mapping[Node, int]] = None) -> list[Optional[Node]]:
+    """Tangents of outputs given tangents of some leaves (None = zero); `lengths` as vjp's."""
     tan: dict[Node, Node] = dict(tangents)
+    length = None if lengths is None else row_lengths(outputs, lengths)
+    row = per_row(outputs)
     for n in toposort(outputs):
         if n in tan or n.op in LEAF_OPS or not _differentiable(n):
             continue
@@ -83,7 +86,10 @@ def jvp(outputs: Sequence[Node], tangents: dict[Node, Node]) -> list[Optional[No
             t = tan.get(a)
             if t is None:
                 continue
-            contrib = op.jvp(n.args, n, t) if op.jvp else op.grad(n.args, n, t)[i]
+            if n.op == "sum" and length is not None and per_row([t], row)[t]:
+                contrib = t * cast(const(length[a], dt.int32), t.dtype)  # one value per row, over a row
+            else:
+                contrib = op.jvp(n.args, n, t) if op.jvp else op.grad(n.args, n, t)[i]
             if contrib is None:
                 continue
             contrib = cast(contrib, n.dtype)
