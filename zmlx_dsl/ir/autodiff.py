@@ -14,6 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 from . import dtypes as dt
 from .build import apply, cast, const
+from .positions import gather
 from .rows import row_lengths
 from .node import LEAF_OPS, Node, toposort
 from .passes import optimize
@@ -71,6 +72,7 @@ def jvp(outputs: Sequence[Node], tangents: dict[Node, Node],
     """Tangents of outputs given tangents of some leaves (None = zero); `lengths` as vjp's."""
     tan: dict[Node, Node] = dict(tangents)
     length = None if lengths is None else row_lengths(outputs, lengths)
+    tangent_length = {} if lengths is None else {**lengths, **{t: lengths.get(x, 1) for x, t in tangents.items()}}
     row = per_row(outputs)
     for n in toposort(outputs):
         if n in tan or n.op in LEAF_OPS or not _differentiable(n):
@@ -86,8 +88,11 @@ def jvp(outputs: Sequence[Node], tangents: dict[Node, Node],
             t = tan.get(a)
             if t is None:
                 continue
-            if n.op == "sum" and length is not None and per_row([t], row)[t]:
-                contrib = t * cast(const(length[a], dt.int32), t.dtype)  # one value per row, over a row
+            if n.op == "sum" and length is not None and \
+                    row_lengths([t], tangent_length, memo=tangent_length)[t] < length[a]:
+                # a tangent of one value per row (or a row of one) broadcast over a longer row
+                one = t if per_row([t], row)[t] else gather(t, const(0, dt.int32), 1)
+                contrib = one * cast(const(length[a], dt.int32), t.dtype)
             else:
                 contrib = op.jvp(n.args, n, t) if op.jvp else op.grad(n.args, n, t)[i]
             if contrib is None:
