@@ -253,7 +253,8 @@ class Kernel:
         kernel reduces another one (the arguments are then broadcast together first)."""
         n = max(a.ndim for a in arrays)
         if n and self.axis not in (-1, n - 1):
-            shape = tuple(mx.broadcast_shapes(*[a.shape for a in arrays])) if self._check_shapes(arrays) is None else ()
+            self._check_shapes(arrays)
+            shape = tuple(mx.broadcast_shapes(*[a.shape for a in arrays]))
             if not -len(shape) <= self.axis < len(shape):
                 raise ZMLXShapeError(f"{self.name}: axis {self.axis} is out of range for inputs of shape {shape}")
             axis = self.axis % len(shape)
