@@ -825,3 +825,20 @@ def test_cuda_type_checks(case, tmp_path):
     k = getattr(zmlx, kind)(body, backend="mlx")  # grad_source runs the forward here; the text is CUDA's
     assert_cuda_type_checks(name, k.source(*args, backend="cuda"), tmp_path, "forward")
     assert_cuda_type_checks(f"{name} backward", k.grad_source(*args, backend="cuda"), tmp_path, "backward")
+
+
+def label_ce(logits, label):
+    return mx.logsumexp(logits) - logits[label]
+
+
+def test_ambiguous_integer_row_asks_which_it_is():
+    """An integer (R,) beside (R, R) rows could be one value per row or a shared row: the call says
+    how to pass either (a float one stays a shared row, as before)."""
+    k = zmlx.reduce(label_ce, backend="mlx")
+    with pytest.raises(zmlx.ZMLXShapeError) as ei:
+        k(mx.zeros((5, 5)), mx.array([0, 1, 2, 3, 4]))
+    assert str(ei.value) == ("label_ce: an integer array of shape (5,) beside rows of shape (5, 5) is either one "
+                             "value per row or one row shared by all; say which: pass it as (5, 1) for one value "
+                             "per row, or as (1, 5) for a shared row")
+    got = k(mx.zeros((5, 5)), mx.array([[0], [1], [2], [3], [4]]))
+    assert got.shape == (5,)
