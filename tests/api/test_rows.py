@@ -390,8 +390,10 @@ def test_reduction_over_another_axis():
     with pytest.raises(ZMLXSyntaxError) as ei:
         k(X2)
     assert str(ei.value) == located(bad_axis, "x.sum(axis=1)",
-                                    "sum(axis=1) reduces over something that is not the row; the body sees "
-                                    "one row (1-D), so only axis=-1 (or 0, or None) exists")
+                                    "sum(axis=1): the body is MLX code for one row (1-D), where only axis -1 "
+                                    "(or 0, or None) exists; write axis=-1, and choose the axis of the inputs "
+                                    "that rows run along with the decorator's axis= (e.g. "
+                                    "@zmlx.map_reduce(axis=1))")
 
 
 def test_reduction_inside_data_dependent_branch():

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -13,8 +14,9 @@ from ..errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir import dtypes as dt
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
+from ..ir.positions import index
 from ..ir.registry import BY_PY_NAME, OPS
-from .values import MX_DTYPES, Weak, is_python, node_of, strong, unwrap
+from .values import MX_DTYPES, Weak, describe, is_python, node_of, strong, unwrap
 
 
 class Context(Protocol):
@@ -68,6 +70,25 @@ def lowering(name: str, *callables: Any, method: bool = False) -> Callable[[Lowe
 
 # ---- calls -----------------------------------------------------------------------------------------
 
+def bind(name: str, args: list, kwargs: dict, params: Sequence[str], defaults: dict) -> dict:
+    """A call's arguments by MLX's parameter names: `params` positional or keyword (the first one
+    required), `defaults` for the rest and for the keyword-only ones (named in defaults only)."""
+    if len(args) > len(params):
+        raise ZMLXTypeError(f"{name}() takes at most {len(params)} positional arguments "
+                            f"({', '.join(params)}), {len(args)} given")
+    bound = dict(zip(params, args))
+    for k, v in kwargs.items():
+        if k in bound:
+            raise ZMLXTypeError(f"{name}() got multiple values for argument '{k}'")
+        if k not in params and k not in defaults:
+            raise ZMLXTypeError(f"{name}() got an unexpected keyword argument '{k}'")
+        bound[k] = v
+    missing = [q for q in params if q not in bound and q not in defaults]
+    if missing:
+        raise ZMLXTypeError(f"{name}() missing required argument '{missing[0]}'")
+    return {**defaults, **bound}
+
+
 def call(p: Context, target: Any, name: str, args: list, kwargs: dict) -> Any:
     """A call of SPECIAL function `target`, lowered as `name`."""
     value = LOWERINGS[name](p, args, kwargs)
@@ -95,13 +116,13 @@ def call_method(p: Context, value: Any, name: str, args: list, kwargs: dict) -> 
 
 def _intrinsic(p: Context, op: str, args: list, kwargs: dict) -> Any:
     spec = OPS[op]
+    if spec.reduction:
+        return _reduced(p, op, args, kwargs)
     if kwargs:
         raise ZMLXTypeError(f"{op}() got an unexpected keyword argument '{next(iter(kwargs))}'")
     if len(args) != spec.arity:
         raise ZMLXTypeError(f"{op}() takes {spec.arity} argument{'s' * (spec.arity != 1)} "
                             f"({len(args)} given)")
-    if spec.reduction:
-        return _reduced(p, op, args, {})
     return p.op(op, args)
 
 
@@ -121,16 +142,40 @@ def _range(p: Context, args: list, kwargs: dict) -> range:
 
 
 def _conversion(kind: type) -> Lowering:
-    """float(), int() or bool() of a Python number, computed now (of an array: refused)."""
+    """float(), int() or bool() of a Python number or string (float("inf")), computed now (of an
+    array: refused)."""
     def convert(p: Context, args: list, kwargs: dict) -> Any:
-        if len(args) != 1 or not is_python(args[0]):
+        """Python's conversion of a constant number or string (float("inf"), float("nan"))."""
+        if len(args) != 1 or kwargs or not (is_python(args[0]) or isinstance(args[0], str)):
             raise ZMLXSyntaxError(f"{kind.__name__}() of an array is not supported; use .astype(...)")
-        return kind(args[0])
+        try:
+            return kind(args[0])
+        except ValueError as err:
+            raise ZMLXTypeError(f"{kind.__name__}({args[0]!r}): {err}") from None
     return convert
 
 
 for _kind in (float, int, bool):
     lowering(_kind.__name__, _kind)(_conversion(_kind))
+
+
+def _type_info(kind: Callable) -> Lowering:
+    """mx.finfo(dtype) / mx.iinfo(dtype): MLX's object itself, whose .min, .max, .eps ... are
+    Python numbers (constants of the kernel, as in the eager body)."""
+    def info(p: Context, args: list, kwargs: dict) -> Any:
+        """The dtype's limits as constants: .min, .max (and .eps, .smallest_normal of a float type)."""
+        d = bind(kind.__name__, args, kwargs, ("dtype",), {})["dtype"]
+        if not isinstance(d, mx.Dtype):
+            raise ZMLXTypeError(f"{kind.__name__}() takes an MLX dtype (mx.float16, x.dtype), got {describe(d)}")
+        try:
+            return kind(d)
+        except ValueError as err:
+            raise ZMLXTypeError(f"{kind.__name__}({d}): {err}") from None
+    return info
+
+
+lowering("finfo", mx.finfo)(_type_info(mx.finfo))
+lowering("iinfo", mx.iinfo)(_type_info(mx.iinfo))
 
 
 @lowering("array", mx.array)
@@ -172,19 +217,20 @@ def _where(p: Context, args: list, kwargs: dict) -> Any:
 
 @lowering("clip", mx.clip, np.clip)
 def _clip(p: Context, args: list, kwargs: dict) -> Any:
-    if len(args) != 3:
-        raise ZMLXTypeError(f"clip() takes 3 arguments (x, a_min, a_max), {len(args)} given")
-    x = args[0]
-    if args[1] is not None:
-        x = p.op("maximum", [x, args[1]])
-    if args[2] is not None:
-        x = p.op("minimum", [x, args[2]])
+    """mx.clip(a, a_min, a_max), positional or by keyword; a None bound is no bound."""
+    a = bind("clip", args, kwargs, ("a", "a_min", "a_max"), {})
+    x = a["a"]
+    if a["a_min"] is not None:
+        x = p.op("maximum", [x, a["a_min"]])
+    if a["a_max"] is not None:
+        x = p.op("minimum", [x, a["a_max"]])
     return x
 
 
-def _extreme(name: str, pairwise: str) -> Lowering:
-    """max() or min(): of several values elementwise (builtins.max(a, b)); of one, the row reduction."""
+def _pairwise(name: str, pairwise: str) -> Lowering:
+    """Python's max() or min(): of several values elementwise (max(a, b, c)); of one, the row reduction."""
     def extreme(p: Context, args: list, kwargs: dict) -> Any:
+        """Python's builtin: of several values elementwise (max(a, b)), of one row its reduction."""
         if len(args) < 2:
             return _reduced(p, name, args, kwargs)
         if kwargs:
@@ -196,20 +242,21 @@ def _extreme(name: str, pairwise: str) -> Lowering:
     return extreme
 
 
-lowering("max", builtins.max, mx.max, np.max, method=True)(_extreme("max", "maximum"))
-lowering("min", builtins.min, mx.min, np.min, method=True)(_extreme("min", "minimum"))
+lowering("builtins.max", builtins.max)(_pairwise("max", "maximum"))
+lowering("builtins.min", builtins.min)(_pairwise("min", "minimum"))
 
 
 # ---- row reductions ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Row:
-    """A row reduction's checked operand `x`, the row length `n` and the `ddof` keyword."""
+    """A row reduction's checked operand `x`, the row length `n` and its other arguments by name
+    (ddof, ord)."""
 
     x: Node
     n: Node
     single: bool  # x is already one value per row (a 0-d array in the body): a row of one
-    ddof: Any
+    options: dict
 
     def reduce(self, op: str, v: Node) -> Node:
         """Registry reduction `op` of v over the row."""
@@ -218,44 +265,80 @@ class Row:
         return apply(op, v)
 
 
-def reduction(name: str, *callables: Any, method: bool = False) -> Callable[[Callable[[Row], Node]], Lowering]:
-    """Register the decorated fn(row) as the row reduction `name`, given the call's checked Row."""
+_DEFAULTS = {"axis": None, "keepdims": False, "ddof": 0, "ord": None}  # MLX's, per parameter name
+_REDUCTION = ("axis", "keepdims")  # the parameters after the array of mx.sum, mx.max, x.sum(), ...
+
+
+def reduction(name: str, *callables: Any, method: bool = False, params: Sequence[str] = _REDUCTION,
+              keywords: Optional[dict] = None) -> Callable[[Callable[[Row], Node]], Lowering]:
+    """Register the decorated fn(row) as the row reduction `name` of MLX's signature
+    `name(a, *params, **keywords)`, given the call's checked Row; `keepdims=True` gives MLX's shape."""
     def register(fn: Callable[[Row], Node]) -> Lowering:
-        return lowering(name, *callables, method=method)(lambda p, args, kwargs: fn(_row(p, name, args, kwargs)))
+        @functools.wraps(fn)
+        def lower(p: Context, args: list, kwargs: dict) -> Node:
+            row, keepdims = _row(p, name, args, kwargs, params, keywords or {})
+            value = fn(row)
+            return _row_of_one(value) if keepdims and not row.single else value
+        return lowering(name, *callables, method=method)(lower)
     return register
 
 
-def _row(p: Context, name: str, args: list, kwargs: dict) -> Row:
+def _row(p: Context, name: str, args: list, kwargs: dict, params: Sequence[str] = _REDUCTION,
+         keywords: Optional[dict] = None) -> tuple[Row, bool]:
     """Check a call of reduction `name`: in a row kernel, outside data-dependent branches, one
-    array reduced over its (only) axis."""
+    array reduced over its (only) axis; the Row and whether keepdims was asked."""
     if p.mode != "row":
         raise ZMLXSyntaxError(f"reduction '{name}' is only allowed in row kernels (@zmlx.reduce / "
                               "@zmlx.map_reduce); an elementwise body sees one element")
     if p.branch_depth:
         raise ZMLXSyntaxError(f"reduction '{name}' inside a data-dependent branch is not supported; "
                               "compute it before the 'if' and select afterwards")
-    if len(args) != 1:
-        raise ZMLXTypeError(f"{name}() takes one array in a row kernel ({len(args)} given)")
-    axis = kwargs.pop("axis", None)
-    kwargs.pop("keepdims", None)
-    ddof = kwargs.pop("ddof", 0)
-    if kwargs:
-        raise ZMLXTypeError(f"{name}() got an unexpected keyword argument '{next(iter(kwargs))}'")
-    if axis not in (None, 0, -1, (0,), (-1,)):
-        raise ZMLXSyntaxError(f"{name}(axis={axis}) reduces over something that is not the row; "
-                              "the body sees one row (1-D), so only axis=-1 (or 0, or None) exists")
-    x = args[0]
+    a = bind(name, args, kwargs, ("a", *params), {**{q: _DEFAULTS[q] for q in params}, **(keywords or {})})
+    _check_row_axis(name, a.get("axis"))
+    for flag in ("keepdims", "precise"):
+        if not isinstance(a.get(flag, False), bool):
+            raise ZMLXTypeError(f"{name}(): {flag} must be True or False (a constant), got {describe(a[flag])}")
+    x = a["a"]
     if is_python(x) or isinstance(x, Weak):
         raise ZMLXTypeError(f"{name}() needs a row (an array value), not a scalar")
+    if not isinstance(x, Node):
+        raise ZMLXTypeError(f"{name}() needs a row (an array value), not {describe(x)}")
     p.check_current([x])
     shape = p.shape(x)
-    return Row(x, const(shape[0] if shape else 1, dt.int32), not shape, ddof)
+    return Row(x, const(shape[0] if shape else 1, dt.int32), not shape, a), a.get("keepdims", False)
+
+
+def _check_row_axis(name: str, axis: Any) -> None:
+    """Refuse an axis other than the row's: None, 0 or -1 (alone, or as a one-element tuple)."""
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    if axis is None or (len(axes) == 1 and type(axes[0]) is int and axes[0] in (0, -1)):
+        return
+    if not all(type(q) is int for q in axes):
+        raise ZMLXTypeError(f"{name}(): axis must be a constant integer (or None), got {describe(axis)}")
+    if len(axes) > 1:
+        raise ZMLXSyntaxError(f"{name}(axis={axis}): a row body reduces over its one row (1-D); reduce over "
+                              f"one of these axes in this kernel (the decorator's axis=, e.g. "
+                              f"@zmlx.map_reduce(axis={axes[-1]})) and over the other in a second kernel "
+                              "or with MLX")
+    raise ZMLXSyntaxError(f"{name}(axis={axis}): the body is MLX code for one row (1-D), where only axis "
+                          "-1 (or 0, or None) exists; write axis=-1, and choose the axis of the inputs "
+                          f"that rows run along with the decorator's axis= (e.g. @zmlx.map_reduce(axis={axis}))")
+
+
+def _row_of_one(v: Node) -> Node:
+    """A per-row value as MLX's keepdims=True shapes it, a row of length 1: v - 0 at the position of
+    a row of one (exact for every value, -0.0 included), so a map_reduce output of it is (..., 1)."""
+    zero = index(1)
+    if v.dtype == dt.bool_:
+        return apply("logical_and", v, apply("eq", zero, 0))
+    return apply("sub", v, cast(zero, v.dtype))
 
 
 def _reduced(p: Context, op: str, args: list, kwargs: dict) -> Node:
-    """The registry reduction `op` of the row args[0]."""
-    row = _row(p, op, args, kwargs)
-    return row.reduce(op, row.x)
+    """The registry reduction `op` of the row args[0], with MLX's axis and keepdims."""
+    row, keepdims = _row(p, op, args, kwargs)
+    value = row.reduce(op, row.x)
+    return _row_of_one(value) if keepdims and not row.single else value
 
 
 def _divide(total: Node, count: Node) -> Node:
@@ -271,33 +354,81 @@ def _divide(total: Node, count: Node) -> Node:
 
 @reduction("sum", mx.sum, np.sum, method=True)
 def _sum(row: Row) -> Node:
+    """The row's sum (axis -1, 0 or None; keepdims)."""
     return row.reduce("sum", row.x)
+
+
+@reduction("max", mx.max, np.max, method=True)
+def _max(row: Row) -> Node:
+    """The row's maximum (axis -1, 0 or None; keepdims)."""
+    return row.reduce("max", row.x)
+
+
+@reduction("min", mx.min, np.min, method=True)
+def _min(row: Row) -> Node:
+    """The row's minimum (axis -1, 0 or None; keepdims)."""
+    return row.reduce("min", row.x)
 
 
 @reduction("mean", mx.mean, np.mean, method=True)
 def _mean(row: Row) -> Node:
+    """The row's mean (axis -1, 0 or None; keepdims)."""
     return _divide(row.reduce("sum", row.x), row.n)
 
 
-@reduction("var", mx.var, method=True)
+@reduction("var", mx.var, method=True, params=("axis", "keepdims", "ddof"))
 def _var(row: Row) -> Node:
+    """The row's variance (axis -1, 0 or None; keepdims, ddof)."""
+    ddof = row.options["ddof"]
     mean = _divide(row.reduce("sum", row.x), row.n)
     d = apply("sub", row.x, mean)
-    return _divide(row.reduce("sum", apply("mul", d, d)), apply("sub", row.n, row.ddof) if row.ddof else row.n)
+    return _divide(row.reduce("sum", apply("mul", d, d)), apply("sub", row.n, ddof) if ddof else row.n)
+
+
+@reduction("std", mx.std, method=True, params=("axis", "keepdims", "ddof"))
+def _std(row: Row) -> Node:
+    """The row's standard deviation, sqrt of var (axis -1, 0 or None; keepdims, ddof)."""
+    return apply("sqrt", _var.__wrapped__(row))
 
 
 # softmax and logsumexp shift by the row max for range only: neither depends on it, so the shift
 # is a constant to the derivative (stop_gradient). Differentiated, the max would add terms that
 # cancel only in exact arithmetic (float32 noise at the arg-max, 20x the true gradient of a long
 # flat row) and tie-counting reductions; MLX's VJPs are exactly softmax-based too.
-@reduction("softmax", mx.softmax)
+@reduction("softmax", mx.softmax, params=("axis",), keywords={"precise": False})
 def _softmax(row: Row) -> Node:
+    """Softmax over the row (axis -1, 0 or None; precise=: the kernel computes in compute_dtype anyway)."""
     ex = apply("exp", apply("sub", row.x, apply("stop_gradient", row.reduce("max", row.x))))
     return apply("div", ex, row.reduce("sum", ex))
 
 
 @reduction("logsumexp", mx.logsumexp, method=True)
 def _logsumexp(row: Row) -> Node:
+    """log(sum(exp(x))) of the row, computed shifted by its max (axis -1, 0 or None; keepdims)."""
     m = row.reduce("max", row.x)  # exact for rows of -inf/+inf as MLX's
     safe = apply("stop_gradient", apply("where", apply("isinf", m), 0.0, m))
     return apply("add", safe, apply("log", row.reduce("sum", apply("exp", apply("sub", row.x, safe)))))
+
+
+@reduction("norm", mx.linalg.norm, np.linalg.norm, params=("ord", "axis", "keepdims"))
+def _norm(row: Row) -> Node:
+    """The row's vector norm as mx.linalg.norm: ord None or 2, 1, inf, -inf, 0 or any p (keepdims)."""
+    order, x = row.options["ord"], row.x
+    if isinstance(order, str):
+        raise ZMLXSyntaxError(f"norm(ord={order!r}) is a matrix norm; the body sees one row (1-D): use a "
+                              "vector norm (ord=None or 2, 1, inf, -inf, 0, or a number)")
+    if not (order is None or is_python(order)) or isinstance(order, bool):
+        raise ZMLXTypeError(f"norm(): ord must be a constant number (or None), got {describe(order)}")
+    if not x.dtype.is_float:
+        raise ZMLXTypeError(f"norm() of a {x.dtype.name} row: MLX's linalg.norm takes floating-point "
+                            "arrays; convert it first (.astype(mx.float32))")
+    if order is None or order == 2:
+        return apply("sqrt", row.reduce("sum", apply("mul", x, x)))
+    if order == 0:
+        return cast(row.reduce("sum", apply("ne", x, 0)), x.dtype)
+    a = apply("abs", x)
+    if order == 1:
+        return row.reduce("sum", a)
+    if math.isinf(order):
+        return row.reduce("max" if order > 0 else "min", a)
+    return apply("power", row.reduce("sum", apply("power", a, order)), 1.0 / order)
