@@ -870,8 +870,6 @@ KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
                                                "kernel one value per row, (R,): label[None] stays 0-d"),
     "take_along_axis at label, padded": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a value that is one per "
                                          "row cannot be padded' (label[None] stays 0-d)"),
-    "keepdims reduction: a row of one": (set(CASE_BACKENDS), AssertionError, "keepdims=True is dropped: the kernel "
-                                         "gives (R,), MLX (R, 1)"),
 }
 
 
