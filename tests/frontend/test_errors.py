@@ -8,11 +8,13 @@ import inspect
 import math  # noqa: F401  (bodies below)
 
 import mlx.core as mx
+import mlx.nn as nn
 import numpy as np
 import pytest
 
 import zmlx_dsl as zmlx
 from zmlx_dsl import ZMLXNameError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
+from zmlx_dsl.frontend import library
 
 FILE = inspect.getsourcefile(lambda: None)
 X = mx.array([1.0, -2.0, 3.0])
@@ -239,6 +241,45 @@ def b_unknown_module_attr(x):
     return mx.no_such_function(x)
 
 
+def b_misspelt_module_attr(x):
+    return mx.sigmod(x)
+
+
+def b_random(x):
+    return x + mx.random.uniform()
+
+
+def b_fast(x):
+    return mx.fast.rms_norm(x, None, 1e-5)
+
+
+def b_transpose(x):
+    return mx.transpose(x)
+
+
+def b_zeros_like(x):
+    return mx.zeros_like(x)
+
+
+def b_math_gamma(x):
+    return math.gamma(x)
+
+
+def b_length(x):
+    return len(x)
+
+
+LAYER = nn.Linear(3, 3)
+
+
+def b_layer(x):
+    return LAYER(x)
+
+
+def b_misspelt_method(x):
+    return x.sqaure()
+
+
 def b_unknown_method(x):
     return x.view(mx.int32)
 
@@ -278,10 +319,37 @@ def test_variable_undefined_on_one_branch():
 @pytest.mark.parametrize("fn,exc,snippet,message", [
     (b_unknown_name, ZMLXNameError, "not_defined_anywhere", "name 'not_defined_anywhere' is not defined"),
     (b_unknown_function, ZMLXNameError, "mx.matmul",
-     "function 'mlx.core.matmul' is not supported in kernels (the supported operations are listed in "
-     "zmlx_dsl.ir.registry.OPS)"),
+     "function 'mlx.core.matmul' is not supported in kernels: a kernel body computes one element "
+     "(elementwise) or one row (row kernels), not products of arrays: compute mx.matmul with MLX outside the "
+     "kernel and pass its result in"),
     (b_unknown_module_attr, ZMLXNameError, "mx.no_such_function", "module 'mlx.core' has no attribute 'no_such_function'"),
-    (b_unknown_method, ZMLXNameError, "x.view(mx.int32)", "array method 'view' is not supported in kernels"),
+    (b_misspelt_module_attr, ZMLXNameError, "mx.sigmod", "module 'mlx.core' has no attribute 'sigmod' (supported "
+     "ones of similar names: mx.sigmoid, mx.sign)"),
+    (b_random, ZMLXNameError, "mx.random.uniform", "function 'mlx.core.random.uniform' is not supported in kernels: a "
+     "kernel draws no random numbers; draw them with mx.random outside the kernel (mx.random.uniform(shape=x.shape)) "
+     "and pass them in"),
+    (b_fast, ZMLXNameError, "mx.fast.rms_norm", "function 'mlx.core.fast.rms_norm' is not supported in kernels: "
+     "mx.fast.rms_norm is MLX's own kernel; write what it computes in the body (x * mx.rsqrt(mx.mean(x * x) + eps) "
+     "* w), or call it outside the kernel"),
+    (b_transpose, ZMLXNameError, "mx.transpose", "function 'mlx.core.transpose' is not supported in kernels: a kernel "
+     "body sees one element (elementwise) or one row (row kernels): rearrange the axes outside the kernel (pass "
+     "mx.moveaxis(x, a, b), x.T, x.reshape(...)), and pick the axis the rows run along with the decorator's axis= "
+     "(@zmlx.map_reduce(axis=-2))"),
+    (b_zeros_like, ZMLXNameError, "mx.zeros_like", "function 'mlx.core.zeros_like' is not supported in kernels: write "
+     "a Python number instead: it broadcasts against the arrays as in MLX (mx.where(m, x, 0.0), x * 0 + 1.0 for an "
+     "array of x's shape)"),
+    (b_math_gamma, ZMLXNameError, "math.gamma", "function 'math.gamma' is not supported in kernels; the math functions "
+     "kernels accept: acos, acosh, asin, asinh, atan, atan2, atanh, ceil, cos, cosh, erf, exp, exp2, expm1, fabs, "
+     "floor, isfinite, isinf, isnan, log, log10, log1p, log2, pow, remainder, sin, sinh, sqrt, tan, tanh"),
+    (b_length, ZMLXNameError, "len(x)", "function 'len' is not supported in kernels; the builtins kernels accept: abs, "
+     "bool, float, int, max, min, pow, range, round; a row's length is x.shape[-1]"),
+    (b_layer, ZMLXNameError, "LAYER(x)", "a 'Linear' object is called here; kernels inline plain Python functions "
+     "(def or lambda), not other callables (an nn.Module's __call__): write its computation in the body, with the "
+     "arrays it holds passed in as arguments (kernel(x, layer.weight))"),
+    (b_misspelt_method, ZMLXNameError, "x.sqaure()", "array method 'sqaure' is not supported in kernels (supported "
+     "ones of similar names: x.square, x.sqrt); the supported ones are " + ", ".join(library.array_methods())),
+    (b_unknown_method, ZMLXNameError, "x.view(mx.int32)", "array method 'view' is not supported in kernels: a "
+     "bit-level reinterpretation has no kernel spelling; convert values with .astype(dtype)"),
     (b_intrinsic_arity, ZMLXTypeError, "mx.exp(x, x)", "exp() takes 1 argument (2 given)"),
     (b_helper_too_many, ZMLXTypeError, "_two(x, x, x)", "_two() takes 2 positional arguments but 3 were given"),
     (b_helper_missing, ZMLXTypeError, "_two(x)", "_two() missing required argument 'b'"),
@@ -386,8 +454,10 @@ def test_unreadable_source():
     exec("def f(x):\n    return x\n", ns)
     with pytest.raises(ZMLXSyntaxError) as ei:
         zmlx.elementwise(ns["f"])
-    assert str(ei.value).startswith("cannot read the source of 'f': ")
-    assert str(ei.value).endswith("; kernels must be defined in a file (not typed into a REPL or exec'd)")
+    assert str(ei.value) == ("cannot read the source of 'f': it was compiled from a string (exec or compile(), "
+                             "file name '<string>'), which keeps no source; write it to a file and import it, "
+                             "or put the text in linecache.cache under the file name given to compile() (as "
+                             "IPython does)")
 
 
 def test_error_is_raised_from_none():

@@ -229,7 +229,7 @@ class ExpressionParser:
             if e.attr in CONSTANTS and base in (math, np, mx):
                 return CONSTANTS[e.attr]
             if not hasattr(base, e.attr):
-                raise ZMLXNameError(f"module '{base.__name__}' has no attribute '{e.attr}'")
+                raise ZMLXNameError(library.no_attribute(base, e.attr))
             return self.constant(getattr(base, e.attr), f"{base.__name__}.{e.attr}")
         if is_python(base):
             raise ZMLXSyntaxError(f"attribute '{e.attr}' of a Python number is not supported")

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import builtins
+import difflib
 import functools
 import math
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Sequence
 
@@ -111,7 +113,7 @@ def call_method(p: Context, value: Any, name: str, args: list, kwargs: dict) -> 
     op = BY_PY_NAME.get(name)
     if op is not None and OPS[op].arity == 1 + len(args):
         return _intrinsic(p, op, [value] + args, kwargs)
-    raise ZMLXNameError(f"array method '{name}' is not supported in kernels")
+    raise ZMLXNameError(unsupported_method(name))
 
 
 def _intrinsic(p: Context, op: str, args: list, kwargs: dict) -> Any:
@@ -432,3 +434,112 @@ def _norm(row: Row) -> Node:
     if math.isinf(order):
         return row.reduce("max" if order > 0 else "min", a)
     return apply("power", row.reduce("sum", apply("power", a, order)), 1.0 / order)
+
+
+# ---- what a refusal says: the supported names nearby, and what to write instead ----------------
+
+_MATRIX = ("a kernel body computes one element (elementwise) or one row (row kernels), not products of "
+           "arrays: compute {name} with MLX outside the kernel and pass its result in")
+_LAYOUT = ("a kernel body sees one element (elementwise) or one row (row kernels): rearrange the axes "
+           "outside the kernel (pass mx.moveaxis(x, a, b), x.T, x.reshape(...)), and pick the axis the "
+           "rows run along with the decorator's axis= (@zmlx.map_reduce(axis=-2))")
+_FILLED = ("write a Python number instead: it broadcasts against the arrays as in MLX (mx.where(m, x, 0.0), "
+           "x * 0 + 1.0 for an array of x's shape)")
+_ADVICE = {  # MLX functions a kernel cannot hold -> what to write instead
+    **{n: _MATRIX for n in ("matmul", "addmm", "einsum", "tensordot", "inner", "outer", "kron", "conv1d",
+                            "conv2d", "conv3d", "conv_general", "conv_transpose1d", "conv_transpose2d",
+                            "block_masked_mm", "gather_mm", "quantized_matmul", "gather_qmm")},
+    **{n: _LAYOUT for n in ("transpose", "swapaxes", "moveaxis", "expand_dims", "squeeze", "broadcast_to",
+                            "tile", "repeat", "atleast_1d", "atleast_2d", "atleast_3d", "unflatten",
+                            "as_strided")},
+    "view": "a bit-level reinterpretation has no kernel spelling; convert values with .astype(dtype)",
+    **{n: _FILLED for n in ("zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "eye",
+                            "identity", "tri", "tril", "triu")},
+    **{n: "a kernel has no side effects and cannot evaluate arrays: call it outside the kernel"
+       for n in ("eval", "async_eval", "print", "save", "load", "savez", "synchronize")},
+}
+_FAST = {  # mx.fast functions -> the body that computes them (their derivative is generated)
+    "rms_norm": "x * mx.rsqrt(mx.mean(x * x) + eps) * w",
+    "layer_norm": "(x - x.mean()) * mx.rsqrt(x.var() + eps) * w + b",
+    "rope": "the rotation from zmlx_dsl.nn (zmlx_dsl.nn.rope) or its body",
+    "scaled_dot_product_attention": "MLX's own kernel outside (attention multiplies matrices)",
+}
+
+
+def _supported_names(module: Any) -> list[str]:
+    """The public names of `module` (mx, math, np, builtins) that kernels lower."""
+    return sorted(n for n in dir(module) if not n.startswith("_") and
+                  (id(getattr(module, n)) in SPECIAL or id(getattr(module, n)) in INTRINSIC))
+
+
+def no_attribute(module: Any, attr: str) -> str:
+    """The refusal of module.attr that does not exist, naming the supported names close to it."""
+    prefix = {mx: "mx.", math: "math.", np: "np."}.get(module, f"{module.__name__}.")
+    near = _nearby(attr, _supported_names(module), prefix) if module in (mx, math, np) else ""
+    return f"module '{module.__name__}' has no attribute '{attr}'{near}"
+
+
+def array_methods() -> list[str]:
+    """The array methods kernels lower (x.sum(), x.astype(), x.exp(), ...)."""
+    return sorted(n for n in set(METHODS) | {b for b in BY_PY_NAME if "." not in b}
+                  if hasattr(mx.array, n) and (n in METHODS or OPS[BY_PY_NAME[n]].arity >= 1))
+
+
+def _nearby(name: str, choices: Sequence[str], prefix: str) -> str:
+    """The closest supported names to `name`, as a parenthesis for a message ('' when none is close)."""
+    close = difflib.get_close_matches(name, choices, n=4, cutoff=0.6)
+    return f" (supported ones of similar names: {', '.join(prefix + c for c in close)})" if close else ""
+
+
+_SEE_ALSO = "the README's table 'MLX functions inside kernels' lists every one"
+
+
+def unsupported_function(target: Any) -> str:
+    """Why calling `target` in a kernel is refused, and what to write instead."""
+    name = getattr(target, "__name__", None) or type(target).__name__
+    module = getattr(target, "__module__", None) or ""
+    if not isinstance(target, (type, *types_of_functions())):
+        what = type(target).__name__
+        return (f"a '{what}' object is called here; kernels inline plain Python functions (def or lambda), "
+                "not other callables (an nn.Module's __call__): write its computation in the body, with "
+                "the arrays it holds passed in as arguments (kernel(x, layer.weight))")
+    qual = getattr(target, "__qualname__", name)
+    full = f"{module}.{qual}" if module and module != "builtins" else qual
+    head = f"function '{full}' is not supported in kernels"
+    if module.startswith("mlx.core.random") or module == "mlx.core.random":
+        return (f"{head}: a kernel draws no random numbers; draw them with mx.random outside the kernel "
+                "(mx.random.uniform(shape=x.shape)) and pass them in")
+    if module.startswith("mlx.core.fast"):
+        body = _FAST.get(name)
+        inside = f"write what it computes in the body ({body})" if body else "write what it computes in the body"
+        return f"{head}: mx.fast.{name} is MLX's own kernel; {inside}, or call it outside the kernel"
+    if module.startswith("mlx") and name in _ADVICE:
+        return f"{head}: " + _ADVICE[name].format(name=f"mx.{name}")
+    if module.startswith("mlx"):
+        return f"{head}{_nearby(name, _supported_names(mx), 'mx.')}; {_SEE_ALSO}"
+    if module == "math":
+        return (f"{head}{_nearby(name, _supported_names(math), 'math.')}; the math functions kernels accept: "
+                f"{', '.join(_supported_names(math))}")
+    if module.startswith("numpy"):
+        return (f"{head}{_nearby(name, _supported_names(np), 'np.')}; NumPy functions are accepted where they "
+                f"spell an MLX one; {_SEE_ALSO}")
+    if module == "builtins":
+        shapes = "; a row's length is x.shape[-1]" if name == "len" else ""
+        return f"{head}; the builtins kernels accept: {', '.join(_supported_names(builtins))}{shapes}"
+    return f"{head}: kernels inline Python functions (def or lambda) and MLX's functions; {_SEE_ALSO}"
+
+
+def types_of_functions() -> tuple:
+    """The types of Python and MLX functions (what is called is a function, not some object)."""
+    return (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type(mx.exp), type(np.exp),
+            type(np.sinc), functools.partial)
+
+
+def unsupported_method(name: str) -> str:
+    """Why the array method x.name(...) is refused, naming the nearby supported ones."""
+    methods = array_methods()
+    if name in _ADVICE:
+        return f"array method '{name}' is not supported in kernels: {_ADVICE[name].format(name=f'x.{name}()')}"
+    near = _nearby(name, methods, "x.")
+    return (f"array method '{name}' is not supported in kernels{near}; the supported ones are "
+            f"{', '.join(methods)}")

@@ -21,7 +21,7 @@ import mlx.core as mx
 
 from ..errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir.node import Node
-from . import indexing
+from . import indexing, library
 from .expressions import ExpressionParser
 from .source import Source, source_of
 from .syntax import BINOPS, op_text
@@ -109,11 +109,7 @@ class Parser(ExpressionParser):
                 return self.inline(target, args, kwargs)
             finally:
                 self.callers.pop()
-        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
-        module = getattr(target, "__module__", None)
-        full = f"{module}.{name}" if module and module not in ("builtins",) else name
-        raise ZMLXNameError(f"function '{full}' is not supported in kernels (the supported "
-                            "operations are listed in zmlx_dsl.ir.registry.OPS)", self.src.loc(e.func))
+        raise ZMLXNameError(library.unsupported_function(target), self.src.loc(e.func))
 
     # ---- statements (each returns True when it always returns: the rest is unreachable) -------
     def block(self, body: list, blk: Block) -> bool:
@@ -276,8 +272,6 @@ class Parser(ExpressionParser):
 def _bind_positional(src: Source, fn: Callable, args: list, kwargs: dict) -> dict:
     """fn's positional parameters bound to args, else to kwargs (taken out of it), else to defaults."""
     a = src.fdef.args
-    if a.vararg or a.kwarg:
-        raise ZMLXSyntaxError("*args and **kwargs are not supported in kernels", src.loc(src.fdef))
     names = [p.arg for p in a.posonlyargs + a.args]
     defaults = dict(zip(names[len(names) - len(a.defaults):], fn.__defaults__ or ()))
     if len(args) > len(names):
