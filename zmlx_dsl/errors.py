@@ -14,9 +14,15 @@ class Location:
     col: int
     text: str
 
-    def render(self) -> str:
-        stripped = self.text.rstrip()
-        return f"    {stripped}\n    {' ' * (self.col - 1)}^"
+    def render(self, width: int = 160) -> str:
+        """The line and a caret under the column; a line longer than `width` is cut to the `width`
+        characters around the column (marked '...')."""
+        text, col = self.text.rstrip(), self.col - 1
+        if len(text) > width:
+            start = max(0, min(col - width // 2, len(text) - width))
+            head, tail = ("..." if start > 0 else ""), ("..." if start + width < len(text) else "")
+            text, col = head + text[start:start + width] + tail, col - start + len(head)
+        return f"    {text}\n    {' ' * col}^"
 
 
 class ZMLXError(Exception):

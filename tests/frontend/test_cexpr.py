@@ -165,3 +165,70 @@ def test_header_functions_are_raw_metal_and_prelude_statements_too():
         cexpr.parse_prelude("if (x > 0) { x = 1; }", {"x": X})
     with pytest.raises(cexpr.RawMetal):
         cexpr.parse_prelude("x = 2;", {"x": X})
+
+
+# ---- pathological strings: each a located ZMLX error, never Python's or MLX's own -----------------
+
+def _api_err(expr, kind, x=None):
+    import mlx.core as mx
+    from zmlx_dsl import api
+    with pytest.raises(kind) as info:
+        k = api.elementwise(expr, name="odd", backend="mlx")
+        mx.eval(k(mx.ones((4,)) if x is None else x))
+    assert info.value.__cause__ is None
+    return str(info.value)
+
+
+def test_300_nested_parentheses():
+    text = "(" * 300 + "x" + ")" * 300
+    shown = "..." + "(" * 160 + "..."
+    assert _api_err(text, ZMLXSyntaxError) == (
+        "<odd expr>:1:101: the expression nests more than 100 levels deep (parentheses, calls and prefix "
+        "operators); name its parts in a prelude (T a = ...;) or simplify it\n"
+        f"    {shown}\n    {' ' * 83}^")
+    assert ev("(" * 99 + "x" + ")" * 99, [2.0]).tolist() == [2.0]  # 99 levels parse
+    assert ev("-(" * 40 + "x" + ")" * 40, [2.0]).tolist() == [2.0]
+
+
+def test_a_5000_digit_literal():
+    from zmlx_dsl.errors import ZMLXValueError
+    msg = _api_err("x + " + "9" * 5000, ZMLXValueError)
+    assert msg.split("\n")[0] == ("<odd expr>:1:5: the integer literal of 5000 digits is too large for any integer "
+                                  "type (the largest, 64 bits, holds 18446744073709551615); write a floating-point "
+                                  "literal (1.5e21f) instead")
+    assert msg.split("\n")[1:] == ["    x + " + "9" * 156 + "...", "        ^"]
+    assert ev("x + " + "9" * 5000 + ".0", [1.0]).tolist() == [math.inf]  # a float literal: inf, as MLX's float32
+
+
+def test_integer_literals_past_64_bits():
+    from zmlx_dsl.errors import ZMLXValueError
+    for text, col in [("pow(x, 1180591620717411303424)", 8), ("x > 0 ? 1180591620717411303424 : x", 9),
+                      ("clamp(x, 0, 1180591620717411303424)", 13)]:
+        assert _api_err(text, ZMLXValueError) == (
+            f"<odd expr>:1:{col}: the integer literal 1180591620717411303424 is too large for any integer type "
+            "(the largest, 64 bits, holds 18446744073709551615); write a floating-point literal (1.5e21f) instead"
+            f"\n    {text}\n    {' ' * (col - 1)}^")
+    assert ev("x + 18446744073709551615.0", [0.0]).tolist() == [float(np.float32(2.0 ** 64))]
+
+
+def test_constants_that_do_not_fit_their_type():
+    import mlx.core as mx
+    from zmlx_dsl.errors import ZMLXValueError
+    xi = mx.ones((4,), dtype=mx.int32)
+    assert _api_err("x + (int)1e21", ZMLXValueError) == (
+        "<odd expr>:1:5: cannot convert 1e+21 to int32: Converting 1000000000000000000000 to int32 would result "
+        "in overflow.\n    x + (int)1e21\n        ^")
+    assert _api_err("x > 0 ? 4294967296 : x", ZMLXValueError, xi) == (
+        "<odd expr>:1:7: '?:': Converting 4294967296 to int32 would result in overflow.\n"
+        "    x > 0 ? 4294967296 : x\n          ^")
+    assert _api_err("clamp(x, 0, 4294967296)", ZMLXTypeError, xi) == (
+        "<odd expr>:1:1: 'clamp': Converting 4294967296 to int32 would result in overflow.\n"
+        "    clamp(x, 0, 4294967296)\n    ^")
+    assert _api_err("x + 4294967296u", ZMLXValueError).startswith(
+        "<odd expr>:1:5: the literal 4294967296u: ")
+
+
+def test_integer_casts_of_constants_wrap_as_in_c():
+    assert p("(uint)(-1)").arg == 4294967295 and p("(uint)(-1)").dtype == dt.uint32
+    assert p("(int)4294967295").arg == -1 and p("(long)(-1)").arg == -1
+    assert p("int(2147483648)").arg == -2147483648

@@ -257,8 +257,8 @@ def b_transpose(x):
     return mx.transpose(x)
 
 
-def b_zeros_like(x):
-    return mx.zeros_like(x)
+def b_eye(x):
+    return x + mx.eye(3)
 
 
 def b_math_gamma(x):
@@ -335,9 +335,9 @@ def test_variable_undefined_on_one_branch():
      "body sees one element (elementwise) or one row (row kernels): rearrange the axes outside the kernel (pass "
      "mx.moveaxis(x, a, b), x.T, x.reshape(...)), and pick the axis the rows run along with the decorator's axis= "
      "(@zmlx.map_reduce(axis=-2))"),
-    (b_zeros_like, ZMLXNameError, "mx.zeros_like", "function 'mlx.core.zeros_like' is not supported in kernels: write "
-     "a Python number instead: it broadcasts against the arrays as in MLX (mx.where(m, x, 0.0), x * 0 + 1.0 for an "
-     "array of x's shape)"),
+    (b_eye, ZMLXNameError, "mx.eye", "function 'mlx.core.eye' is not supported in kernels: a kernel body computes one "
+     "element (elementwise) or one row (row kernels), not matrices: build mx.eye with MLX outside the kernel and pass "
+     "it in (or compare positions in a row body: mx.arange(x.shape[-1]) <= i)"),
     (b_math_gamma, ZMLXNameError, "math.gamma", "function 'math.gamma' is not supported in kernels; the math functions "
      "kernels accept: acos, acosh, asin, asinh, atan, atan2, atanh, ceil, cos, cosh, erf, exp, exp2, expm1, fabs, "
      "floor, isfinite, isinf, isnan, log, log10, log1p, log2, pow, remainder, sin, sinh, sqrt, tan, tanh"),

@@ -23,7 +23,7 @@ from ..ir import dtypes as dt
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
 from ..ir.registry import BY_PY_NAME, OPS
-from ..errors import Location, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
+from ..errors import Location, ZMLXError, ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
 
 Value = Union[Node, bool, int, float]
 
@@ -71,6 +71,8 @@ CONSTANTS = {"INFINITY": math.inf, "HUGE_VALF": math.inf, "MAXFLOAT": 3.40282346
              "M_E_F": math.e, "M_LN2_F": math.log(2.0), "M_LN10_F": math.log(10.0),
              "M_SQRT2_F": math.sqrt(2.0), "M_2_SQRTPI_F": 2.0 / math.sqrt(math.pi),
              "M_1_PI_F": 1.0 / math.pi, "M_PI_2_F": math.pi / 2, "true": True, "false": False}
+
+MAX_DEPTH = 100  # nesting levels of one expression (Python's own parser allows 200 parentheses)
 
 _PREFIXES = ("metal::", "precise::", "fast::", "native::", "std::")
 
@@ -182,6 +184,7 @@ class _Parser:
         self.header = header
         self.tokens = self._tokenize()
         self.i = 0
+        self.depth = 0  # nesting of expressions being parsed (parentheses, calls, prefix operators)
 
     # errors
     def loc(self, pos: int) -> Location:
@@ -237,7 +240,22 @@ class _Parser:
         return self.next()
 
     # grammar
+    def nested(self, parse: Callable[[], Value]) -> Value:
+        """parse() one level deeper; past MAX_DEPTH levels a located error (not Python's RecursionError)."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"the expression nests more than {MAX_DEPTH} levels deep (parentheses, calls and "
+                             "prefix operators); name its parts in a prelude (T a = ...;) or simplify it",
+                             self.peek().pos)
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
+
     def expression(self) -> Value:
+        return self.nested(self._expression)
+
+    def _expression(self) -> Value:
         cond = self.binary(1)
         t = self.peek()
         if t.text == "?" and t.kind == "op":
@@ -245,7 +263,10 @@ class _Parser:
             a = self.expression()
             self.expect(":")
             b = self.expression()
-            return _select(cond, a, b)
+            try:
+                return _select(cond, a, b)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise self.error(f"'?:': {e}", t.pos, ZMLXValueError) from None
         return cond
 
     def binary(self, level: int) -> Value:
@@ -275,7 +296,7 @@ class _Parser:
         t = self.peek()
         if t.kind == "op" and t.text in ("-", "+", "!"):
             self.next()
-            v = self.unary()
+            v = self.nested(self.unary)
             if t.text == "-":
                 return _op("neg", v) if isinstance(v, Node) else -v
             if t.text == "!":
@@ -284,8 +305,19 @@ class _Parser:
         if t.kind == "op" and t.text == "(" and self.peek(1).text in self.types and self.peek(2).text == ")":
             target = self.types[self.peek(1).text]
             self.i += 3
-            return _cast(self.unary(), target)
+            return self.cast(self.nested(self.unary), target, t)
         return self.primary()
+
+    def cast(self, v: Value, d: dt.DType, t: Token) -> Value:
+        """(T)v: a constant converts as C converts it (an integer wraps into an integer type); a
+        constant no value of the type holds is a located error."""
+        try:
+            if d.is_int and type(v) is int:  # modulo 2**bits, into the type's range
+                lo, _ = d.limits
+                v = (v - lo) % (1 << d.bits) + lo
+            return _cast(v, d)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise self.error(f"cannot convert {v!r} to {d.name}: {e}", t.pos, ZMLXValueError) from None
 
     def primary(self) -> Value:
         t = self.next()
@@ -307,9 +339,19 @@ class _Parser:
         suffix = t.text[len(body):].lower()
         is_float = any(c in body for c in ".eE") or "f" in suffix or "h" in suffix
         if is_float:
-            return float(body)
-        value = int(body)
-        return const(value, dt.uint32) if "u" in suffix else value
+            return float(body)  # beyond the type it takes: inf, as MLX's conversion gives
+        value = int(body) if len(body.lstrip("0")) <= 20 else None  # (Python refuses 4300+ digit strings)
+        if value is None or value >= 1 << 64:
+            what = t.text if len(t.text) <= 30 else f"of {len(body)} digits"
+            raise self.error(f"the integer literal {what} is too large for any integer type (the largest, 64 "
+                             "bits, holds 18446744073709551615); write a floating-point literal (1.5e21f) "
+                             "instead", t.pos, ZMLXValueError)
+        if "u" in suffix:
+            try:
+                return const(value, dt.uint32)
+            except (ValueError, OverflowError) as e:
+                raise self.error(f"the literal {t.text}: {e}", t.pos, ZMLXValueError) from None
+        return value
 
     def name(self, t: Token) -> Value:
         name = _strip(t.text)
@@ -333,11 +375,14 @@ class _Parser:
         if name in self.types:
             if len(args) != 1:
                 raise self.error(f"the cast {name}(...) takes one value ({len(args)} given)", t.pos, ZMLXTypeError)
-            return _cast(args[0], self.types[name])
+            return self.cast(args[0], self.types[name], t)
         if name in COMPOSITE:
             arity, build = COMPOSITE[name]
             self.arity(name, arity, args, t)
-            return build(*args)
+            try:
+                return build(*args)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise self.error(f"'{name}': {e}", t.pos, ZMLXTypeError) from None
         op = resolve(name)
         if op is None:
             if re.search(rf"\b{re.escape(name)}\s*\(", self.header):
@@ -346,8 +391,16 @@ class _Parser:
                              f"{', '.join(function_names())}", t.pos, ZMLXNameError)
         self.arity(name, OPS[op].arity, args, t)
         if op == "where":
-            return _select(*args)
-        return self.combine(op, *args, t) if len(args) == 2 else _op(op, *args)
+            try:
+                return _select(*args)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise self.error(f"'{name}': {e}", t.pos, ZMLXTypeError) from None
+        if len(args) == 2:
+            return self.combine(op, *args, t)
+        try:
+            return _op(op, *args)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise self.error(f"'{name}': {e}", t.pos, ZMLXTypeError) from None
 
     def arity(self, name: str, n: int, args: list, t: Token) -> None:
         if len(args) != n:

@@ -443,8 +443,9 @@ _MATRIX = ("a kernel body computes one element (elementwise) or one row (row ker
 _LAYOUT = ("a kernel body sees one element (elementwise) or one row (row kernels): rearrange the axes "
            "outside the kernel (pass mx.moveaxis(x, a, b), x.T, x.reshape(...)), and pick the axis the "
            "rows run along with the decorator's axis= (@zmlx.map_reduce(axis=-2))")
-_FILLED = ("write a Python number instead: it broadcasts against the arrays as in MLX (mx.where(m, x, 0.0), "
-           "x * 0 + 1.0 for an array of x's shape)")
+_MATRICES = ("a kernel body computes one element (elementwise) or one row (row kernels), not matrices: build "
+             "{name} with MLX outside the kernel and pass it in (or compare positions in a row body: "
+             "mx.arange(x.shape[-1]) <= i)")
 _ADVICE = {  # MLX functions a kernel cannot hold -> what to write instead
     **{n: _MATRIX for n in ("matmul", "addmm", "einsum", "tensordot", "inner", "outer", "kron", "conv1d",
                             "conv2d", "conv3d", "conv_general", "conv_transpose1d", "conv_transpose2d",
@@ -453,8 +454,7 @@ _ADVICE = {  # MLX functions a kernel cannot hold -> what to write instead
                             "tile", "repeat", "atleast_1d", "atleast_2d", "atleast_3d", "unflatten",
                             "as_strided")},
     "view": "a bit-level reinterpretation has no kernel spelling; convert values with .astype(dtype)",
-    **{n: _FILLED for n in ("zeros", "ones", "full", "zeros_like", "ones_like", "full_like", "eye",
-                            "identity", "tri", "tril", "triu")},
+    **{n: _MATRICES for n in ("eye", "identity", "tri", "tril", "triu")},
     **{n: "a kernel has no side effects and cannot evaluate arrays: call it outside the kernel"
        for n in ("eval", "async_eval", "print", "save", "load", "savez", "synchronize")},
 }
