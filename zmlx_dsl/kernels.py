@@ -16,6 +16,7 @@ import numpy as np
 from . import backend as backends
 from .errors import ZMLXBackendError, ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError, ZMLXValueError
 from .frontend.python import Parser, Weak, source_of
+from .frontend.syntax import check_axis
 from .ir import dtypes as dt
 from .ir.build import const
 from .ir.node import Node, toposort
@@ -117,6 +118,7 @@ class Kernel:
         self.name = name
         self.compute = dt.from_mx(compute_dtype)
         self.backend = backends.check(backend) if backend else None
+        check_axis(kind, name, axis)
         self.axis = axis
         if autodiff not in (None, "mlx", "ir"):
             raise ZMLXTypeError(f"{self.name}: autodiff must be 'mlx' or 'ir', got {autodiff!r}")

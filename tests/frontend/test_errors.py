@@ -680,3 +680,35 @@ ELEMENTWISE_INDEX = ("indexing needs a row kernel (@zmlx.map_reduce / @zmlx.redu
 ], ids=lambda v: v.__name__ if callable(v) else None)
 def test_indexing_in_elementwise_body(fn, snippet, message):
     check(fn, ZMLXSyntaxError, located(fn, snippet, message))
+
+
+# ---- a decorator axis= of two axes: refused, with the split into two kernels ------------------------
+
+def test_two_axes_are_two_kernels():
+    with pytest.raises(ZMLXSyntaxError) as ei:
+        zmlx.map_reduce(b_unknown_name, axis=(-2, -1))
+    assert str(ei.value) == (
+        "b_unknown_name: map_reduce(axis=(-2, -1)): the rows of a kernel run along one axis; split the body in two "
+        "kernels, one per axis: the part over axis -1 as @zmlx.map_reduce(axis=-1) (its body sees one row of that "
+        "axis), then what reduces over axis -2 as a second kernel on its output, e.g. @zmlx.reduce(axis=-2) def "
+        "pool(y): return y.mean(), called as pool(norm(x, w)); or, for one reduction over both axes together, "
+        "flatten them into one row: kernel(x.reshape(*x.shape[:-2], -1))")
+    with pytest.raises(ZMLXTypeError) as ei:
+        zmlx.reduce(b_unknown_name, axis="rows")
+    assert str(ei.value) == "b_unknown_name: axis must be one axis (an int such as -1), got 'rows'"
+
+
+def _layer_norm(x, w):
+    return (x - x.mean()) * mx.rsqrt(x.var() + 1e-5) * w
+
+
+def _pool(y):
+    return y.mean()
+
+
+def test_the_split_the_message_shows_computes_the_two_axis_body():
+    x, w = mx.random.normal((2, 5, 8)), mx.random.normal((8,))
+    norm, pool = zmlx.map_reduce(_layer_norm, backend="mlx"), zmlx.reduce(_pool, axis=-2, backend="mlx")
+    expected = mx.fast.layer_norm(x, w, None, 1e-5).mean(axis=-2)
+    assert pool(norm(x, w)).shape == (2, 8)
+    assert mx.allclose(pool(norm(x, w)), expected, atol=1e-5).item()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 
+from ..errors import ZMLXSyntaxError, ZMLXTypeError
+
 BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.FloorDiv: "floordiv",
           ast.Mod: "mod", ast.Pow: "power"}
 CMPOPS = {ast.Eq: "eq", ast.NotEq: "ne", ast.Lt: "lt", ast.LtE: "le", ast.Gt: "gt", ast.GtE: "ge"}
@@ -49,3 +51,20 @@ def op_text(op: ast.AST) -> str:
     """How an operator the kernel language refuses is written, for its error message."""
     return {ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>",
             ast.MatMult: "@", ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}.get(type(op), type(op).__name__)
+
+
+def check_axis(kind: str, name: str, axis: object) -> None:
+    """Refuse a decorator axis= that is not one axis: a row kernel's rows run along one axis (an int);
+    a body over two axes (a norm over D then a mean over S) is two kernels, and the message says how."""
+    if type(axis) is int:
+        return
+    if isinstance(axis, (tuple, list)) and all(type(a) is int for a in axis) and len(axis) > 1:
+        first, second = axis[-1], axis[-2]
+        raise ZMLXSyntaxError(
+            f"{name}: {kind}(axis={tuple(axis)}): the rows of a kernel run along one axis; split the body in two "
+            f"kernels, one per axis: the part over axis {first} as @zmlx.{kind}(axis={first}) (its body sees "
+            f"one row of that axis), then what reduces over axis {second} as a second kernel on its output, "
+            f"e.g. @zmlx.reduce(axis={second}) def pool(y): return y.mean(), called as pool(norm(x, w)); or, "
+            f"for one reduction over both axes together, flatten them into one row: "
+            f"kernel(x.reshape(*x.shape[:-2], -1))")
+    raise ZMLXTypeError(f"{name}: axis must be one axis (an int such as -1), got {axis!r}")
