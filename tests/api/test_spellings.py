@@ -17,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import pytest
 
+from zmlx_dsl.frontend.table import NN_FUNCTIONS, NN_ROW_FUNCTIONS
 from zmlx_dsl.testing import rowwise
 
 from conftest import BACKENDS, GRAD_BACKENDS, assert_grads, assert_same, kernel_of, rand
@@ -89,9 +90,7 @@ def test_elementwise_spelling_gradients(body, backend):
 
 # ---- mlx.nn activations, inlined from their source ------------------------------------------------
 
-ACTIVATIONS = ["silu", "gelu", "gelu_approx", "gelu_fast_approx", "relu", "relu6", "leaky_relu", "elu", "selu",
-               "celu", "softplus", "softsign", "mish", "hardswish", "log_sigmoid", "sigmoid", "tanh", "relu2",
-               "hard_tanh", "softshrink", "hard_shrink"]
+ACTIVATIONS = list(NN_FUNCTIONS)  # the README's table lists these
 
 
 def _activation(name):
@@ -149,13 +148,15 @@ def norms(x):
             + mx.linalg.norm(x, -math.inf) + mx.linalg.norm(x, 3) * 0.5)
 
 
-def nn_row_functions(x):
+def nn_row_functions(x):  # NN_ROW_FUNCTIONS, which the README's table lists
     return nn.log_softmax(x) + nn.softmax(x, axis=-1) * 3.0
 
 
 def keepdims_output(x):
     return mx.logsumexp(x, axis=-1, keepdims=True)
 
+
+assert NN_ROW_FUNCTIONS == ("softmax", "log_softmax")
 
 ROW = [softmax_positional, logsumexp_keyword, sums_keepdims, variance_ddof, norms, nn_row_functions]
 

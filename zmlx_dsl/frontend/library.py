@@ -138,6 +138,7 @@ def _from_array_library(fn: Any, numpy: bool = True) -> bool:
 
 @lowering("range", range)
 def _range(p: Context, args: list, kwargs: dict) -> range:
+    """range(n) of constant bounds, in `for i in range(...)` (the loop is unrolled)."""
     if not all(isinstance(a, int) and not isinstance(a, bool) for a in args) or kwargs:
         raise ZMLXSyntaxError("range() bounds must be constant integers (the loop is unrolled)")
     return range(*args)
@@ -182,6 +183,7 @@ lowering("iinfo", mx.iinfo)(_type_info(mx.iinfo))
 
 @lowering("array", mx.array)
 def _array(p: Context, args: list, kwargs: dict) -> Node:
+    """mx.array(scalar, dtype): a constant of MLX's (strong) type."""
     if len(args) < 1 or not is_python(args[0]):
         raise ZMLXSyntaxError("mx.array() in a kernel takes one Python scalar")
     d = MX_DTYPES.get(args[1] if len(args) > 1 else kwargs.get("dtype"), None)
@@ -190,6 +192,7 @@ def _array(p: Context, args: list, kwargs: dict) -> Node:
 
 @lowering("astype", method=True)
 def _astype(p: Context, args: list, kwargs: dict) -> Node:
+    """x.astype(dtype): MLX's conversion (float, int and bool stand for float32, int32, bool_)."""
     if len(args) != 2:
         raise ZMLXTypeError("astype() takes exactly one dtype")
     v, d = args
@@ -207,6 +210,7 @@ def _astype(p: Context, args: list, kwargs: dict) -> Node:
 
 @lowering("where", mx.where, np.where)
 def _where(p: Context, args: list, kwargs: dict) -> Any:
+    """mx.where(c, a, b): both sides computed, selected elementwise (broadcasting as MLX)."""
     if len(args) != 3 or kwargs:
         raise ZMLXTypeError(f"where() takes 3 arguments ({len(args)} given)")
     c = args[0]
