@@ -712,3 +712,101 @@ def test_the_split_the_message_shows_computes_the_two_axis_body():
     expected = mx.fast.layer_norm(x, w, None, 1e-5).mean(axis=-2)
     assert pool(norm(x, w)).shape == (2, 8)
     assert mx.allclose(pool(norm(x, w)), expected, atol=1e-5).item()
+
+
+# ---- MLX's signatures in row bodies: what a wrong call says -----------------------------------------
+
+def r_softmax_three(x):
+    return mx.softmax(x, -1, True)
+
+
+def r_softmax_axis(x):
+    return mx.softmax(x, axis=1)
+
+
+def r_keepdims_int(x):
+    return x.sum(-1, keepdims=1)
+
+
+def r_axes(x):
+    return x.sum(axes=-1)
+
+
+def r_two_axes(x):
+    return mx.sum(x, axis=(0, 1))
+
+
+def r_axis_name(x):
+    return mx.mean(x, axis="rows")
+
+
+def r_finfo_int(x):
+    return x + mx.finfo(mx.int32).max
+
+
+def r_iinfo_float(x):
+    return x + mx.iinfo(mx.float16).max
+
+
+def r_finfo_number(x):
+    return x + mx.finfo(3).max
+
+
+def r_float_of_array(x):
+    return float(x)
+
+
+def r_float_text(x):
+    return x + float("infinity and beyond")
+
+
+def r_norm_fro(x):
+    return mx.linalg.norm(x, "fro")
+
+
+def r_norm_int(x):
+    return mx.linalg.norm(x.astype(mx.int32))
+
+
+def r_clip_keyword(x):
+    return mx.clip(x, amin=0.0)
+
+
+def r_ddof_array(x):
+    return mx.var(x, ddof=x)
+
+
+SIGNATURE_ERRORS = [
+    (r_softmax_three, ZMLXTypeError, "mx.softmax", "softmax() takes at most 2 positional arguments (a, axis), 3 given"),
+    (r_softmax_axis, ZMLXSyntaxError, "mx.softmax", "softmax(axis=1): the body is MLX code for one row (1-D), where "
+     "only axis -1 (or 0, or None) exists; write axis=-1, and choose the axis of the inputs that rows run along with "
+     "the decorator's axis= (e.g. @zmlx.map_reduce(axis=1))"),
+    (r_keepdims_int, ZMLXTypeError, "x.sum", "sum(): keepdims must be True or False (a constant), got int"),
+    (r_axes, ZMLXTypeError, "x.sum", "sum() got an unexpected keyword argument 'axes'"),
+    (r_two_axes, ZMLXSyntaxError, "mx.sum", "sum(axis=(0, 1)): a row body reduces over its one row (1-D); reduce over "
+     "one of these axes in this kernel (the decorator's axis=, e.g. @zmlx.map_reduce(axis=1)) and over the other in "
+     "a second kernel or with MLX"),
+    (r_axis_name, ZMLXTypeError, "mx.mean", "mean(): axis must be a constant integer (or None), got str"),
+    (r_finfo_int, ZMLXTypeError, "mx.finfo", "mx.finfo(mlx.core.int32): int32 is an integer type; its limits are "
+     "mx.iinfo(mlx.core.int32).min and .max"),
+    (r_iinfo_float, ZMLXTypeError, "mx.iinfo", "mx.iinfo(mlx.core.float16): float16 is a floating-point type; its "
+     "limits are mx.finfo(mlx.core.float16).min and .max"),
+    (r_finfo_number, ZMLXTypeError, "mx.finfo", "finfo() takes an MLX dtype (mx.float16, x.dtype), got int"),
+    (r_float_of_array, ZMLXSyntaxError, "float(x)", "float() of an array is not supported; use .astype(...)"),
+    (r_float_text, ZMLXTypeError, "float(", "float('infinity and beyond'): could not convert string to float: "
+     "'infinity and beyond'"),
+    (r_norm_fro, ZMLXSyntaxError, "mx.linalg.norm", "norm(ord='fro') is a matrix norm; the body sees one row (1-D): "
+     "use a vector norm (ord=None or 2, 1, inf, -inf, 0, or a number)"),
+    (r_norm_int, ZMLXTypeError, "mx.linalg.norm", "norm() of an int32 row: MLX's linalg.norm takes floating-point "
+     "arrays; convert it first (.astype(mx.float32))"),
+    (r_clip_keyword, ZMLXTypeError, "mx.clip", "clip() got an unexpected keyword argument 'amin'"),
+    (r_ddof_array, ZMLXTypeError, "mx.var", "var(): ddof must be a constant integer (a Python int), got an array"),
+]
+
+
+@pytest.mark.parametrize("fn,exc,snippet,message", SIGNATURE_ERRORS, ids=[c[0].__name__ for c in SIGNATURE_ERRORS])
+def test_mlx_signatures_in_row_bodies(fn, exc, snippet, message):
+    k = zmlx.map_reduce(fn, backend="mlx")
+    with pytest.raises(exc) as ei:
+        mx.eval(k(ROWS8))
+    assert str(ei.value) == located(fn, snippet, message)

@@ -170,10 +170,15 @@ def _type_info(kind: Callable) -> Lowering:
         d = bind(kind.__name__, args, kwargs, ("dtype",), {})["dtype"]
         if not isinstance(d, mx.Dtype):
             raise ZMLXTypeError(f"{kind.__name__}() takes an MLX dtype (mx.float16, x.dtype), got {describe(d)}")
+        if (kind is mx.finfo) != mx.issubdtype(d, mx.inexact):
+            other = "iinfo" if kind is mx.finfo else "finfo"
+            sort = "an integer" if kind is mx.finfo else "a floating-point"
+            raise ZMLXTypeError(f"mx.{kind.__name__}({d}): {str(d).split('.')[-1]} is {sort} type; its limits "
+                                f"are mx.{other}({d}).min and .max")
         try:
             return kind(d)
         except ValueError as err:
-            raise ZMLXTypeError(f"{kind.__name__}({d}): {err}") from None
+            raise ZMLXTypeError(f"mx.{kind.__name__}({d}): {err}") from None
     return info
 
 
@@ -386,6 +391,8 @@ def _mean(row: Row) -> Node:
 def _var(row: Row) -> Node:
     """The row's variance (axis -1, 0 or None; keepdims, ddof)."""
     ddof = row.options["ddof"]
+    if type(ddof) is not int:
+        raise ZMLXTypeError(f"var(): ddof must be a constant integer (a Python int), got {describe(ddof)}")
     mean = _divide(row.reduce("sum", row.x), row.n)
     d = apply("sub", row.x, mean)
     return _divide(row.reduce("sum", apply("mul", d, d)), apply("sub", row.n, ddof) if ddof else row.n)
@@ -426,7 +433,8 @@ def _norm(row: Row) -> Node:
     if not (order is None or is_python(order)) or isinstance(order, bool):
         raise ZMLXTypeError(f"norm(): ord must be a constant number (or None), got {describe(order)}")
     if not x.dtype.is_float:
-        raise ZMLXTypeError(f"norm() of a {x.dtype.name} row: MLX's linalg.norm takes floating-point "
+        raise ZMLXTypeError(f"norm() of {'an' if x.dtype.name[0] == 'i' else 'a'} {x.dtype.name} row: MLX's "
+                            "linalg.norm takes floating-point "
                             "arrays; convert it first (.astype(mx.float32))")
     if order is None or order == 2:
         return apply("sqrt", row.reduce("sum", apply("mul", x, x)))

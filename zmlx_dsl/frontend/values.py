@@ -89,6 +89,10 @@ def describe(v: Any) -> str:
     """A short name for a non-value in an error message."""
     if isinstance(v, tuple):
         return "a tuple"
+    if isinstance(v, Node):
+        return "an array"
+    if isinstance(v, Weak):
+        return "a scalar argument (a value known only when the kernel is called)"
     return getattr(v, "__name__", type(v).__name__)
 
 
