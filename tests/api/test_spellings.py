@@ -203,8 +203,9 @@ def test_reduce_output_from_a_per_row_value(shape, backend):
     assert_grads(k, rowwise(shifted, [X, a]), X, a)
 
 
-def test_a_label_compared_with_positions(backend):
-    y = mx.array([0, 15, 7], dtype=mx.int32)
+@pytest.mark.parametrize("shape", [(3,), (3, 1)])
+def test_a_label_compared_with_positions(shape, backend):
+    y = mx.array([0, 15, 7], dtype=mx.int32).reshape(shape)
     k = kernel_of(label_logit, backend, "reduce")
     out = assert_same(k, rowwise(label_logit, [X, y]), X, y)
     assert out.tolist() == [X[0, 0].item(), X[1, 15].item(), X[2, 7].item()]

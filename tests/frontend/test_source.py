@@ -45,6 +45,15 @@ def test_lambdas_inside_a_list_literal():
     assert_same(ks[1], lambda x: x / x.sum(-1, keepdims=True), X)
 
 
+def test_a_lambda_over_several_lines_of_a_list():
+    ks = [
+        zmlx.map_reduce(lambda x:
+                        x - x.max(),
+                        backend="mlx"),
+    ]
+    assert_same(ks[0], lambda x: x - mx.max(x, axis=-1, keepdims=True), X)
+
+
 def test_two_lambdas_alike_on_one_line():
     a, b = zmlx.elementwise(lambda x: x + 1, backend="mlx"), zmlx.elementwise(lambda x: x + 2, backend="mlx")
     assert_same(a, lambda x: x + 1, X)
