@@ -9,8 +9,9 @@ from .errors import (ZMLXBackendError, ZMLXError, ZMLXGradientError, ZMLXNameErr
 from .decorators import elementwise, map_reduce, reduce
 from .kernels import Kernel
 from . import api, autograd, bench, msl, profile, testing  # noqa: E402  (the ZMLX-compatible modules)
+from .patch import patch, unpatch  # mlx-lm models, found in sys.modules: this never imports mlx_lm
 
 __all__ = ["elementwise", "reduce", "map_reduce", "Kernel", "ZMLXError", "ZMLXSyntaxError",
            "ZMLXTypeError", "ZMLXNameError", "ZMLXShapeError", "ZMLXBackendError", "ZMLXGradientError",
-           "ZMLXValueError",            "api", "autograd", "msl", "testing", "bench", "profile"]
+           "ZMLXValueError", "patch", "unpatch", "api", "autograd", "msl", "testing", "bench", "profile"]
 __version__ = "0.1.0"

@@ -5,8 +5,8 @@ from .activations import GELU, SiLU, SwiGLU, geglu, gelu, gelu_approx, log_softm
 from .losses import cross_entropy
 from .mlp import DenseMLP, FusedGatedMLP, GatedMLP
 from .norms import LayerNorm, OffsetRMSNorm, RMSNorm, layer_norm, rms_norm
-from .rope import RoPE, rope
+from .rope import FreqsRoPE, RoPE, rope
 
-__all__ = ["RMSNorm", "OffsetRMSNorm", "LayerNorm", "RoPE", "GatedMLP", "FusedGatedMLP", "DenseMLP", "SiLU",
+__all__ = ["RMSNorm", "OffsetRMSNorm", "LayerNorm", "RoPE", "FreqsRoPE", "GatedMLP", "FusedGatedMLP", "DenseMLP", "SiLU",
            "GELU", "SwiGLU", "rms_norm", "layer_norm", "rope", "silu", "gelu", "gelu_approx", "swiglu", "geglu",
            "softmax", "log_softmax", "cross_entropy"]

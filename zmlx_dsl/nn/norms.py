@@ -49,6 +49,10 @@ def rms_norm(x: mx.array, weight: Optional[mx.array], eps: float, *, offset: boo
     """mx.fast.rms_norm(x, weight, eps) (with weight 1 + `weight` when offset=True), one row kernel."""
     if weight is None:
         return on(rms_norm_plain_kernel, backend)(x, eps=eps)
+    if offset and weight.dtype != mx.float32:
+        # gemma's `1.0 + weight` rounds to the weight's dtype, but in a kernel body `(1 + w).astype(w.dtype)`
+        # keeps the unrounded float32 intermediate: the sum is made by MLX, outside the kernel
+        return on(rms_norm_kernel, backend)(x, 1.0 + weight, eps=eps)
     return on(rms_norm_offset_kernel if offset else rms_norm_kernel, backend)(x, weight, eps=eps)
 
 

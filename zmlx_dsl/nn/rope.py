@@ -112,3 +112,24 @@ class RoPE(mnn.RoPE):
     def __call__(self, x: mx.array, offset: Union[int, mx.array] = 0) -> mx.array:
         return rotate(x, positions(x.shape[-2], offset, self.scale), self._inv_freq,
                       traditional=self.traditional, backend=self.backend)
+
+
+class FreqsRoPE(mnn.Module):
+    """mx.fast.rope(..., base=None, freqs=) as a row kernel, the rotated dims times `mscale`: mlx-lm's
+    Llama3RoPE, YarnRoPE, SuScaledRoPE and ProportionalRoPE. Called as YarnRoPE: (x, offset, scale, inverse)."""
+
+    def __init__(self, dims: int, freqs: mx.array, traditional: bool = False, mscale: float = 1.0, *,
+                 backend: Optional[str] = None) -> None:
+        super().__init__()
+        self.dims = dims
+        self.traditional = traditional
+        self.mscale = mscale
+        self.backend = backend
+        self._freqs = freqs
+        self._inv_freq = inverse_frequencies(dims, None, freqs)
+
+    def __call__(self, x: mx.array, offset: Union[int, mx.array] = 0, scale: float = 1.0,
+                 inverse: bool = False) -> mx.array:
+        inv_freq, mscale = (-self._inv_freq, 1.0 / self.mscale) if inverse else (self._inv_freq, self.mscale)
+        return rotate(x, positions(x.shape[-2], offset, scale), inv_freq, traditional=self.traditional,
+                      mscale=mscale, backend=self.backend)
