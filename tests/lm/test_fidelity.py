@@ -1,0 +1,84 @@
+"""patch(model) on tiny mlx-lm models of seven families, against the unpatched model (the oracle):
+logits, greedy generation through mlx-lm's KV cache, training-step gradients, bf16, and unpatch."""
+from __future__ import annotations
+
+import mlx.core as mx
+import pytest
+from conftest import BACKENDS
+from lmtools import FAMILIES, build, grads, greedy, max_rel, tokens
+from mlx.utils import tree_flatten, tree_map
+
+import zmlx_dsl as zmlx
+
+# what patch() must find in each family (kind -> at least this many modules), so a silently
+# unrecognised module fails here rather than passing every fidelity check by being left alone
+EXPECTED = {
+    "llama": {"RMSNorm -> zmlx_dsl.nn.RMSNorm": 5, "Llama3RoPE -> zmlx_dsl.nn.FreqsRoPE": 2,
+              "MLP -> zmlx_dsl.nn.GatedMLP (SwiGLU)": 2},
+    "mistral": {"RMSNorm -> zmlx_dsl.nn.RMSNorm": 5, "RoPE -> zmlx_dsl.nn.RoPE": 2,
+                "MLP -> zmlx_dsl.nn.GatedMLP (SwiGLU)": 2},
+    "qwen3": {"RMSNorm -> zmlx_dsl.nn.RMSNorm": 9, "RoPE -> zmlx_dsl.nn.RoPE": 2,
+              "MLP -> zmlx_dsl.nn.GatedMLP (SwiGLU)": 2},
+    "gemma2": {"RMSNorm -> zmlx_dsl.nn.OffsetRMSNorm": 9, "RoPE -> zmlx_dsl.nn.RoPE": 2,
+               "MLP -> zmlx_dsl.nn.GatedMLP (GeGLU, tanh gelu)": 2},
+    "gemma3": {"RMSNorm -> zmlx_dsl.nn.OffsetRMSNorm": 13, "RoPE -> zmlx_dsl.nn.RoPE": 2,
+               "MLP -> zmlx_dsl.nn.GatedMLP (GeGLU, tanh gelu)": 2},
+    "phi3": {"RMSNorm -> zmlx_dsl.nn.RMSNorm": 5, "SuScaledRoPE -> zmlx_dsl.nn.FreqsRoPE": 2,
+             "MLP -> zmlx_dsl.nn.FusedGatedMLP (SwiGLU)": 2},
+    "mixtral": {"RMSNorm -> zmlx_dsl.nn.RMSNorm": 5, "RoPE -> zmlx_dsl.nn.RoPE": 2,
+                "SwiGLU -> zmlx_dsl.nn.SwiGLU": 2},
+}
+F32 = 1e-4   # logits after patch: the relative error asked of float32
+GRAD = 1e-4  # each parameter's gradient, relative to its scale
+BF16 = 2.0   # bf16: at most this many times MLX's own bf16 error (the bf16 model against float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_patched_model_matches_the_unpatched_one(family: str, backend: str) -> None:
+    model, x = build(family), tokens(2, 16)
+    logits = model(x)
+    loss, g = grads(model, x)
+    generated, last = greedy(model, x[0, :5])
+    params = dict(tree_flatten(model.parameters()))
+
+    report = zmlx.patch(model, backend=backend)
+    found: dict[str, int] = {}
+    for what in report.replaced.values():
+        found[what] = found.get(what, 0) + 1
+    assert found == EXPECTED[family]
+    # the same parameters (names, shapes, dtypes: the very arrays), so weights load and train unchanged
+    assert {k: v for k, v in tree_flatten(model.parameters())}.keys() == params.keys()
+    assert all(v is params[k] for k, v in tree_flatten(model.parameters()))
+
+    assert max_rel(model(x), logits) <= F32
+    patched_loss, patched_g = grads(model, x)
+    assert abs(patched_loss.item() - loss.item()) <= F32 * abs(loss.item())
+    assert patched_g.keys() == g.keys()
+    assert {k: max_rel(patched_g[k], g[k]) for k in g if max_rel(patched_g[k], g[k]) > GRAD} == {}
+    patched_generated, patched_last = greedy(model, x[0, :5])
+    assert patched_generated == generated
+    assert max_rel(patched_last, last) <= F32
+
+    restored = zmlx.unpatch(model)
+    assert sorted(restored) == sorted(report)
+    assert mx.array_equal(model(x), logits).item()
+    assert greedy(model, x[0, :5])[0] == generated
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", sorted(set(FAMILIES) - {"mixtral"}))  # MLX's CPU gather_mm is float32 only
+def test_bf16_within_mlx_own_bf16_spread(family: str, backend: str) -> None:
+    model, x = build(family, dtype=mx.bfloat16), tokens(2, 16)
+    reference = build(family)  # float32 arithmetic on the very (bf16-rounded) weights
+    reference.update(tree_map(lambda v: v.astype(mx.float32), model.parameters()))
+    exact = reference(x)
+    logits = model(x)
+    assert logits.dtype == mx.bfloat16
+    spread = max_rel(logits, exact)
+    zmlx.patch(model, backend=backend)
+    patched = model(x)
+    assert patched.dtype == mx.bfloat16
+    assert max_rel(patched, exact) <= BF16 * spread
+    zmlx.unpatch(model)
+    assert mx.array_equal(model(x), logits).item()
