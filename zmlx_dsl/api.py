@@ -29,10 +29,11 @@ class ExprKernel(Kernel):
 
     def __init__(self, name: str, kind: str, arg_names: Sequence[str], build: Builder, *,
                  compute_dtype: Any = None, backend: Optional[str] = None,
-                 given_vjp: Optional[VJPBuilder] = None, threadgroup: Optional[int] = None) -> None:
+                 given_vjp: Optional[VJPBuilder] = None, threadgroup: Optional[int] = None,
+                 fast_math: Optional[bool] = None) -> None:
         # autodiff "ir": a given grad_expr or a serial fold must act alike on every backend
         super().__init__(None, kind=kind, name=name, compute_dtype=compute_dtype or mx.float32,
-                         backend=backend, autodiff="ir", arg_names=arg_names)
+                         backend=backend, autodiff="ir", arg_names=arg_names, fast_math=fast_math)
         self.threadgroup = threadgroup  # map_reduce's (checked, ZMLX-compatible; the backend picks the launch)
         self._make = build
         self._given = given_vjp
@@ -61,9 +62,11 @@ class ExprKernel(Kernel):
 
 def pointwise(name: str, arg_names: Sequence[str], fwd: str, grads: Optional[Sequence[str]], *,
               prelude: str = "", use_output: bool = True, compute_dtype: Any = None,
-              header: Optional[str] = None, backend: Optional[str] = None) -> Callable:
+              header: Optional[str] = None, backend: Optional[str] = None,
+              fast_math: Optional[bool] = None) -> Callable:
     """An elementwise kernel of len(arg_names) inputs from strings; `grads` (one VJP per input,
-    over the inputs, `y` and `g`) replaces the automatic gradient. Shared by api and autograd."""
+    over the inputs, `y` and `g`) replaces the automatic gradient. Shared by api and autograd.
+    fast_math as the decorators' (raw Metal that does not parse runs as written)."""
     header = DEFAULT_HEADER if header is None else header
     why = zmlx_strings.raw_reason(name, arg_names, fwd, grads, prelude=prelude, use_output=use_output,
                                   compute=compute_dtype, header=header)
@@ -74,23 +77,26 @@ def pointwise(name: str, arg_names: Sequence[str], fwd: str, grads: Optional[Seq
     given = zmlx_strings.pointwise_vjp(name, arg_names, grads, prelude=prelude, use_output=use_output,
                                        compute=compute_dtype, header=header) if grads else None
     return ExprKernel(name, "elementwise", arg_names, body, compute_dtype=compute_dtype, backend=backend,
-                      given_vjp=given)
+                      given_vjp=given, fast_math=fast_math)
 
 
 def elementwise(expr: str, *, name: Optional[str] = None, grad_expr: Optional[str] = None,
                 grad_prelude: str = "", use_output: bool = True, compute_dtype: Any = None,
-                header: Optional[str] = None, backend: Optional[str] = None) -> Callable:
+                header: Optional[str] = None, backend: Optional[str] = None,
+                fast_math: Optional[bool] = None) -> Callable:
     """An elementwise op from a C expression in `x`; differentiable automatically, or via
     `grad_expr` (in `g`, `x`, `y` when use_output, and `grad_prelude` declarations)."""
     return pointwise(name or stable_name("elementwise", expr, length=8), ["x"], expr,
                      [grad_expr] if grad_expr is not None else None, prelude=grad_prelude,
-                     use_output=use_output, compute_dtype=compute_dtype, header=header, backend=backend)
+                     use_output=use_output, compute_dtype=compute_dtype, header=header, backend=backend,
+                     fast_math=fast_math)
 
 
 # ---- row reductions ----------------------------------------------------------------------------
 
 def reduce(*, init: str, update: str, finalize: str = "acc", name: Optional[str] = None,
-           compute_dtype: Any = None, header: Optional[str] = None, backend: Optional[str] = None) -> Callable:
+           compute_dtype: Any = None, header: Optional[str] = None, backend: Optional[str] = None,
+           fast_math: Optional[bool] = None) -> Callable:
     """A row reduction (last axis) from `init`, `update` (in `acc`, `v`, `D`) and `finalize`
     (in `acc` or `s`): one fused row kernel; output shape drops the last axis.
 
@@ -102,12 +108,13 @@ def reduce(*, init: str, update: str, finalize: str = "acc", name: Optional[str]
     header = DEFAULT_HEADER if header is None else header
     body = zmlx_strings.reduce_body(name, init=init, update=update, finalize=finalize, compute=compute_dtype,
                                     header=header)
-    return ExprKernel(name, "reduce", ["x"], body, compute_dtype=compute_dtype, backend=backend)
+    return ExprKernel(name, "reduce", ["x"], body, compute_dtype=compute_dtype, backend=backend,
+                      fast_math=fast_math)
 
 
 def map_reduce(*, pass1: Mapping[str, str], pass2: Mapping[str, str], write: str, name: Optional[str] = None,
                threadgroup: int = 256, compute_dtype: Any = None, header: Optional[str] = None,
-               backend: Optional[str] = None) -> Callable:
+               backend: Optional[str] = None, fast_math: Optional[bool] = None) -> Callable:
     """Two row reductions then a per-element write (softmax, norms): pass1 accumulates `acc1`
     over `x` into `s1`, pass2 `acc2` (may use `s1`) into `s2`, `write` uses `x, s1, s2, D`.
     One fused row kernel; the backend picks the launch (`threadgroup` is checked, ZMLX-compatible).
@@ -126,4 +133,4 @@ def map_reduce(*, pass1: Mapping[str, str], pass2: Mapping[str, str], write: str
     body = zmlx_strings.map_reduce_body(name, pass1=pass1, pass2=pass2, write=write, compute=compute_dtype,
                                         header=header)
     return ExprKernel(name, "map_reduce", ["x"], body, compute_dtype=compute_dtype, backend=backend,
-                      threadgroup=threadgroup)
+                      threadgroup=threadgroup, fast_math=fast_math)

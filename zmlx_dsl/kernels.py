@@ -1,6 +1,7 @@
 """Kernels: a body (a Python function, or built otherwise by a subclass) called like a function.
 
-A kernel is compiled once per (argument dtypes and kinds, keyword constants, backend); a cached
+A kernel is compiled once per (argument dtypes and kinds, keyword constants, backend; its
+fast_math setting is fixed at decoration, and the kernel text, so MLX's cache key, shows it); a cached
 call costs a tuple build and a dictionary lookup, plus re-reading the globals it baked in.
 """
 from __future__ import annotations
@@ -104,7 +105,8 @@ class Kernel:
 
     def __init__(self, fn: Optional[Callable], *, kind: str, name: Optional[str] = None,
                  compute_dtype: Any = mx.float32, backend: Optional[str] = None, axis: int = -1,
-                 autodiff: Optional[str] = None, arg_names: Optional[Sequence[str]] = None) -> None:
+                 autodiff: Optional[str] = None, arg_names: Optional[Sequence[str]] = None,
+                 fast_math: Optional[bool] = None) -> None:
         if arg_names is None:
             if not inspect.isfunction(fn):
                 raise ZMLXTypeError(f"{kind} expects a Python function, got {type(fn).__name__}")
@@ -123,6 +125,10 @@ class Kernel:
         if autodiff not in (None, "mlx", "ir"):
             raise ZMLXTypeError(f"{self.name}: autodiff must be 'mlx' or 'ir', got {autodiff!r}")
         self.autodiff = autodiff
+        if fast_math not in (None, True, False):
+            raise ZMLXTypeError(f"{self.name}: fast_math must be True, False or None (per output dtype), "
+                                f"got {fast_math!r}")
+        self.fast_math = fast_math  # None: fast transcendentals unless an output is float32
         self.positional = list(arg_names)
         self.entries: dict = {}  # (argument dtypes and kinds, keyword constants) -> Entry
         self._fast: dict = {}  # (backend, argument dtypes...) -> (compiled, entry) for array-only calls
@@ -181,8 +187,8 @@ class Kernel:
         if autodiff == "mlx" and target != "mlx":
             raise ZMLXBackendError(f"{self.name}: autodiff='mlx' needs backend='mlx' (MLX cannot "
                                    f"differentiate a {target} kernel); use autodiff='ir'")
-        c = entry.compiled[target] = GivenVJP(entry.program, target, *entry.given) if entry.given else \
-            Compiled(entry.program, target, autodiff)
+        c = entry.compiled[target] = GivenVJP(entry.program, target, *entry.given, fast_math=self.fast_math) \
+            if entry.given else Compiled(entry.program, target, autodiff, fast_math=self.fast_math)
         return c
 
     def _split(self, entry: Entry, args: tuple) -> tuple[list, list]:
@@ -350,7 +356,8 @@ class Kernel:
     def source(self, *args: Any, backend: Optional[str] = None, **kwargs: Any) -> str:
         """The source the backend compiles for these arguments (full kernel text for C backends)."""
         target = backend or self.backend or backends.default()
-        return backends.get(target).source(self.program(*args, **kwargs), target, self._launch_arrays(args))
+        return backends.get(target).source(self.program(*args, **kwargs), target, self._launch_arrays(args),
+                                           self.fast_math)
 
     def grad_source(self, *args: Any, backend: Optional[str] = None, **kwargs: Any) -> str:
         """The backward kernel's source on a backend."""
@@ -363,7 +370,7 @@ class Kernel:
         # the backward reads per-row outputs (and their cotangents) as (rows, 1), before the squeeze
         outs = [o[..., None] if flag else o for o, flag in zip(outs, entry.row_flags)]
         pick = {"x": arrays, "g": outs, "y": outs}
-        return backends.get(target).source(bwd.program, target, [pick[r][k] for r, k in roles])
+        return backends.get(target).source(bwd.program, target, [pick[r][k] for r, k in roles], self.fast_math)
 
     def compiled_for(self, args: tuple, kwargs: dict, target: str) -> Compiled:
         """The kernel compiled for these arguments on a backend."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import mlx.core as mx
 
@@ -29,13 +29,16 @@ from .ir.program import Program
 class Compiled:
     """A program bound to a backend; call with (arrays, params) as lists of mx arrays."""
 
-    def __init__(self, program: Program, target: str, autodiff: str = "ir") -> None:
+    def __init__(self, program: Program, target: str, autodiff: str = "ir", fast_math: Optional[bool] = None) -> None:
         """autodiff: "ir" attaches the generated derivative programs with mx.custom_function;
-        "mlx" (portable backend only) leaves the MLX ops of the program to MLX's own transforms."""
+        "mlx" (portable backend only) leaves the MLX ops of the program to MLX's own transforms.
+        fast_math: the C backends' fast transcendentals (None: per program, fast unless an output
+        is float32; see backend/cstyle.py), passed on to the derivative programs."""
         self.program = program
         self.target = target
+        self.fast_math = fast_math
         self.stat_key, start = (program.name, target), time.perf_counter()  # for profile.kernel_stats
-        self.runner = backends.get(target).compile(program, target)
+        self.runner = backends.get(target).compile(program, target, fast_math)
         stats.record_compile(self.stat_key, time.perf_counter() - start)
         self.runs = stats.run_counter(self.stat_key)
         self.n_in = len(program.inputs)
@@ -101,7 +104,7 @@ class Compiled:
         prog = Program(p.name + "_vjp", p.kind, tuple(leaf for _, leaf in roles), p.params, tuple(present), lengths)
         slots = [float_inputs.index(x) if x in float_inputs else None for x in p.inputs]
         which = [i for i, g in enumerate(grads) if g is not None]
-        cache[picked] = Compiled(prog, self.target), [r for r, _ in roles], slots, which
+        cache[picked] = Compiled(prog, self.target, fast_math=self.fast_math), [r for r, _ in roles], slots, which
         return cache[picked]
 
     def _vjp(self, primals, cotangents, outputs):
@@ -164,7 +167,7 @@ class Compiled:
                 [("t", i) for i, x in enumerate(p.inputs) if x in tans and tans[x] in used]
         lengths = tuple(p.lengths[i] for _, i in order) if p.lengths else ()  # a tangent is its input's shape
         prog = Program(p.name + "_jvp", p.kind, inputs, p.params, tuple(present), lengths)
-        return Compiled(prog, self.target), order, [i for i, t in enumerate(outs) if t is not None]
+        return Compiled(prog, self.target, fast_math=self.fast_math), order, [i for i, t in enumerate(outs) if t is not None]
 
     def _jvp(self, primals, tangents):
         primals, tangents = as_tuple(primals), as_tuple(tangents)
@@ -209,10 +212,11 @@ class GivenVJP(Compiled):
     output, ("g", 0) the cotangent. The forward-mode rule reuses it: for an elementwise op the
     Jacobian is diagonal, so the tangent is sum_i vjp_i(g = t_i)."""
 
-    def __init__(self, program: Program, target: str, vjp_program: Program, roles: list) -> None:
-        self.given = Compiled(vjp_program, target)
+    def __init__(self, program: Program, target: str, vjp_program: Program, roles: list,
+                 fast_math: Optional[bool] = None) -> None:
+        self.given = Compiled(vjp_program, target, fast_math=fast_math)
         self.roles = roles
-        super().__init__(program, target)
+        super().__init__(program, target, fast_math=fast_math)
 
     def _given(self, arrays: Sequence[mx.array], y: mx.array, g: mx.array) -> list[mx.array]:
         pick = {"x": arrays, "y": [y], "g": [g]}

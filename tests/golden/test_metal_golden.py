@@ -86,6 +86,16 @@ def softmax(x):
     return e / e.sum()
 
 
+def _transcendentals(x):
+    """Each function with a fast spelling (c_ops.FAST_SPELLINGS) once."""
+    return mx.exp(x) + mx.erf(x) + mx.tanh(x) * mx.sigmoid(x)
+
+
+fast_f32 = zmlx.elementwise(_transcendentals, name="fast_f32", fast_math=True)   # opted in
+precise_bf16 = zmlx.elementwise(_transcendentals, name="precise_bf16", fast_math=False)  # opted out
+fast_softmax = zmlx.map_reduce(softmax.__wrapped__, name="fast_softmax", fast_math=True)
+
+
 @zmlx.map_reduce
 def rmsnorm(x, w, eps):
     return x * mx.rsqrt(mx.mean(x * x) + eps) * w
@@ -120,10 +130,14 @@ CASES = {
     "softmax_d33_f32": (softmax, lambda: [_x((3, 33))], "fwd"),
     "softmax_d4096_f16": (softmax, lambda: [_x((8, 4096), mx.float16)], "fwd"),
     "softmax_backward_d1000_f32": (softmax, lambda: [_x((4, 1000))], "bwd"),
+    "fast_math_f32": (fast_f32, lambda: [_x((4, 256))], "fwd"),
+    "fast_math_backward_f32": (fast_f32, lambda: [_x((4, 256))], "bwd"),
+    "precise_math_bf16": (precise_bf16, lambda: [_x((4, 256), mx.bfloat16)], "fwd"),
+    "fast_softmax_d1000_f32": (fast_softmax, lambda: [_x((4, 1000))], "fwd"),
     "rmsnorm_d1024_bf16": (rmsnorm, lambda: [_x((8, 1024), mx.bfloat16), _x((1024,), mx.bfloat16, seed=1), 1e-5],
                            "fwd"),
 }
-CUDA_CASES = ["silu_f32", "softmax_d33_f32"]
+CUDA_CASES = ["silu_f32", "softmax_d33_f32", "fast_math_f32"]
 
 
 def source_of(case: str, backend: str = "metal") -> str:
@@ -166,7 +180,7 @@ def mlx_printed(case: str) -> str:
         k = mx.fast.metal_kernel(**kw)
         return lambda **call: k(**call, verbose=True)
 
-    launcher = Launcher(compiled.program, RENDERER, factory, "metal")
+    launcher = Launcher(compiled.program, RENDERER.for_program(compiled.program, compiled.fast_math), factory, "metal")
     with tempfile.TemporaryDirectory() as d:
         log = os.path.join(d, "out.txt")
         fd = os.open(log, os.O_WRONLY | os.O_CREAT)
@@ -285,7 +299,7 @@ def row_reference(body, args):
 def test_runs_on_metal_sim(case):
     """The pinned kernels compute the body's values (and gradients) when their MSL runs (metal-sim)."""
     kernel, make, which = CASES[case]
-    sim = getattr(zmlx, kernel.kind)(kernel.__wrapped__, backend="metal-sim")
+    sim = getattr(zmlx, kernel.kind)(kernel.__wrapped__, backend="metal-sim", fast_math=kernel.fast_math)
     args = make()
     ref = kernel.__wrapped__ if kernel.kind == "elementwise" else row_reference(kernel.__wrapped__, args)
     if which == "bwd":

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 import mlx.core as mx
 
@@ -15,14 +15,15 @@ class Backend(Protocol):
     """What the runtime asks of a backend; `target` is the name it was picked by ("metal-sim" runs
     the metal backend on the CPU)."""
 
-    def compile(self, program: Program, target: str) -> Runner: ...
+    def compile(self, program: Program, target: str, fast_math: Optional[bool] = None) -> Runner: ...
 
-    def source(self, program: Program, target: str, arrays: Sequence[mx.array]) -> str: ...
+    def source(self, program: Program, target: str, arrays: Sequence[mx.array],
+               fast_math: Optional[bool] = None) -> str: ...
 
 
 @dataclass(frozen=True)
 class BackendFunctions:
     """A Backend made of a backend module's `compile` and `source` functions."""
 
-    compile: Callable[[Program, str], Runner]
-    source: Callable[[Program, str, Sequence[mx.array]], str]
+    compile: Callable[..., Runner]     # (program, target, fast_math=None)
+    source: Callable[..., str]         # (program, target, arrays, fast_math=None)

@@ -244,6 +244,74 @@ FMOD_FLOAT = Helper("zmlx_fmod", """\
 }}
 """)
 
+# ---- the fast path (fast_math): cheaper float transcendentals, accurate well within 16-bit outputs ----
+# Measured against float64 in benchmarks/accuracy.py (RESULTS.md); {exp2} is the backend's fast
+# exp2 (Metal `fast::exp2`, CUDA `exp2f`).
+
+FAST_EXP = Helper("zmlx_fast_exp", """\
+{q} float zmlx_fast_exp(float x) {{
+  // e^x as 2^(x log2(e)): the product's rounding costs ~|x| * 6e-8 relative (88 * 6e-8 at the
+  // overflow bound; a float16 ulp is 1e-3), as MLX's fast::exp and CUDA's __expf
+  return {exp2}(x * 1.44269504f);
+}}
+""")
+
+FAST_SIGMOID = Helper("zmlx_fast_sigmoid", """\
+{q} float zmlx_fast_sigmoid(float x) {{
+  // as zmlx_sigmoid (exp of a non-positive argument only) through the fast exp2
+  const float e = {exp2}(fabs(x) * -1.44269504f);
+  const float s = 1.0f / (1.0f + e);
+  return x >= 0.0f ? s : e * s;
+}}
+""")
+
+FAST_TANH = Helper("zmlx_fast_tanh", """\
+{q} float zmlx_fast_tanh(float x) {{
+  // Eigen's and XLA's rational fit x * p(x^2) / q(x^2) on [-7.905, 7.905] (|err| < 4e-7),
+  // +-1 beyond; no exp, no branch (a NaN passes the clamp and stays NaN)
+  const float c = fabs(x) > 7.90531110f ? copysign(7.90531110f, x) : x;
+  const float x2 = c * c;
+  float p = -2.76076847742355e-16f;
+  p = fma(p, x2, 2.00018790482477e-13f);
+  p = fma(p, x2, -8.60467152213735e-11f);
+  p = fma(p, x2, 5.12229709037114e-08f);
+  p = fma(p, x2, 1.48572235717979e-05f);
+  p = fma(p, x2, 6.37261928875436e-04f);
+  p = fma(p, x2, 4.89352455891786e-03f);
+  float q = 1.19825839466702e-06f;
+  q = fma(q, x2, 1.18534705686654e-04f);
+  q = fma(q, x2, 2.26843463243900e-03f);
+  q = fma(q, x2, 4.89352518554385e-03f);
+  return c * p / q;
+}}
+""")
+
+FAST_ERF = Helper("zmlx_fast_erf", """\
+{q} float zmlx_fast_erf(float x) {{
+  // a minimax rational x * p(x^2) / q(x^2) of degree 3/3 in x^2 on [-3.9, 3.9] (relative error
+  // < 1.9e-5, a tenth of a bfloat16 ulp and of a float16 half-ulp), half zmlx_erf's terms
+  const float c = fabs(x) > 3.9f ? copysign(3.9f, x) : x;
+  const float x2 = c * c;
+  float p = 6.33757096e-04f;
+  p = fma(p, x2, 4.12742943e-02f);
+  p = fma(p, x2, 1.66192651e-01f);
+  p = fma(p, x2, 1.12835848f);
+  float q = 8.35510530e-03f;
+  q = fma(q, x2, 9.72076133e-02f);
+  q = fma(q, x2, 4.80375469e-01f);
+  q = fma(q, x2, 1.0f);
+  return c * p / q;
+}}
+""")
+
+FAST_SPELLINGS: dict[str, Spelling] = {
+    "exp": Spelling("zmlx_fast_exp({0})"),
+    "sigmoid": Spelling("zmlx_fast_sigmoid({0})"),
+    "tanh": Spelling("zmlx_fast_tanh({0})"),
+    "erf": Spelling("zmlx_fast_erf({0})"),
+}
+"""The spellings a renderer uses instead under fast_math (every other op is spelled as usual)."""
+
 _HELPER_DEPS = {"zmlx_logaddexp": ("zmlx_log1p",)}
 
 
@@ -253,4 +321,5 @@ def helper_deps(name: str) -> tuple[str, ...]:
 
 
 HELPERS: dict[str, Helper] = {h.name: h for h in (ERF, ERFINV, SIGMOID, LOG1P, EXPM1, LOGADDEXP, FLOORDIV_INT,
-                                                   MOD_INT, FMOD_FLOAT, FMAX, FMIN, POW_INT)}
+                                                   MOD_INT, FMOD_FLOAT, FMAX, FMIN, POW_INT, FAST_EXP,
+                                                   FAST_SIGMOID, FAST_TANH, FAST_ERF)}

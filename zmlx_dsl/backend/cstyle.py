@@ -7,6 +7,9 @@ function computing the program per element; the body is the launch logic MLX wra
 """
 from __future__ import annotations
 
+import copy
+from typing import Optional
+
 import numpy as np
 
 from ..ir import dtypes as dt
@@ -14,7 +17,7 @@ from ..ir.node import LEAF_OPS, Node, toposort
 from ..ir.program import Program
 from .c_elementwise import render_elementwise
 from .c_expr import ATOM, Expr, RenderState, bare_argument, short_name
-from .c_ops import HELPERS, SPELLINGS, Spelling, helper_deps
+from .c_ops import FAST_SPELLINGS, HELPERS, SPELLINGS, Spelling, helper_deps
 from .c_rows import RowWriter
 from .plan import Plan
 
@@ -40,6 +43,25 @@ class CStyle:
     simd64_helpers = ""             # and for 64-bit integers, where the backend needs more
     uint = "uint"                   # 32-bit unsigned index type
     vector_struct = False           # fast path through an aligned 16-byte struct (else scalar accesses)
+    fast_exp2 = "exp2"              # the exp2 the fast_math helpers call (c_ops.FAST_SPELLINGS)
+    fast_math = False               # whether exp, erf, tanh, sigmoid take the fast spellings
+
+    def fast(self) -> "CStyle":
+        """This renderer with the fast_math spellings (one copy, made on first use)."""
+        twin = self.__dict__.get("_fast")
+        if twin is None:
+            twin = self.__dict__["_fast"] = copy.copy(self)
+            twin.spellings = {**self.spellings, **FAST_SPELLINGS}
+            twin.fast_math = True
+        return twin
+
+    def for_program(self, p: Program, fast_math: Optional[bool]) -> "CStyle":
+        """The renderer of a program: fast_math as given, else (None) fast when the program has
+        float outputs and all are 16-bit (the fast path's error is far below their rounding)."""
+        if fast_math is None:
+            floats = [o.dtype for o in p.outputs if o.dtype.is_float]
+            fast_math = bool(floats) and all(d.bits == 16 for d in floats)
+        return self.fast() if fast_math else self
 
     def register_budget(self, itemsize: int) -> int:
         """Row elements of `itemsize` bytes a group may hold in registers (per thread x threads)."""
@@ -131,7 +153,7 @@ class CStyle:
             for dep in helper_deps(name):
                 emit(dep)
             done.add(name)
-            out.append(HELPERS[name].code.format(q=self.fn_qual))
+            out.append(HELPERS[name].code.format(q=self.fn_qual, exp2=self.fast_exp2))
         for name in sorted(names):
             emit(name)
         return "\n".join(out)

@@ -1,7 +1,7 @@
 """The CUDA backend: the same renderer with CUDA spellings, for mx.fast.cuda_kernel (MLX on NVIDIA)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import mlx.core as mx
 
@@ -24,6 +24,7 @@ class CUDARenderer(CStyle):
     # float overload in C++'s std, so the float function is named
     spellings = {**SPELLINGS, **{op: Spelling(f"{op}({{0}})") for op in ("expm1", "log1p", "erf")},
                  "erfinv": Spelling("erfinvf({0})")}
+    fast_exp2 = "exp2f"
     fn_qual = "__device__ inline"
     constant_ptr = ""
     device_ptr = ""
@@ -85,9 +86,9 @@ template <typename T> {q} T zmlx_simd_min(T v) {{
 RENDERER = CUDARenderer()
 
 
-def compile(program: Program, target: str = "cuda"):
+def compile(program: Program, target: str = "cuda", fast_math: Optional[bool] = None):
     """A runner launching the program through mx.fast.cuda_kernel."""
-    return Launcher(program, RENDERER, mx.fast.cuda_kernel, target)
+    return Launcher(program, RENDERER.for_program(program, fast_math), mx.fast.cuda_kernel, target)
 
 
 def build_cuda_source(name: str, input_names: Sequence[str], output_names: Sequence[str], body: str,
@@ -108,12 +109,12 @@ def build_cuda_source(name: str, input_names: Sequence[str], output_names: Seque
     return text
 
 
-def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
+def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None) -> str:
     """The full CUDA kernel text for these inputs (MLX's wrapper included)."""
     def full(p, name, header, body, inputs, out_names):
         return build_cuda_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                  header, inputs, [o.dtype.mx for o in p.outputs])
-    return Launcher(program, RENDERER, mx.fast.cuda_kernel, target).source(arrays, full)
+    return Launcher(program, RENDERER.for_program(program, fast_math), mx.fast.cuda_kernel, target).source(arrays, full)
 
 
 BACKEND = BackendFunctions(compile, source)

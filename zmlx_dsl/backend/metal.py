@@ -1,7 +1,7 @@
 """The Metal backend: MSL for mx.fast.metal_kernel (and for metal-sim, which runs it on the CPU)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import mlx.core as mx
 
@@ -16,6 +16,7 @@ class MetalRenderer(CStyle):
     """MSL spellings: address spaces, Metal attributes, simd_* collectives."""
 
     backend = "metal"
+    fast_exp2 = "fast::exp2"
     fn_qual = "inline"
     constant_ptr = "constant"
     device_ptr = "device"
@@ -65,18 +66,18 @@ def kernel_factory(target: str) -> Callable:
     return mx.fast.metal_kernel
 
 
-def compile(program: Program, target: str = "metal"):
+def compile(program: Program, target: str = "metal", fast_math: Optional[bool] = None):
     """A runner launching the program's MSL (on a Mac's GPU, or on the CPU for metal-sim)."""
-    return Launcher(program, RENDERER, kernel_factory(target), target)
+    return Launcher(program, RENDERER.for_program(program, fast_math), kernel_factory(target), target)
 
 
-def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
+def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None) -> str:
     """The full Metal kernel text MLX compiles for these inputs (wrapper included)."""
     def full(p, name, header, body, inputs, out_names):
         return build_metal_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                   header, inputs, output_dtypes=[o.dtype.mx for o in p.outputs],
                                   ensure_row_contiguous=p.kind == "row")
-    return Launcher(program, RENDERER, kernel_factory(target), target).source(arrays, full)
+    return Launcher(program, RENDERER.for_program(program, fast_math), kernel_factory(target), target).source(arrays, full)
 
 
 BACKEND = BackendFunctions(compile, source)

@@ -1,7 +1,7 @@
 """The portable backend: IR evaluated as MLX ops under mx.compile (any device, the CPU included)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import mlx.core as mx
 
@@ -77,8 +77,9 @@ def _evaluate(roots, leaf) -> list:
     return evaluate(roots, leaf, lambda v, n: v.astype(n.dtype.mx), call)
 
 
-def compile(program: Program, target: str = name) -> Callable[[Sequence[mx.array]], list[mx.array]]:
-    """The runner for a program: mx.compile of its MLX-op form. Where MLX has its CUDA backend,
+def compile(program: Program, target: str = name,
+            fast_math: Optional[bool] = None) -> Callable[[Sequence[mx.array]], list[mx.array]]:
+    """The runner for a program: mx.compile of its MLX-op form (MLX's own ops: fast_math does not apply). Where MLX has its CUDA backend,
     empty arrays skip the compiled path (0.32.4 crashes launching a fused kernel over zero
     elements); elsewhere the runner is the compiled function itself (a call costs nothing more)."""
     plain = to_mlx(program)
@@ -94,7 +95,7 @@ def compile(program: Program, target: str = name) -> Callable[[Sequence[mx.array
     return run
 
 
-def source(program: Program, target: str, arrays: Sequence[mx.array]) -> str:
+def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None) -> str:
     """What this backend runs, for display: the program listing (MLX ops, fused by mx.compile)."""
     return program.text()
 
