@@ -234,8 +234,9 @@ def _mlp_plan(m: mnn.Module, source: str, fused: bool) -> _Plan:
 _CANDIDATE_WORDS = ("norm", "rope", "rotary", "mlp", "glu", "feedforward", "ffn")
 
 
-def _plan(m: mnn.Module) -> _Plan:
-    """What would replace `m` (raises _Skip or _Mismatch)."""
+def _plan(m: mnn.Module, unserved: Optional[mx.Dtype]) -> _Plan:
+    """What would replace `m` (raises _Skip, _Mismatch or _Container); `unserved`: a float dtype of the
+    model's parameters the kernels do not serve (a rotary embedding, which has none, would meet it)."""
     cls = type(m)
     if cls.__module__.startswith("zmlx_dsl."):
         raise _Skip(f"{cls.__name__}: already a zmlx_dsl layer")
@@ -246,10 +247,13 @@ def _plan(m: mnn.Module) -> _Plan:
     if isinstance(m, mnn.LayerNorm) and call is mnn.LayerNorm.__call__:
         _check_dtypes(m)
         return _layer_norm_plan(m)
+    rope_utils = sys.modules.get(_LM + "rope_utils")
+    is_rope_utils = rope_utils is not None and cls.__module__ == rope_utils.__name__
+    if unserved is not None and (isinstance(m, mnn.RoPE) or is_rope_utils):
+        raise _Skip(f"{cls.__name__}: the model's parameters are {unserved}, which the kernels do not serve")
     if isinstance(m, mnn.RoPE) and call is mnn.RoPE.__call__:
         return _rope_plan(m, "RoPE")
-    rope_utils = sys.modules.get(_LM + "rope_utils")
-    if rope_utils is not None and cls.__module__ == rope_utils.__name__:
+    if is_rope_utils:
         if cls.__name__ in _NOT_EXPRESSIBLE:
             raise _Skip(f"{cls.__name__}: {_NOT_EXPRESSIBLE[cls.__name__]}")
         if cls.__name__ in _ROPE_FORMS and getattr(rope_utils, cls.__name__) is cls:
@@ -385,6 +389,8 @@ def patch(model: mnn.Module, *, include: Union[None, str, Iterable[str]] = None,
             raise ZMLXValueError(f"patch: {path} is already patched by an earlier zmlx_dsl.patch call; unpatch that "
                                  f"model before patching this one")
     include_p, exclude_p = _as_patterns(include, "include"), _as_patterns(exclude, "exclude")
+    unserved = next((v.dtype for _, v in tree_flatten(model.parameters())
+                     if mx.issubdtype(v.dtype, mx.floating) and v.dtype not in SERVED_DTYPES), None)
     plans: dict[int, Union[_Plan, _Skip, _Mismatch, _Container]] = {}
     used: set[str] = set()
     chosen: list[tuple[str, Any, Any, mnn.Module, _Plan]] = []
@@ -393,7 +399,7 @@ def patch(model: mnn.Module, *, include: Union[None, str, Iterable[str]] = None,
     for path, container, key, m in walked:
         if id(m) not in plans:
             try:
-                plans[id(m)] = _plan(m)
+                plans[id(m)] = _plan(m, unserved)
             except (_Skip, _Mismatch, _Container) as e:
                 plans[id(m)] = e
         plan = plans[id(m)]
