@@ -83,7 +83,8 @@ def test_beyond_the_dtype_is_inf_in_the_kernel(backend):
     assert "INFINITY" in kernel_of(beyond_the_dtype, "cuda").source(X, backend="cuda")
 
 
-@pytest.mark.parametrize("body", [finfo_limits, scalar_extremes, clip_keywords], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("body", ELEMENTWISE, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("backend", GRAD_BACKENDS)
 def test_elementwise_spelling_gradients(body, backend):
     assert_grads(kernel_of(body, backend), body, X)
 
@@ -114,6 +115,7 @@ def test_nn_activation(name, backend):
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("backend", GRAD_BACKENDS)
 def test_nn_activation_gradient(name, backend):
     body = _activation(name)
     assert_grads(kernel_of(body, backend), body, X)
@@ -167,6 +169,7 @@ def test_row_spelling(body, backend):
 
 
 @pytest.mark.parametrize("body", ROW, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("backend", GRAD_BACKENDS)
 def test_row_spelling_gradients(body, backend):
     assert_grads(kernel_of(body, backend, "map_reduce"), rowwise(body, [X]), X)
 
