@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -188,3 +189,10 @@ def test_layer_norm_and_a_plain_module_tree() -> None:
     assert max_rel(block(x), expected) <= 1e-5
     zmlx.unpatch(block)
     assert mx.array_equal(block(x), expected).item()
+
+
+def test_the_readme_snippet_runs() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Models: zmlx_dsl.nn and patch(model)"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+    exec(compile(code, "README.md (Models)", "exec"), {})
