@@ -29,10 +29,11 @@ def ce_labels_ignore_kernel(x, label, *, smoothing, ignore):
 
 
 @zmlx.reduce
-def ce_probs_kernel(x, p, *, smoothing):
-    loss = mx.logsumexp(x) - (1 - smoothing) * mx.sum(x * p)
+def ce_probs_kernel(x, p, *, smoothing):  # as mlx.nn.losses: logits less their max, a constant to the gradient
+    z = x - mx.stop_gradient(x.max())     # (targets need not sum to one, and then the shift shows)
+    loss = mx.logsumexp(z) - (1 - smoothing) * mx.sum(z * p)
     if smoothing > 0:
-        return loss - smoothing * mx.mean(x)
+        return loss - smoothing * mx.mean(z)
     return loss
 
 
