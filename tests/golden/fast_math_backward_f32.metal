@@ -40,10 +40,9 @@ inline float zmlx_fast_sigmoid(float x) {
 }
 
 inline float zmlx_fast_tanh(float x) {
-  // Eigen's and XLA's rational fit x * p(x^2) / q(x^2) on [-7.905, 7.905] (|err| < 4e-7),
-  // +-1 beyond; no exp, no branch (a NaN passes the clamp and stays NaN)
-  const float c = fabs(x) > 7.90531110f ? copysign(7.90531110f, x) : x;
-  const float x2 = c * c;
+  // Eigen's and XLA's rational fit x * p(x^2) / q(x^2) on [-7.905, 7.905] (|err| < 4e-7), exactly
+  // +-1 beyond (so 1 + tanh(x) is 0 there, as in float); no exp, no branch, a NaN stays NaN
+  const float x2 = x * x;
   float p = -2.76076847742355e-16f;
   p = fma(p, x2, 2.00018790482477e-13f);
   p = fma(p, x2, -8.60467152213735e-11f);
@@ -55,7 +54,7 @@ inline float zmlx_fast_tanh(float x) {
   q = fma(q, x2, 1.18534705686654e-04f);
   q = fma(q, x2, 2.26843463243900e-03f);
   q = fma(q, x2, 4.89352518554385e-03f);
-  return c * p / q;
+  return fabs(x) > 7.90531110f ? copysign(1.0f, x) : x * p / q;
 }
 
 inline void fast_f32_vjp_cf0ae0a20d00_body(const float x, const float cotan0, thread float& out0) {
@@ -65,7 +64,7 @@ inline void fast_f32_vjp_cf0ae0a20d00_body(const float x, const float cotan0, th
   const float add_3 = add_2 + cotan0 * 1.128379225730896f * zmlx_fast_exp(-(x * x)) + cotan0 * zmlx_fast_exp(x);
   out0 = add_3;
 }
-[[kernel]] void custom_kernel_fast_f32_vjp_cf0ae0a20d00_1e0b4f34_float_float_float(
+[[kernel]] void custom_kernel_fast_f32_vjp_cf0ae0a20d00_a3874c9b_float_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int64_t* x_strides [[buffer(2)]],
