@@ -68,25 +68,23 @@ _NOT_EXPRESSIBLE = {"DynamicNTKScalingRoPE": "its base depends on each call's se
                                              "(not served)"}
 
 
-def _dump(source: str) -> tuple[str, ...]:
-    return tuple(ast.dump(s) for s in ast.parse(source).body)
-
-
-_DUMPS: dict[Any, Optional[tuple[str, ...]]] = {}  # a form's source, or a function: its statements
+_BODIES: dict[Callable, Optional[tuple[str, ...]]] = {}
+_FORMS: dict[str, tuple[str, ...]] = {}
+_GLOBALS = {"mx": "mlx.core", "nn": "mlx.nn", "swiglu": "mlx_lm.models.activations.swiglu"}
 
 
 def _body(fn: Callable) -> Optional[tuple[str, ...]]:
     """The AST dumps of fn's statements (its docstring left out), or None without source."""
-    if fn not in _DUMPS:
+    if fn not in _BODIES:
         try:
             body = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0].body
         except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
-            _DUMPS[fn] = None
+            _BODIES[fn] = None
         else:
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
                 body = body[1:]
-            _DUMPS[fn] = tuple(ast.dump(s) for s in body)
-    return _DUMPS[fn]
+            _BODIES[fn] = tuple(ast.dump(s) for s in body)
+    return _BODIES[fn]
 
 
 def _form(fn: Callable, forms: Iterable[str]) -> Optional[str]:
@@ -95,22 +93,21 @@ def _form(fn: Callable, forms: Iterable[str]) -> Optional[str]:
     if dump is None:
         return None
     for source in forms:
-        if source not in _DUMPS:
-            _DUMPS[source] = _dump(source)
-        if _DUMPS[source] == dump:
+        if source not in _FORMS:
+            _FORMS[source] = tuple(ast.dump(s) for s in ast.parse(source).body)
+        if _FORMS[source] == dump:
             return source
     return None
 
 
 def _resolves(fn: Callable, source: str) -> Optional[str]:
     """None when the form's global names mean, in fn's module, what the form means; else why not."""
-    g = getattr(fn, "__globals__", {})
     activations = sys.modules.get(_LM + "activations")
     expected = {"mx": mx, "nn": mnn, "swiglu": getattr(activations, "swiglu", None)}
-    for name, obj in expected.items():
-        if f"{name}." in source or f"{name}(" in source:
-            if obj is None or g.get(name) is not obj:
-                return f"its `{name}` is not {'mlx.core' if name == 'mx' else 'mlx.nn' if name == 'nn' else 'mlx_lm.models.activations.swiglu'}"
+    used = {n.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Name)}
+    for name in sorted(used & set(expected)):
+        if expected[name] is None or getattr(fn, "__globals__", {}).get(name) is not expected[name]:
+            return f"its `{name}` is not {_GLOBALS[name]}"
     return None
 
 
@@ -285,7 +282,7 @@ _CLASS_FORMS: dict[type, Optional[tuple[str, str]]] = {}
 
 
 def _class_form(cls: type) -> Optional[tuple[str, str]]:
-    """(group, form) of the first form table that cls.__call__ is in ("norm", "gated", "fused", "swiglu"), once per class."""
+    """(group, form) of the form table cls.__call__ is in ("norm", "gated", "fused", "swiglu"); once per class."""
     if cls not in _CLASS_FORMS:
         _CLASS_FORMS[cls] = None
         if cls.__call__ is not mnn.Module.__call__:

@@ -10,6 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import pytest
+from conftest import BACKENDS
 from lmtools import build, loss_fn, max_rel, tokens
 from mlx.utils import tree_flatten
 
@@ -196,3 +197,35 @@ def test_the_readme_snippet_runs() -> None:
     section = readme[readme.index("## Models: zmlx_dsl.nn and patch(model)"):]
     code = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
     exec(compile(code, "README.md (Models)", "exec"), {})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlx_lm_scaled_ropes(backend: str) -> None:
+    from mlx_lm.models.rope_utils import initialize_rope
+
+    configs = {"linear": {"rope_type": "linear", "factor": 4.0},
+               "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+               "proportional": {"rope_type": "proportional", "partial_rotary_factor": 0.5, "factor": 2.0},
+               "llama3": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64},
+               "dynamic": {"rope_type": "dynamic", "factor": 2.0}}
+
+    class Ropes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ropes = {k: initialize_rope(32, 10000.0, k == "llama3", c, 128) for k, c in configs.items()}
+
+    model, x = Ropes(), mx.random.normal((2, 4, 9, 32), key=mx.random.key(7))
+    assert model.ropes["yarn"].mscale != 1.0
+    calls = {k: [(x,), (x, 5)] for k in configs}
+    calls["yarn"] += [(x, 3, 0.5, True)]  # mlx-lm's YarnRoPE also takes scale= and inverse=
+    expected = {k: [model.ropes[k](*a) for a in args] for k, args in calls.items()}
+    report = zmlx.patch(model, backend=backend)
+    assert report.replaced == {"ropes.linear": "RoPE -> zmlx_dsl.nn.RoPE",
+                               "ropes.yarn": "YarnRoPE -> zmlx_dsl.nn.FreqsRoPE",
+                               "ropes.proportional": "ProportionalRoPE -> zmlx_dsl.nn.FreqsRoPE",
+                               "ropes.llama3": "Llama3RoPE -> zmlx_dsl.nn.FreqsRoPE"}
+    assert report.skipped == {"ropes.dynamic": "DynamicNTKScalingRoPE: its base depends on each call's sequence "
+                                               "length and offset (not served)"}
+    for k, args in calls.items():
+        for a, want in zip(args, expected[k]):
+            assert max_rel(model.ropes[k](*a), want) <= 1e-5, (k, a[1:])

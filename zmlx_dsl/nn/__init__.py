@@ -7,6 +7,6 @@ from .mlp import DenseMLP, FusedGatedMLP, GatedMLP
 from .norms import LayerNorm, OffsetRMSNorm, RMSNorm, layer_norm, rms_norm
 from .rope import FreqsRoPE, RoPE, rope
 
-__all__ = ["RMSNorm", "OffsetRMSNorm", "LayerNorm", "RoPE", "FreqsRoPE", "GatedMLP", "FusedGatedMLP", "DenseMLP", "SiLU",
-           "GELU", "SwiGLU", "rms_norm", "layer_norm", "rope", "silu", "gelu", "gelu_approx", "swiglu", "geglu",
+__all__ = ["RMSNorm", "OffsetRMSNorm", "LayerNorm", "RoPE", "FreqsRoPE", "GatedMLP", "FusedGatedMLP", "DenseMLP",
+           "SiLU", "GELU", "SwiGLU", "rms_norm", "layer_norm", "rope", "silu", "gelu", "gelu_approx", "swiglu", "geglu",
            "softmax", "log_softmax", "cross_entropy"]

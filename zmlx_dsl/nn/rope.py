@@ -61,7 +61,7 @@ def positions(length: int, offset: Union[int, mx.array], scale: float) -> mx.arr
 def rope(x: mx.array, dims: int, *, traditional: bool, base: Optional[float], scale: float,
          offset: Union[int, mx.array], freqs: Optional[mx.array] = None, mscale: float = 1.0,
          backend: Optional[str] = None) -> mx.array:
-    """mx.fast.rope(x, dims, ...) over x (..., L, D), the rotated dims times `mscale` (the scaled ropes' input scale)."""
+    """mx.fast.rope(x, dims, ...) over x (..., L, D), the rotated dims times `mscale` (a scaled rope's input scale)."""
     if dims % 2 or dims > x.shape[-1]:
         raise ValueError(f"rope: dims must be even and at most the last axis ({x.shape[-1]}), got {dims}")
     return rotate(x, positions(x.shape[-2], offset, scale), inverse_frequencies(dims, base, freqs),
