@@ -3,6 +3,7 @@ logits, greedy generation through mlx-lm's KV cache, training-step gradients, bf
 from __future__ import annotations
 
 import mlx.core as mx
+import mlx.nn as nn
 import pytest
 from conftest import BACKENDS
 from lmtools import FAMILIES, build, grads, greedy, max_rel, tokens
@@ -82,3 +83,32 @@ def test_bf16_within_mlx_own_bf16_spread(family: str, backend: str) -> None:
     assert max_rel(patched, exact) <= BF16 * spread
     zmlx.unpatch(model)
     assert mx.array_equal(model(x), logits).item()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lora_fine_tune_gradients(backend: str) -> None:
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model, x = build("llama"), tokens(2, 16)
+    model.freeze()
+    linear_to_lora_layers(model, 2, {"rank": 4, "scale": 10.0, "dropout": 0.0,
+                                     "keys": ["self_attn.q_proj", "mlp.gate_proj", "mlp.down_proj"]})
+    # lora_b starts at zero; move it so that every LoRA matrix gets a gradient
+    model.update(tree_map(lambda v: 0.01 * mx.random.normal(v.shape, key=mx.random.key(v.size)),
+                          model.trainable_parameters()))
+    loss, g = grads(model, x)
+    assert len(g) == 12 and all(k.endswith(("lora_a", "lora_b")) for k in g)
+    zmlx.patch(model, backend=backend)
+    patched_loss, patched_g = grads(model, x)
+    assert abs(patched_loss.item() - loss.item()) <= F32 * abs(loss.item())
+    assert patched_g.keys() == g.keys()
+    assert {k: max_rel(patched_g[k], g[k]) for k in g if max_rel(patched_g[k], g[k]) > GRAD} == {}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_quantized_model(backend: str) -> None:
+    model, x = build("qwen3"), tokens(2, 16)
+    nn.quantize(model, group_size=32, bits=4)
+    logits = model(x)
+    assert len(zmlx.patch(model, backend=backend)) == 13  # the MLPs keep their QuantizedLinear projections
+    assert max_rel(model(x), logits) <= F32
