@@ -19,8 +19,8 @@ import zmlx_dsl as zmlx
 from zmlx_dsl.errors import ZMLXTypeError
 from zmlx_dsl.testing import rowwise
 
-from conftest import (GRAD_BACKENDS, HAVE_METAL_SIM, assert_cuda_type_checks, assert_grads, assert_same,
-                      interpret_kernel, kernel_of, rand, tol_for)
+from conftest import (GRAD_BACKENDS, HAVE_METAL_SIM, assert_cuda_type_checks, assert_grads, assert_jvp,
+                      assert_same, interpret_kernel, kernel_of, rand, tol_for)
 
 FAST = ("zmlx_fast_exp", "zmlx_fast_erf", "zmlx_fast_tanh", "zmlx_fast_sigmoid")
 
@@ -142,6 +142,13 @@ def test_elementwise_gradients(fn, dtype, grad_backend):
 def test_row_gradients(fn, kind, dtype, grad_backend):
     x = _x((3, 1000), dtype)
     assert_grads(kernel_of(fn, grad_backend, kind), rowwise(fn, [x]), x)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=["f16", "bf16"])
+@pytest.mark.parametrize("fn", [gelu, gelu_tanh, silu], ids=lambda f: f.__name__)
+def test_forward_mode(fn, dtype, grad_backend):
+    """The generated JVP kernel (fast too: its outputs are 16-bit) against MLX's jvp of the body."""
+    assert_jvp(kernel_of(fn, grad_backend), fn, _x((4, 300), dtype, low=-3.0, high=3.0))
 
 
 @pytest.mark.parametrize("fn", [gelu, silu, gelu_tanh], ids=lambda f: f.__name__)
