@@ -19,9 +19,9 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
     # mistral's architecture is llama's: plain nn.RoPE, traditional, grouped-query attention
-    "mistral": ("llama", dict(model_type="mistral", rope_theta=1e6, rope_traditional=True, tie_word_embeddings=True)),
+    "mistral": ("llama", dict(model_type="mistral", rope_theta=1e6, rope_traditional=True, tie_word_embeddings=False)),
     # qwen3: q_norm/k_norm over each head
-    "qwen3": ("qwen3", dict(model_type="qwen3", head_dim=16, max_position_embeddings=256, tie_word_embeddings=True,
+    "qwen3": ("qwen3", dict(model_type="qwen3", head_dim=16, max_position_embeddings=256, tie_word_embeddings=False,
                             rope_theta=1e6)),
     # gemma2: the 1 + weight RMSNorm, GeGLU (tanh gelu) MLP, logit softcapping
     "gemma2": ("gemma2", dict(model_type="gemma2", head_dim=16, query_pre_attn_scalar=16.0)),
@@ -46,6 +46,8 @@ def build(family: str, seed: int = 0, dtype: mx.Dtype = mx.float32) -> nn.Module
     model = lm.Model(lm.ModelArgs(**{**_BASE, **overrides}))
     model.update(tree_map_with_path(lambda p, v: v + 0.2 * mx.random.normal(v.shape) if "norm" in p else v,
                                     model.parameters()))
+    if family == "gemma2":  # tied, sqrt(d)-scaled embeddings: at random init the input token would dominate and
+        model.model.embed_tokens.weight = 0.1 * model.model.embed_tokens.weight  # greedy decoding repeat it
     if dtype != mx.float32:
         model.set_dtype(dtype)
     mx.eval(model.parameters())
