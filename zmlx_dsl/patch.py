@@ -118,7 +118,6 @@ class _Plan:
     kind: str
     description: str
     build: Callable[[Optional[str]], mnn.Module]  # the replacement on a backend
-    expected: tuple[str, ...]                     # the parameter names the replacement carries over
 
 
 class _Skip(Exception):
@@ -183,8 +182,8 @@ def _norm_plan(m: mnn.Module, offset: bool) -> _Plan:
     if not isinstance(getattr(m, "eps", None), (int, float)):
         raise _Skip(f"{_name(m)}: its eps is not a number")
     _check_names(m, ("weight",), replacement)
-    return _Plan("rms_norm", f"{_name(m)} -> {replacement}", lambda b: _adopt(cls(w.shape[0], m.eps, backend=b), m,
-                                                                          weight=w), ("weight",))
+    return _Plan("rms_norm", f"{_name(m)} -> {replacement}",
+                 lambda b: _adopt(cls(w.shape[0], m.eps, backend=b), m, weight=w))
 
 
 def _layer_norm_plan(m: mnn.LayerNorm) -> _Plan:
@@ -194,7 +193,7 @@ def _layer_norm_plan(m: mnn.LayerNorm) -> _Plan:
     _check_names(m, names, "zmlx_dsl.nn.LayerNorm")
     return _Plan("layer_norm", f"{_name(m)} -> zmlx_dsl.nn.LayerNorm",
                  lambda be: _adopt(znn.LayerNorm(m.dims, m.eps, w is not None, b is not None, backend=be), m,
-                                   weight=w, bias=b), names)
+                                   weight=w, bias=b))
 
 
 def _rope_plan(m: mnn.Module, cls_name: str) -> _Plan:
@@ -202,7 +201,7 @@ def _rope_plan(m: mnn.Module, cls_name: str) -> _Plan:
     _check_names(m, (), "a rotary embedding")
     if cls_name == "RoPE":
         return _Plan("rope", "RoPE -> zmlx_dsl.nn.RoPE",
-                     lambda b: _adopt(znn.RoPE(m.dims, m.traditional, m.base, m.scale, backend=b), m), ())
+                     lambda b: _adopt(znn.RoPE(m.dims, m.traditional, m.base, m.scale, backend=b), m))
     if cls_name == "SuScaledRoPE":
         dims, traditional, mscale = m.dim, False, m._scale
     else:
@@ -210,7 +209,7 @@ def _rope_plan(m: mnn.Module, cls_name: str) -> _Plan:
     if m._freqs.shape != (dims // 2,):
         raise _Skip(f"{cls_name}: its freqs have shape {tuple(m._freqs.shape)}, not ({dims // 2},)")
     return _Plan("rope", f"{cls_name} -> zmlx_dsl.nn.FreqsRoPE",
-                 lambda b: _adopt(znn.FreqsRoPE(dims, m._freqs, traditional, mscale, backend=b), m), ())
+                 lambda b: _adopt(znn.FreqsRoPE(dims, m._freqs, traditional, mscale, backend=b), m))
 
 
 def _mlp_plan(m: mnn.Module, source: str, fused: bool) -> _Plan:
@@ -225,7 +224,7 @@ def _mlp_plan(m: mnn.Module, source: str, fused: bool) -> _Plan:
     cls = znn.FusedGatedMLP if fused else znn.GatedMLP
     glu = {"silu": "SwiGLU", "gelu": "GeGLU", "gelu_approx": "GeGLU, tanh gelu"}[activation]
     return _Plan("mlp", f"{_name(m)} -> zmlx_dsl.nn.{cls.__name__} ({glu})",
-                 lambda b: _adopt(cls.of(*(m[n] for n in names), activation, names=names, backend=b), m), expected)
+                 lambda b: _adopt(cls.of(*(m[n] for n in names), activation, names=names, backend=b), m))
 
 
 _CANDIDATE_WORDS = ("norm", "rope", "rotary", "mlp", "glu", "feedforward", "ffn")
@@ -300,7 +299,7 @@ def _swiglu_plan(m: mnn.Module) -> _Plan:
     if list(inspect.signature(type(m).__call__).parameters)[1:] != ["x", "gate"]:
         raise _Skip(f"{_name(m)}: its __call__ does not take (x, gate)")
     _check_names(m, (), "zmlx_dsl.nn.SwiGLU")
-    return _Plan("activation", f"{_name(m)} -> zmlx_dsl.nn.SwiGLU", lambda b: _adopt(znn.SwiGLU(backend=b), m), ())
+    return _Plan("activation", f"{_name(m)} -> zmlx_dsl.nn.SwiGLU", lambda b: _adopt(znn.SwiGLU(backend=b), m))
 
 
 def _is_candidate(m: mnn.Module) -> bool:
