@@ -266,3 +266,16 @@ def test_compute_dtype_float16_on_metal_sim():
     x = _x((4, 256), mx.float16, low=-3.0, high=3.0)
     k = zmlx.elementwise(gelu_tanh, backend="metal-sim", compute_dtype=mx.float16)
     assert_same(k, gelu_tanh, x, atol=4e-3, rtol=4e-3)
+
+
+@pytest.mark.parametrize("fn,kind", ROWS, ids=[f.__name__ for f, _ in ROWS])
+def test_long_rows_online_normaliser(fn, kind, backend):
+    """Rows past the register budget take the online max-and-sum (its exp is the fast one too):
+    ordinary rows and rows holding -inf, +inf and NaN."""
+    x = np.array(_x((5, 40000), mx.float32, low=-30.0, high=30.0))
+    x[1, :] = -np.inf
+    x[2, 7] = np.inf
+    x[3, 123] = np.nan
+    x[4, ::2] = -np.inf
+    x = mx.array(x).astype(mx.bfloat16)
+    assert_same(kernel_of(fn, backend, kind), rowwise(fn, [x]), x)
