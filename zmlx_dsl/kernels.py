@@ -51,7 +51,8 @@ class Entry:
         self.slots = slots              # per positional argument: ("array", i) or
         #                                 ("param", dtype, (lo, hi) of an integer, else None)
         self.is_tuple = is_tuple
-        self.row_flags = row_flags      # per output: True when it holds one value per row
+        self.row_flags = row_flags      # per output: True when it is one value per row, 0-d in the body
+        #                                 (the row axis dropped; a (1,) keeps it, as MLX's keepdims)
         self.baked = baked
         self.given = given              # a user-given VJP: (its program, its input roles), see GivenVJP
         self.arrays_only = all(s[0] == "array" for s in slots)
@@ -322,9 +323,11 @@ class Kernel:
             raise ZMLXTypeError(f"output {k} of '{self.name}' depends on {what}; a kernel output must be "
                                 "computed from at least one array argument", src.loc(src.fdef))
         outs = optimize(widen(outputs, self.compute))
+        kept = [False] * len(outs)  # a reduce output the body returns with shape (1,): MLX's keepdims
         if self.kind == "reduce":  # a row of one (MLX's shape (1,) of a per-row value) is one value per row
             length = row_lengths(outs, dict(zip(inputs, lengths)))
-            outs = [gather(o, const(0, dt.int32), 1) if length[o] == 1 and not per_row([o])[o] else o for o in outs]
+            kept = [length[o] == 1 and not per_row([o])[o] for o in outs]
+            outs = [gather(o, const(0, dt.int32), 1) if k else o for o, k in zip(outs, kept)]
         flags = [per_row(outs)[o] for o in outs] if self.kind != "elementwise" else [False] * len(outs)
         if self.kind == "reduce" and not all(flags):
             k = flags.index(False)
@@ -335,7 +338,7 @@ class Kernel:
         program = Program(self.name, kind, tuple(inputs), tuple(params), tuple(outs), lengths)
         ranges = _param_ranges(program)
         slots = [s if s[0] == "array" else s[:2] + (ranges.get(s[2]),) for s in slots]
-        return Entry(program, slots, body.is_tuple, flags, body.baked)
+        return Entry(program, slots, body.is_tuple, [f and not k for f, k in zip(flags, kept)], body.baked)
 
     # ---- inspection ----------------------------------------------------------------------
     def program(self, *args: Any, **kwargs: Any) -> Program:

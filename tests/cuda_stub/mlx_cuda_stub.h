@@ -18,6 +18,7 @@ struct dim3 { unsigned x, y, z; };
 static dim3 blockIdx, threadIdx, blockDim, gridDim;
 inline void __syncthreads() {}
 template <class T> T __shfl_xor_sync(unsigned, T v, int) { return v; }
+template <class T> T __shfl_up_sync(unsigned, T v, unsigned) { return v; }
 using std::exp;
 using std::isnan;
 using std::max;

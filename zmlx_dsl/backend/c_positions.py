@@ -43,6 +43,7 @@ class PositionReads:
                     f"{x.arg}[{self.base[x] + ' + ' if self.base[x] else ''}{pos}]"
         local[Node("index", (), dt.int32, length)] = pos
         local[Node("index", (), dt.int32, 1)] = "0"
+        self.stored_at(local, length, pos)
         return local
 
     def vector_at(self, x: Node, shift: int) -> str:

@@ -14,12 +14,13 @@ from ..ir.program import Program
 from ..ir.registry import OPS
 from .c_expr import ATOM, SIMD64, Expr, RenderState, bare_argument, short_name
 from .c_positions import PositionReads, position_reads, specialised, without_unused_positions
+from .c_scans import WholeRows, scratch_name
 from .plan import Plan
 
 Emit = Callable[[str], None]
 
 
-class RowWriter(PositionReads):
+class RowWriter(PositionReads, WholeRows):
     """Writes one row kernel for a plan; its fields are the render's state (lines, names bound so
     far, helpers and temporaries), so each render is independent."""
 
@@ -27,7 +28,9 @@ class RowWriter(PositionReads):
         self.c, self.p, self.plan = c, p, plan
         self.state = RenderState()
         self.rows = per_row(p.outputs)
-        self.reductions = [n for n in toposort(p.outputs) if n.op in OPS and OPS[n.op].reduction]
+        order = toposort(p.outputs)
+        self.reductions = [n for n in order if n.op in OPS and OPS[n.op].reduction]
+        self.init_whole_rows(order)
         used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
         self.full = [x for x, m in zip(p.inputs, plan.modes) if m == "full" and x in used]
         self.idx = "size_t" if plan.wide_index else c.uint
@@ -69,10 +72,14 @@ class RowWriter(PositionReads):
             self.load_registers()
         self.online = {} if plan.cached else online_sums(self.reductions, self.length)
         level: dict[Node, int] = {}
+        passes = set(self.reductions) | set(self.whole)  # each needs the whole row of its operand first
         for n in toposort(self.p.outputs):
             lv = max((level.get(a, 0) for a in n.args), default=0)
-            level[n] = level[self.online[n][0]] if n in self.online else lv + 1 if n in self.reductions else lv
-        for lv in range(1, max((level[r] for r in self.reductions), default=0) + 1):
+            level[n] = level[self.online[n][0]] if n in self.online else lv + 1 if n in passes else lv
+        for lv in range(1, max((level[r] for r in passes), default=0) + 1):
+            for n in self.whole:
+                if level[n] == lv:
+                    self.whole_row(n)
             self.reduce_level(lv, [r for r in self.reductions if level[r] == lv])
         self.outputs()
         body = self.top + self.lines
@@ -98,7 +105,8 @@ class RowWriter(PositionReads):
                      f"  const {u} lid = {c.local_id}{f' % {plan.threads}' if R > 1 else ''};"]
         if plan.threads > 32:  # several simdgroups: partial results meet in shared memory, in their own type
             self.top += [f"  const {u} lane = lid % 32;", f"  const {u} warp = lid / 32;"]
-            for d in sorted({r.dtype for r in self.reductions if r.op != "fold"}, key=lambda d: d.name):
+            exchanged = {r.dtype for r in self.reductions if r.op != "fold"} | {n.dtype for n in self.whole if n.op != "argsort"}
+            for d in sorted(exchanged, key=lambda d: d.name):
                 self.top.append(f"  {c.shared} {c.ctype(d)} {scratch_name(d)}[32];")
         group = c.index(c.group_id, idx)
         if plan.grid_stride:  # more rows than the grid can hold: each group loops over rows
@@ -183,6 +191,7 @@ class RowWriter(PositionReads):
         by position (a concatenation's parts, a roll's), each part of the row gets its own loop
         with the selection decided (no part computes the others' values)."""
         self.bind_per_row(self.frontier(targets))
+        self.loop_length = extent
         bounds = sorted({k for n in position_reads(targets, self.names, natural=True)
                          if (k := cuts(n, extent)) is not None and k % self.plan.vec == 0})
         if self.plan.cached or not bounds:
@@ -216,11 +225,12 @@ class RowWriter(PositionReads):
         self.slot, self.shifted = len(self.lines), {}
         self.lines.append(f"      for (int j = 0; j < {self.plan.vec}; ++j) {{")
         position = None
-        if any(n.op in ("index", "scatter") for n in here):
+        if any(n.op in ("index", "scatter") for n in here) or self.whole:
             position = "i"
             self.lines.append(f"        const int i = int(v) * {self.plan.vec} + j;")
             local[Node("index", (), dt.int32, extent)] = "i"
             self.position_shift["i"] = 0
+            self.stored_at(local, self.loop_length, f"i + {start}" if start else "i")
         local[Node("index", (), dt.int32, 1)] = "0"
         body = len(self.lines)
         emit_tail(self.values(part, local, "        ", position), "        ")
@@ -422,8 +432,3 @@ def online_sums(reductions: list[Node], length: dict) -> dict[Node, tuple[Node, 
                 and length[e] == length[arg]:
             found[r] = (m, shift, e)
     return found
-
-
-def scratch_name(d: dt.DType) -> str:
-    """The shared array through which simdgroups combine partial reductions of dtype d."""
-    return "zmlx_scratch" if d == dt.float32 else f"zmlx_scratch_{d.name}"

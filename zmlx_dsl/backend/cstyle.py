@@ -39,6 +39,9 @@ class CStyle:
     group_id: str
     local_id: str
     group_count: str                # groups in the grid
+    shuffle_up: str                 # "{0} from the lane {1} below" (lanes below {1} keep their own)
+    ushort: str                     # 16-bit unsigned type (a sort's positions)
+    shared_memory: int              # bytes of block-shared memory a kernel may declare
     simd_helpers = ""               # zmlx_simd_<reduction> for the types collectives take natively
     simd64_helpers = ""             # and for 64-bit integers, where the backend needs more
     uint = "uint"                   # 32-bit unsigned index type
@@ -131,8 +134,10 @@ class CStyle:
             text = expr[a]
             aprec = text.prec
             repeated = template.count("{%d}" % i) > 1
-            needs = op.prec and aprec != ATOM and (aprec < op.prec or (aprec == op.prec and i > 0)
-                                                   or op.prec >= 6)
+            # at equal precedence: the right operand of a left-associative operator, every operand
+            # of `?:` (`(a ? b : c) ? d : e` is not `a ? b : c ? d : e`, which is `a ? b : (c ? d : e)`)
+            tied = n.op == "where" or i > 0
+            needs = op.prec and aprec != ATOM and (aprec < op.prec or (aprec == op.prec and tied) or op.prec >= 6)
             if repeated and aprec != ATOM:
                 needs = True
             if not op.prec and aprec != ATOM and not bare_argument(template, i):

@@ -32,6 +32,9 @@ class CUDARenderer(CStyle):
     shared = "__shared__"
     barrier = "__syncthreads();"
     types = _MLX_TYPES
+    shuffle_up = "__shfl_up_sync(0xffffffffu, {0}, {1})"
+    ushort = "unsigned short"
+    shared_memory = 49152
     global_id = "blockIdx.x * blockDim.x + threadIdx.x"
     group_id = "blockIdx.x"
     local_id = "threadIdx.x"

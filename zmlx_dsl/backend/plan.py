@@ -218,7 +218,9 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     D, nrows = max(extents + list(lengths)), math.prod(lead)
     vec = row_vector(p, modes, lengths, extents)
     threads = row_threads(D, vec)
-    if threads == 32 and not any(n.op in OPS and OPS[n.op].reduction for n in toposort(p.outputs)):
+    ops = [OPS[n.op] for n in toposort(p.outputs) if n.op in OPS]
+    whole = any(op.whole_row for op in ops)  # scans and sorts: one row per group, whole simdgroups
+    if threads == 32 and not any(op.reduction or op.whole_row for op in ops):
         threads = 1 << max(0, (D // vec - 1).bit_length())  # no reductions: as many threads as vectors
     used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
     full = [x for x, m in zip(p.inputs, modes) if m == "full" and x in used]
@@ -227,7 +229,7 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     budget = register_budget(max([x.dtype.itemsize for x in full], default=4))
     cached = one_length and 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
     plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
-                D, math.gcd(nrows, 256 // threads) if threads <= 32 else 1,
+                D, math.gcd(nrows, 256 // threads) if threads <= 32 and not whole else 1,
                 in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,
                 threads=threads, cached=cached, lengths=tuple(lengths), row_index=index)
     return views, _launch(plan, nrows // plan.rows_per_group)

@@ -15,7 +15,7 @@ from ..ir import dtypes as dt
 from ..ir.node import Node
 from ..ir.registry import CONSTANTS
 from ..ir.rows import per_row, row_lengths
-from . import indexing, library
+from . import indexing, library, ordering  # noqa: F401 (ordering registers its lowerings)
 from .indexing import Stacked
 from .source import Source
 from .syntax import BINOPS, CMPOPS, op_text, unsupported

@@ -14,9 +14,9 @@ from ..errors import ZMLXShapeError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir import dtypes as dt
 from ..ir.build import apply, cast, const
 from ..ir.node import Node
-from ..ir.positions import gather, index
-from .library import Context, lowering
-from .values import MX_DTYPES, Weak, is_python, node_of, strong
+from ..ir.positions import gather, index, inverse, value_range
+from .library import Context, bind, lowering
+from .values import MX_DTYPES, Weak, describe, is_python, node_of, strong
 
 
 class Rows(Context, Protocol):
@@ -97,6 +97,9 @@ def wrapped(p: Rows, i: Any, length: int) -> Node:
         raise ZMLXTypeError(f"an index array must be of an integer type, got {node.dtype.name}; "
                             "convert it with .astype(mx.int32)")
     node = _int(node)
+    bounds = value_range(node)
+    if bounds is not None and bounds[0] >= 0:  # never negative (a sort's order, arange): as it is
+        return node
     return apply("where", apply("lt", node, 0), apply("add", node, length), node)
 
 
@@ -166,6 +169,8 @@ def assign(p: Rows, target: Any, idx: Any, value: Any) -> Node:
             offset = _int(apply("floordiv", offset, step))
     elif isinstance(idx, (tuple, type(None))) or idx is Ellipsis:
         raise ZMLXSyntaxError("slice assignment takes one slice or integer index along the row")
+    elif isinstance(idx, Node) and p.shape(idx):  # y[perm] = v: a scatter by an index row
+        return put(p, y, length, idx, value)
     else:
         pos = wrapped(p, idx, length)
         inside, offset, count = apply("eq", i, pos), None, 1
@@ -177,6 +182,30 @@ def assign(p: Rows, target: Any, idx: Any, value: Any) -> Node:
         if n == count and count > 1:
             v = take_row(v, n, offset)
     return apply("where", inside, v, y)
+
+
+def put(p: Rows, y: Node, length: int, idx: Any, value: Any) -> Node:
+    """The row y with value written at the positions idx (MLX's put_along_axis, `y[idx] = value`):
+    at one position per row (a label), or at distinct positions of a sort's order (an argsort of a
+    row of y's length, or a slice of it), where each position is written once."""
+    if not p.shape(idx):
+        return assign(p, y, idx, value)
+    pos = wrapped(p, idx, length)
+    count = p.shape(idx)[0]
+    inv = inverse(pos, length)
+    if inv is None:
+        raise ZMLXSyntaxError("a row is written at an index row only where its positions are known to be "
+                              "distinct: the order of a sort of a row of the same length (mx.argsort, "
+                              "mx.argpartition, or a slice of it); at one position, write "
+                              "mx.where(mx.arange(n) == pos, value, y)")
+    j, n = inv
+    v = node_of(value, y.dtype) if not isinstance(value, Node) else cast(value, y.dtype)
+    if p.shape(v) and p.shape(v)[0] not in (1, count):
+        raise ZMLXShapeError(f"cannot write a row of length {p.shape(v)[0]} at {count} positions")
+    if p.shape(v) and p.shape(v)[0] == count:
+        v = gather(v, j, n)
+    written = apply("logical_and", apply("ge", j, 0), apply("lt", j, n))
+    return apply("where", written, v, y)
 
 
 # ---- functions -----------------------------------------------------------------------------------
@@ -362,3 +391,49 @@ def _arange(p: Rows, args: list, kwargs: dict) -> Node:
     if target.is_int:
         return cast(_shifted(i, int(start), int(step)), target)
     return apply("add", apply("mul", cast(i, target), step), start) if (start, step) != (0, 1) else cast(i, target)
+
+
+# ---- filled rows ---------------------------------------------------------------------------------
+
+def _filled(p: Rows, name: str, length: int, value: Any, d: Optional[dt.DType]) -> Node:
+    """A row of `length` holding value (a number, or one value per row) as d (else value's type)."""
+    v = node_of(value, d or (dt.float32 if isinstance(value, float) else dt.int32)) if is_python(value) else value
+    if not isinstance(v, Node) or p.shape(v):
+        raise ZMLXTypeError(f"mx.{name}(): the fill value must be a number or one value per row, "
+                            f"got {describe(value)}")
+    v = cast(v, d) if d is not None else v
+    if p.mode != "row":
+        return v  # an elementwise body: one element
+    return apply("where", apply("ge", index(length), 0), v, v)  # (the row's positions carry its length)
+
+
+def _shape_length(p: Rows, name: str, shape: Any) -> int:
+    """The row length of a row body's `shape` argument: n, (n,) or x.shape."""
+    dims = [shape] if isinstance(shape, int) and not isinstance(shape, bool) else shape
+    if not isinstance(dims, (tuple, list)) or len(dims) != 1 or isinstance(dims[0], bool) \
+            or not isinstance(dims[0], int) or dims[0] < 1:
+        raise ZMLXShapeError(f"mx.{name}(): a row body's arrays are rows, so the shape is one length "
+                             f"(n, (n,) or x.shape), got {shape!r}")
+    return dims[0]
+
+
+def _filled_lowering(name: str, value: Any, like: bool):
+    params = ("a" if like else "shape",) + (("vals",) if value is None else ()) + ("dtype",)
+
+    def lower(p: Rows, args: list, kwargs: dict) -> Node:
+        a = bind(name, args, kwargs, params, {"dtype": None})
+        d = None if a["dtype"] is None else MX_DTYPES[a["dtype"]]
+        if like:
+            x, length = p.row(a["a"], f"the shape of mx.{name}()") if p.mode == "row" else (a["a"], 1)
+            d = d or node_of(x, dt.float32).dtype
+        else:
+            length = _shape_length(p, name, a["shape"]) if p.mode == "row" else 1
+            d = d or (dt.float32 if value is not None else None)
+        return _filled(p, name, length, a.get("vals", value), d)
+    lower.__doc__ = f"mx.{name}({', '.join(params)}) in a row body: a row of its length filled with one value."
+    return lower
+
+
+for _name, _value, _like in (("zeros", 0, False), ("ones", 1, False), ("full", None, False),
+                             ("zeros_like", 0, True), ("ones_like", 1, True), ("full_like", None, True)):
+    lowering(_name, getattr(mx, _name))(_filled_lowering(_name, _value, _like))

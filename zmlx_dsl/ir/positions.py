@@ -81,7 +81,30 @@ def at_adjoint(e: Node, pos: Node, g: Node, length: int, pos_per_row: bool) -> N
             for r in range(1, d):
                 total = apply("add", total, gather(g, apply("add", base, const(r, dt.int32)), i.arg))
             return total
-    return scatter(g, pos, length)
+    inv = inverse(pos, length)
+    return gather(g, *inv) if inv else scatter(g, pos, length)
+
+
+def inverse(pos: Node, length: int) -> Optional[tuple[Node, int]]:
+    """(j, n) when pos, a row of n, holds distinct positions of a row of `length`: an argsort P of
+    that row, or P read at i + o or o - i inside it (a slice of a sort's order). Position q was then
+    written by element j[q] of pos, or by none where j[q] is outside 0 … n-1: scatter(g, pos) is
+    gather(g, j, n). P's inverse permutation is argsort(P)."""
+    while pos.op == "stop_gradient" or pos.op == "cast" and pos.dtype.is_int and pos.args[0].dtype.is_int:
+        pos = pos.args[0]  # exact: a sort's positions fit every integer type that holds them
+    if pos.op == "argsort" and pos.arg == length:
+        return Node("argsort", (pos,), dt.int32, length), length
+    if pos.op != "at" or pos.args[0].op != "argsort" or pos.args[0].arg != length:
+        return None
+    form, bounds = affine(pos.args[1]), value_range(pos.args[1])
+    if form is None or form[3] != 1 or form[1] not in (1, -1) or bounds is None or bounds[0] < 0 \
+            or bounds[1] >= length:
+        return None
+    i, s, o, _ = form
+    rank = Node("argsort", (pos.args[0],), dt.int32, length)
+    if s == 1:
+        return (apply("sub", rank, const(o, dt.int32)) if o else rank), i.arg
+    return apply("sub", const(o, dt.int32), rank), i.arg
 
 
 def value_range(n: Node) -> Optional[tuple[int, int]]:
@@ -89,10 +112,13 @@ def value_range(n: Node) -> Optional[tuple[int, int]]:
     (None when unknown): the C renderer omits the bound check of a read it proves inside the row."""
     if n.op == "const" and n.dtype.is_int:
         return n.arg, n.arg
-    if n.op == "index":
+    if n.op in ("index", "argsort"):
         return 0, n.arg - 1
-    if n.op == "cast" and n.dtype.is_int and n.args[0].dtype.is_int:
+    if n.op == "stop_gradient" or n.op == "cast" and n.dtype.is_int and n.args[0].dtype.is_int:
         return value_range(n.args[0])
+    if n.op == "at":  # e's values, or 0 outside e's row
+        inner = value_range(n.args[0])
+        return None if inner is None else (min(inner[0], 0), max(inner[1], 0))
     ranges = [value_range(a) for a in n.args]
     if n.op == "where":
         return None if None in ranges[1:] else (min(ranges[1][0], ranges[2][0]), max(ranges[1][1], ranges[2][1]))

@@ -17,6 +17,7 @@ from .build import apply, cast, where
 from .node import Node
 from .positions import at_adjoint, gather, scatter
 from .rows import per_row
+from . import scans
 from .table import BY_PY_NAME, OPS
 
 # A derivative rule: (args, y, g) -> one adjoint (or None) per argument; y is the op's own node.
@@ -47,6 +48,9 @@ class Op:
     # Reads (or writes) the row at other positions (row kernels only): the C renderer moves those
     # positions itself (backend/c_rows.py), so the op has no C spelling.
     position: bool = False
+    # Its value at each position depends on the whole row (a scan, a sort: ir/scans.py): the C
+    # renderer computes it in a pass of its own into threadgroup memory (backend/c_scans.py).
+    whole_row: bool = False
 
 
 def _register(op: Op) -> None:
@@ -407,6 +411,49 @@ _register(Op("at", 2, (), lambda ts: (None, ts[0]), _np_at, _mx_at, _at_grad, gr
 _register(Op("scatter", 2, (), lambda ts: (None, ts[0]), _np_scatter, _mx_scatter,
              lambda a, y, g: (gather(g, a[1], y.arg), None), graph=True, position=True,
              jvp=lambda a, y, t: scatter(t, a[1], y.arg)))
+
+
+# Scans and sorts (row kernels): see ir/scans.py. A scan's arg = (length, reverse, inclusive), an
+# argsort's = length; the operand is a row of that length.
+
+def _full_rows(a, length, broadcast_to):
+    """a (a row, or 0-d) broadcast to a whole row of `length` on its last axis."""
+    a = _rows(a)
+    return a if a.shape[-1] == length else broadcast_to(a, tuple(a.shape[:-1]) + (length,))
+
+
+_NP_SCANS = {"cumsum": np.cumsum, "cumprod": np.cumprod, "cummax": np.maximum.accumulate,
+             "cummin": np.minimum.accumulate, "logcumsumexp": np.logaddexp.accumulate}
+
+
+def _np_scan(node: Node, run: Callable, x):
+    L, reverse, inclusive = node.arg
+    x = _full_rows(np.asarray(x), L, np.broadcast_to)
+    x = x[..., ::-1] if reverse else x
+    y = _NP_SCANS[node.op](x, axis=-1)
+    if not inclusive:
+        first = np.full(y.shape[:-1] + (1,), scans.identity(node.op, node.dtype), dtype=y.dtype)
+        y = np.concatenate([first, y[..., :-1]], axis=-1)
+    return y[..., ::-1] if reverse else y
+
+
+def _mx_scan(node: Node, run: Callable, x):
+    L, reverse, inclusive = node.arg
+    return getattr(mx, node.op)(_full_rows(x, L, mx.broadcast_to), axis=-1, reverse=reverse, inclusive=inclusive)
+
+
+_SCAN_RULES = {"cumsum": (scans.cumsum_grad, lambda a, y, t: scans.scan("cumsum", t, *y.arg)),
+               "cumprod": (scans.cumprod_grad, scans.cumprod_jvp),
+               "cummax": (scans.extremum_grad, scans.extremum_jvp),
+               "cummin": (scans.extremum_grad, scans.extremum_jvp),
+               "logcumsumexp": (scans.logcumsumexp_grad, scans.logcumsumexp_jvp)}
+for _kind, (_grad, _jvp) in _SCAN_RULES.items():
+    _register(Op(_kind, 1, (), same, _np_scan, _mx_scan, _grad, graph=True, position=True, whole_row=True, jvp=_jvp))
+_register(Op("argsort", 1, (), lambda ts: (None, dt.int32),
+             lambda node, run, x: np.argsort(_full_rows(np.asarray(x), node.arg, np.broadcast_to), axis=-1, kind="stable"),
+             lambda node, run, x: mx.stop_gradient(  # (positions: MLX must not differentiate a gather by them)
+                 mx.argsort(_full_rows(x, node.arg, mx.broadcast_to), axis=-1).astype(mx.int32)),
+             scans.no_derivative, graph=True, position=True, whole_row=True, jvp=scans.no_tangent))
 
 
 def _tie_share(x: Node, y: Node, g: Node) -> Node:

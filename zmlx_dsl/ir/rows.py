@@ -25,10 +25,12 @@ def row_lengths(roots: Sequence[Node], inputs: Mapping[Node, int], default: int 
             out[n] = n.arg
         elif n.op == "at":
             out[n] = out[n.args[1]]
-        elif n.op == "scatter":
+        elif n.op == "scatter" or n.op == "argsort":
             out[n] = n.arg
         elif not n.args or (n.op != "cast" and OPS[n.op].reduction):
             out[n] = 1
+        elif n.op != "cast" and OPS[n.op].whole_row:  # a scan: (length, reverse, inclusive)
+            out[n] = n.arg[0]
         else:
             out[n] = max(out[a] for a in n.args)
     return out
