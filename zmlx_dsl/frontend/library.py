@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ZMLXNameError, ZMLXSyntaxError, ZMLXTypeError
 from ..ir import dtypes as dt
-from ..ir.build import apply, cast, const
+from ..ir.build import apply, cast, const, rounding_cast
 from ..ir.node import Node
 from ..ir.positions import index
 from ..ir.registry import BY_PY_NAME, OPS
@@ -208,7 +208,7 @@ def _astype(p: Context, args: list, kwargs: dict) -> Node:
     target = MX_DTYPES[d]
     if is_python(v):
         v = node_of(v, target)
-    return cast(unwrap(v), target)
+    return rounding_cast(unwrap(v), target)  # to a 16-bit float: rounded there, even to its own type
 
 
 # ---- elementwise functions ---------------------------------------------------------------------

@@ -27,6 +27,45 @@ def cast(x: Node, dtype: dt.DType) -> Node:
     return x if x.dtype == dtype else Node("cast", (x,), dtype)
 
 
+NARROW = (dt.float16, dt.bfloat16)
+"""The 16-bit float types, which kernels compute in compute_dtype (see passes.widen)."""
+
+# ops whose result is one of their operands' values (or a small integer): of values exactly in a
+# 16-bit type, a value exactly in it, in whatever type it is computed (the positions they read at
+# or select by are not values)
+_EXACT_OPS = {"neg": (0,), "abs": (0,), "stop_gradient": (0,), "maximum": (0, 1), "minimum": (0, 1),
+              "where": (1, 2), "max": (0,), "min": (0,), "at": (0,), "cummax": (0,), "cummin": (0,),
+              "floor": (0,), "ceil": (0,), "round": (0,), "sign": (0,)}
+
+
+def holds_exactly(x: Node) -> bool:
+    """Whether x's value is one of its dtype's values however wide the kernel computes it: an
+    input, constant or parameter, a conversion, or a selection among such values. A 16-bit result
+    of arithmetic is not: kernels compute it in compute_dtype (passes.widen)."""
+    stack, seen = [x], set()
+    while stack:
+        n = stack.pop()
+        if n in seen or n.op in ("input", "const", "param", "cast"):
+            continue
+        seen.add(n)
+        where = _EXACT_OPS.get(n.op)
+        if where is None:
+            return False
+        stack.extend(n.args[i] for i in where)
+    return True
+
+
+def rounding_cast(x: Node, dtype: dt.DType) -> Node:
+    """An explicit conversion the body asks for (x.astype(dtype)): cast(x, dtype), except that a
+    16-bit float x of its own 16-bit type that kernels compute wider (arithmetic on such values)
+    gets a cast to that type anyway -- a rounding point, which passes.widen keeps (MLX's eager
+    astype of a value it has rounded already is nothing; the kernel's value has to be rounded to
+    be the same). Nothing where x already holds exactly a value of that type (a bf16 input)."""
+    if x.dtype != dtype or dtype not in NARROW or holds_exactly(x):
+        return cast(x, dtype)
+    return Node("cast", (x,), dtype)
+
+
 def apply(name: str, *args: Any) -> Node:
     """Apply a registry op; Python scalars among args are weak, arrays promote (MLX rules)."""
     op = OPS[name]

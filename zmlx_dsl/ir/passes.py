@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from . import dtypes as dt
-from .build import cast, const, make
+from .build import cast, const, holds_exactly, make
 from .interpret import interpret
 from .node import LEAF_OPS, Node, toposort
 from .rows import per_row
@@ -80,7 +80,10 @@ def _simplify(n: Node) -> Node:
         return a[0].args[0]
     if n.op == "mul" and a[0].op == "neg" and a[1].op == "neg":
         return make("mul", (a[0].args[0], a[1].args[0]))
-    if n.op == "cast" and a[0].op == "cast" and _widens(a[0].args[0].dtype, a[0].dtype):
+    if n.op == "cast" and a[0].dtype == n.dtype and holds_exactly(a[0]):
+        return a[0]  # a rounding cast (build.rounding_cast) of a value already of its type
+    if n.op == "cast" and a[0].op == "cast" and a[0].args[0].dtype != a[0].dtype \
+            and _widens(a[0].args[0].dtype, a[0].dtype):
         inner = a[0].args[0]
         return inner if inner.dtype == n.dtype else n
     if n.op == "where" and a[0].op == "const":
@@ -152,14 +155,17 @@ def widen(roots: Sequence[Node], compute: dt.DType) -> list[Node]:
 
     Explicit casts to a narrow type in the body still round (cast down, then up again)."""
     narrow = (dt.float16, dt.bfloat16)
-    if compute in narrow:
-        return list(roots)
+    if compute in narrow:  # every op rounds to its type: a rounding cast (to its own type) is nothing
+        if not any(n.op == "cast" and n.args[0].dtype == n.dtype for n in toposort(roots)):
+            return list(roots)
+        return rewrite(roots, lambda n: n.args[0] if n.op == "cast" and n.args[0].dtype == n.dtype else n)
 
     def up(n: Node) -> Node:
         if n.op == "cast":
             src = n.args[0]
             if n.dtype in narrow:  # an explicit rounding the body asked for: keep it, compute wide
-                return cast(Node("cast", (src,), n.dtype), compute)
+                # (a cast to the value's own type, build.rounding_cast, rounds the wide value)
+                return cast(cast(src, n.dtype), compute)
             return cast(src, n.dtype) if src.dtype != n.dtype else src
         if n.dtype not in narrow:
             return n
