@@ -250,6 +250,10 @@ def _concatenate(p: Rows, args: list, kwargs: dict) -> Node:
 @lowering("split", mx.split, np.split)
 def _split(p: Rows, args: list, kwargs: dict) -> tuple:
     _axis("split", kwargs, args=args, at=2)
+    if "indices_or_sections" in kwargs:  # MLX's (and NumPy's) name for it (mlx.nn's glu passes it so)
+        if len(args) != 1:
+            raise ZMLXTypeError("split() got multiple values for argument 'indices_or_sections'")
+        args.append(kwargs.pop("indices_or_sections"))
     _no_more("split", kwargs)
     if len(args) != 2:
         raise ZMLXTypeError("split() takes a row and a number of parts or a list of indices")
