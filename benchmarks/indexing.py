@@ -16,11 +16,8 @@ Usage (device machine): source .mlx-cuda/activate && python3 benchmarks/indexing
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import subprocess
 import sys
-import traceback
 
 import mlx.core as mx
 
@@ -29,6 +26,8 @@ from zmlx_dsl.backend import NAMES
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu  # noqa: E402  (benchmarks/gpu.py: timed, copy)
+import rowbench  # noqa: E402  (check, bench, the table)
+from rowbench import bench  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -90,69 +89,10 @@ def rope_tables(S: int, D: int, dtype, base: float = 10000.0):
     return mx.cos(angle).astype(dtype), mx.sin(angle).astype(dtype)
 
 
-# ---- measurement -----------------------------------------------------------------------------
-FAILS: list[str] = []
-
-
-def check(label: str, got, want, dtype) -> None:
-    """Our output against the baseline's: same shape and dtype, max |error| / max |baseline|."""
-    tol = 1e-3 if dtype == mx.float32 else 3e-2
-    if got.shape != want.shape or got.dtype != want.dtype:
-        FAILS.append(label)
-        print(f"check {label}: FAIL shape/dtype {got.shape} {got.dtype}, baseline {want.shape} {want.dtype}")
-        return
-    g, w = got.astype(mx.float32), want.astype(mx.float32)
-    err = (mx.abs(g - w).max() / mx.maximum(mx.abs(w).max(), 1e-30)).item()
-    ok = err <= tol  # False for NaN too
-    if not ok:
-        FAILS.append(label)
-    print(f"check {label}: max err / max|baseline| {err:.1e} (tol {tol:.0e}) {'ok' if ok else 'FAIL'}")
-
-
-def copy_bandwidth(n: int) -> tuple[float, str]:
-    """GB/s of gpu.py's float4 copy kernel (best of 1, 2, 4 float4 per thread) over n float32."""
-    x = mx.random.normal((n,))
-    if mx.cuda.is_available():
-        return max(2 * x.nbytes / gpu.timed(lambda z: gpu.copy(z, v), x) / 1e9 for v in (1, 2, 4)), "float4 copy kernel"
-    return 2 * x.nbytes / gpu.timed(lambda z: z + 0, x) / 1e9, "x + 0 (no CUDA)"
-
-
-ROWS: list[tuple] = []
-
-
-def bench(workload: str, dtype, ours, base, args: tuple, moved: int, base_name: str) -> None:
-    """Check ours against base once, then time both; a kernel that raises is a FAIL row, not a crash."""
-    name = str(dtype).split(".")[-1]
-    label = f"{workload} {name}"
-    want = base(*args)  # the baseline's errors are this script's own: they propagate
-    mx.eval(want)
-    t_base = gpu.timed(base, *args)
-    try:
-        got = ours(*args)
-        mx.eval(got)
-        check(label, got, want, dtype)
-        t_ours = gpu.timed(ours, *args)
-    except Exception as e:  # noqa: BLE001  (the kernels' features may be missing: report, go on)
-        FAILS.append(label)
-        print(f"check {label}: FAIL, ours raised " + "".join(traceback.format_exception_only(e)).strip())
-        t_ours = None
-    ROWS.append((workload, name, t_ours, t_base, moved, base_name))
-
-
-def header() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
-    except OSError:
-        rev = "unknown"
-    device = mx.device_info().get("device_name", str(mx.default_device()))
-    return f"{datetime.date.today()} · {device} ({mx.default_device()}) · commit {rev} · backend {ARGS.backend}"
-
-
 def main() -> None:
     q = ARGS.quick
-    print(header())
-    copy_bw, copy_name = copy_bandwidth((1 << 14) if q else (1 << 26))
+    print(rowbench.header(ARGS.backend))
+    copy_bw, copy_name = rowbench.copy_bandwidth((1 << 14) if q else (1 << 26))
     print(f"copy: {copy_name}, {copy_bw:.0f} GB/s")
     floats = (mx.float32, mx.bfloat16)
 
@@ -186,20 +126,7 @@ def main() -> None:
         x = mx.random.normal((N, N)).astype(dtype)
         bench(f"glu {N}x{N}", dtype, glu, glu_base, (x,), x.nbytes + x.nbytes // 2, "mx.compile(body)")
 
-    print()
-    print(f"| workload | dtype | ours µs | baseline µs | speedup (baseline/ours) | ours GB/s "
-          f"| % of copy ({copy_bw:.0f} GB/s) | baseline |")
-    print("|---|---|---|---|---|---|---|---|")
-    for workload, name, t_ours, t_base, moved, base_name in ROWS:
-        if t_ours is None:
-            print(f"| {workload} | {name} | FAIL | {t_base * 1e6:.1f} | — | — | — | {base_name} |")
-            continue
-        bw = moved / t_ours / 1e9
-        print(f"| {workload} | {name} | {t_ours * 1e6:.1f} | {t_base * 1e6:.1f} | {t_base / t_ours:.2f}x "
-              f"| {bw:.0f} | {100 * bw / copy_bw:.0f}% | {base_name} |")
-    if FAILS:
-        print("FAILED checks:", ", ".join(FAILS))
-        sys.exit(1)
+    rowbench.table(copy_bw)
 
 
 def once() -> None:

@@ -134,6 +134,29 @@ def test_scans_bfloat16(backend):
     check(scans_bf16_total, [x], backend, "reduce", reference=in_float32)
 
 
+def cumsum_of_concatenation(x, y):
+    return mx.cumsum(mx.concatenate([x, y])) * 2
+
+
+def cumsum_read_reversed(x):
+    return mx.cumsum(x)[::-1] + mx.cumsum(x, reverse=True)
+
+
+@pytest.mark.parametrize("body,lengths,where", [
+    (cumsum, (1000,), "in registers"),                       # the row in registers: its scan stays there
+    (cumsum_reverse_exclusive, (1000,), "threadgroup"),      # a reverse scan: through threadgroup memory
+    (cumsum_read_reversed, (999,), "threadgroup"),           # read at other positions
+    (cumsum_of_concatenation, (300, 77), "threadgroup"),     # rows of two lengths: not in registers
+], ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scan_in_registers_and_in_threadgroup_memory(body, lengths, where, backend):
+    """Both forms of a scan, each checked where the generated Metal source shows it was chosen."""
+    args = [normal((3, n), rng_for("paths", n, i)) for i, n in enumerate(lengths)]
+    src = kernel(body, "mlx").source(*args, backend="metal")
+    assert ("in registers: tile by tile" in src) == (where == "in registers"), src
+    check(body, args, backend, tol=SCAN_TOL, tol_grad=SCAN_GRAD_TOL)
+
+
 def int_scans(x):
     return mx.cumsum(x), mx.cumprod(x, reverse=True), mx.cummax(x, inclusive=False), mx.cummin(x)
 

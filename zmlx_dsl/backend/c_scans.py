@@ -14,6 +14,7 @@ from ..ir import scans
 from ..ir.build import const
 from ..ir.node import Node
 from ..ir.positions import gather
+from ..ir.registry import OPS
 
 
 def scratch_name(d: dt.DType) -> str:
@@ -24,16 +25,33 @@ def scratch_name(d: dt.DType) -> str:
 COMBINE = {"cumsum": "add", "cumprod": "mul", "cummax": "maximum", "cummin": "minimum", "logcumsumexp": "logaddexp"}
 
 
+def read_elsewhere(order: list[Node]) -> set[Node]:
+    """The values some thread needs at positions other than its own: what a gather reads (`at`'s
+    row, evaluated at its positions) or a scatter compares, down to the whole-row values (whose own
+    operands are read in their own pass)."""
+    out: set[Node] = set()
+    todo = [a for m in order if m.op in OPS and OPS[m.op].position and not OPS[m.op].whole_row
+            for a in (m.args[:1] if m.op == "at" else m.args)]
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            if not (n.op in OPS and OPS[n.op].whole_row):
+                todo.extend(n.args)
+    return out
+
+
 class WholeRows:
     """Scans and sorts inside a RowWriter, whose state it uses (c, lines, top, state, plan, names,
     length, element_loop, shift). `stored`: each whole-row node computed so far (and a sort's
     sorted keys), with the threadgroup array holding its row."""
 
     def init_whole_rows(self, order: list[Node]) -> None:
-        from ..ir.registry import OPS
         self.whole = [n for n in order if n.op in OPS and OPS[n.op].whole_row]
         self.stored: dict[Node, str] = {}
+        self.registered: set[Node] = set()  # the scans held in registers (register_scan)
         self.shared_bytes = 0
+        self.read_elsewhere = read_elsewhere(order)
         for n in self.whole:
             if n.dtype.bits == 64 or n.args[0].dtype.bits == 64:
                 raise ZMLXBackendError(f"{n.op} of {n.args[0].dtype.name} rows is not supported on the "
@@ -62,7 +80,9 @@ class WholeRows:
 
     def whole_row(self, n: Node) -> None:
         """Compute the whole-row node n into a threadgroup array (after which every thread reads it)."""
-        k = len(self.stored)
+        k = len(self.stored) + len(self.registered)
+        if self.in_registers(n):
+            return self.register_scan(n, f"zmlx_{n.op}{k}")
         if n.op == "argsort" and n.args[0].op == "argsort":
             self.inverse_permutation(n, f"zmlx_inverse{k}")
         elif n.op == "argsort":
@@ -103,11 +123,58 @@ class WholeRows:
               f"    for (int q = lo; q < hi; ++q) total = {combine('total', at('q'))};",
               f"    {ct} before = {identity};"]
         L += ["    " + line for line in self.threads_before("total", "before", n.dtype, combine, identity, lane)]
-        step = [f"      before = {combine('before', 'x')};", f"      {at('q')} = before;"]
+        step = [f"      before = {combine('before', 'value')};", f"      {at('q')} = before;"]
         L += ["    for (int q = lo; q < hi; ++q) {",
-              f"      const {ct} x = {at('q')};"] + (step if inclusive else step[::-1]) + ["    }", "  }",
+              f"      const {ct} value = {at('q')};"] + (step if inclusive else step[::-1]) + ["    }", "  }",
                                                                                           f"  {c.barrier}"]
         self.stored[n] = array
+
+    def in_registers(self, n: Node) -> bool:
+        """A forward scan over the whole row of a kernel that holds its row in registers, read only at
+        its own positions, stays in registers (a vector per thread and tile, as the row's inputs)."""
+        return (self.plan.cached and n.op != "argsort" and not n.arg[1] and n.arg[0] == self.plan.rowsize
+                and n not in self.read_elsewhere)
+
+    def register_scan(self, n: Node, name: str) -> None:
+        """The scan, tile after tile of the row (one vector per thread each): each thread scans its
+        vector after the total of the tiles before and of the threads before it in this tile."""
+        c, L, (length, _, inclusive), plan = self.c, self.lines, n.arg, self.plan
+        ct, vec, threads = c.ctype(n.dtype), plan.vec, plan.threads
+        L.append(f"  {self.vtype(n.dtype)} {name}_r[{self.KV}];")
+        self.fill(n.args[0], lambda v, pos, ind: L.append(f"{ind}{name}_r[k].v[j] = {v};"))
+        template = c.spellings[COMBINE[n.op]].template(n.dtype.kind)
+        c.note_helpers(template, self.state)
+
+        def combine(a: str, b: str) -> str:
+            return template.format(a, b)
+        identity = self.scan_identity(n)
+        tile = self.shared_array(f"{name}_tile", ct, n.dtype.itemsize, 1)
+        lane = "lane" if threads > 32 else "lid"
+        at = f"{name}_r[k].v[j]"
+        step = [f"          before = {combine('before', 'value')};", f"          {at} = before;"]
+        L += [f"  {{  // {n.op} from the start, {'inclusive' if inclusive else 'exclusive'}, in registers: tile "
+              f"by tile of {threads * vec}, each thread's vector after the tiles and the threads before it",
+              f"    {ct} carry = {identity};",
+              f"    for (int k = 0; k < {self.KV}; ++k) {{",
+              f"      const bool here = lid + k * {threads} < {length // vec};",
+              f"      {ct} total = {identity};",
+              f"      if (here) for (int j = 0; j < {vec}; ++j) total = {combine('total', at)};",
+              f"      {ct} before = {identity};"]
+        L += ["      " + line for line in self.threads_before("total", "before", n.dtype, combine, identity, lane)]
+        L += [f"      if (lid == {threads - 1}) {tile}[0] = {combine('before', 'total')};",
+              f"      before = {combine('carry', 'before')};",
+              "      if (here) {",
+              f"        for (int j = 0; j < {vec}; ++j) {{",
+              f"          const {ct} value = {at};"] + (step if inclusive else step[::-1]) + [
+              "        }",
+              "      }",
+              f"      {c.barrier}",
+              f"      carry = {combine('carry', f'{tile}[0]')};",
+              f"      {c.barrier}",
+              "    }",
+              "  }"]
+        self.registered.add(n)
+        self.names[n] = at
 
     def scan_identity(self, n: Node) -> str:
         """What a scan starts from, spelled for its type (the integer limits as C writes them)."""

@@ -227,6 +227,8 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     one_length = set(extents) == {D} and all(n == D for x, n, m in zip(p.inputs, lengths, modes) if m == "full")
     per_thread = -(-(D // vec) // threads) * vec
     budget = register_budget(max([x.dtype.itemsize for x in full], default=4))
+    if whole:  # a scan of a row in registers stays there (else it takes a row of threadgroup memory)
+        budget = max(budget, MAX_REGISTER_ELEMENTS * threads)
     cached = one_length and 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
     plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
                 D, math.gcd(nrows, 256 // threads) if threads <= 32 and not whole else 1,
