@@ -76,7 +76,20 @@ REDUCE = ["mx.sum({0})", "mx.mean({0})", "mx.max({0})", "mx.min({0})", "mx.logsu
 CONSTS = ["0.5", "1.5", "2.0", "0.25", "-1.0", "3.0", "-0.5"]
 ROW_FORMS = ["bin", "bin", "scal_bin", "unary", "slice", "slice", "flip", "roll", "softmax", "where_label",
              "where_pos", "gather_pos", "split", "concat", "concat", "pad", "pad", "interleave",
-             "gather_idx", "gather_idx", "label_row"]
+             "gather_idx", "gather_idx", "label_row", "scan", "scan", "sort", "topk", "order_gather", "put_back",
+             "where_sel", "where_sel"]
+EXACT_FORMS = {"bin", "unary", "slice", "flip", "roll", "where_label", "where_pos", "gather_pos", "split", "concat",
+               "pad", "interleave", "gather_idx", "scan", "sort", "topk", "order_gather", "put_back", "where_sel"}
+"""The forms of an EXACT row (Gen.key): every value an input element, a constant, or a sum or
+difference of such, the same bits in the kernel and in MLX, so comparisons, argsort and argmax of it
+(discontinuous) agree exactly: ties stay ties (a computed row's real ties may round apart in one
+order of summation and not in the other: the cumsum of a row with padded zeros)."""
+EXACT_UNARY = ["(-{0})", "mx.abs({0})", "mx.maximum({0}, -0.75)", "mx.minimum({0}, 0.6)"]
+SCANS = ["cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"]
+ORDER_BUDGET = 1200
+"""The most row elements the scans and sorts of one body hold (each holds its row in threadgroup
+memory, the backward of cumprod / cummax / logcumsumexp up to five: 5 x 1200 x 4 bytes is 24 KiB of
+Metal's 32)."""
 
 
 @dataclass
@@ -108,6 +121,9 @@ class Gen:
         self.features: set = set()
         self.loop = False
         self.lines: list = []
+        self.exact = 0                 # > 0: drawing an exact row (key) for a comparison or a sort's order
+        self.no_scan = 0               # > 0: no cumsum / cumprod / logcumsumexp (under an order or max)
+        self.held = 0                  # row elements the scans and sorts so far hold (ORDER_BUDGET)
 
     # draws
     def pick(self, options):
@@ -133,11 +149,16 @@ class Gen:
             return self.leaf(n)
         forms = [f for f in ROW_FORMS if not (
             (f in ("concat", "pad") and n < 2) or (f == "interleave" and n % 2) or
-            (f == "gather_idx" and n != self.D))]
+            (f == "gather_idx" and n != self.D) or
+            (f in ("scan", "sort", "topk", "order_gather", "put_back") and self.held + 2 * n + 3 > ORDER_BUDGET))]
+        if self.exact:
+            forms = [f for f in forms if f in EXACT_FORMS]
         form = self.pick(forms)
         d = depth - 1
+        if form in ("scan", "sort", "topk", "order_gather", "put_back", "where_sel"):
+            return getattr(self, form)(n, d)
         if form == "bin":
-            op = self.pick("+-*/")
+            op = self.pick("+-" if self.exact else "+-*/")
             a = self.row(n, d)
             b = self.row(1, d) if self.coin(0.15) else self.take_along_label(d) if self.coin(0.1) else self.row(n, d)
             if op == "/":
@@ -151,7 +172,7 @@ class Gen:
                 return f"({a} / {self.pick(POSITIVE).format(s)})" if s not in CONSTS else f"({a} / {s.lstrip('-')})"
             return f"({a} {op} {s})" if self.coin(0.5) else f"({s} {op} {a})"
         if form == "unary":
-            return self.pick(UNARY).format(self.row(n, d))
+            return self.pick(EXACT_UNARY if self.exact else UNARY).format(self.row(n, d))
         if form == "slice":
             return self.slice_to(n, d)
         if form == "flip":
@@ -167,7 +188,7 @@ class Gen:
             return f"mx.softmax({self.row(n, d)}{self.pick(['', ', axis=-1'])})"
         if form == "where_label":
             self.features.add("where_label")
-            other = self.pick([lambda: self.row(n, d), self.const, lambda: self.scal(d)])()
+            other = self.pick([lambda: self.row(n, d), self.const] + [lambda: self.scal(d)] * (not self.exact))()
             a, b = (self.row(n, d), other) if self.coin(0.5) else (other, self.row(n, d))
             return f"mx.where(mx.arange({n}) == label, {a}, {b})"
         if form == "where_pos":
@@ -203,6 +224,184 @@ class Gen:
         # "label_row": a row times a read at the label
         return f"({self.row(n, d)} * {self.label_read(d)})"
 
+    # ---- scans, sorts, orders and selects ----------------------------------------------------------
+    def key(self, n: int, d: int) -> str:
+        """An exact row of length n (EXACT_FORMS): compared, sorted by argsort, or its argmax taken."""
+        self.exact += 1
+        try:
+            return self.row(n, max(d, 0))
+        finally:
+            self.exact -= 1
+
+    def unscanned(self, n: int, d: int) -> str:
+        """A row whose sort or running extremum is differentiated: exact, or computed without a sum's
+        scan (a cumsum of a row with zeros has real ties that float32 orders of summation break)."""
+        if self.exact or self.coin(0.5):
+            return self.key(n, d)
+        self.no_scan += 1
+        try:
+            return self.row(n, d)
+        finally:
+            self.no_scan -= 1
+
+    def scan(self, n: int, d: int) -> str:
+        kinds = [k for k in SCANS if not ((self.exact or self.no_scan) and k in ("cumsum", "cumprod", "logcumsumexp"))]
+        kind = self.pick(kinds)
+        self.features.add(kind)
+        self.held += n
+        reverse, inclusive = self.coin(0.4), not self.coin(0.35)
+        flags = [f"axis={self.pick([-1, 0])}"] * self.coin(0.2) + ["reverse=True"] * reverse + \
+            (["reverse=False"] * self.coin(0.1) if not reverse else []) + ["inclusive=False"] * (not inclusive)
+        if reverse:
+            self.features.add("scan_reverse")
+        if not inclusive:
+            self.features.add("scan_exclusive")
+        if kind in ("cummax", "cummin"):
+            src = self.unscanned(n, d)
+        elif kind == "cumprod":  # products of factors in [0.9, 1.1] stay finite over 263 positions
+            src = f"(1.0 + 0.1 * mx.tanh({self.row(n, d)}))"
+        else:
+            src = self.row(n, d)
+        text = f"mx.{kind}({src}{''.join(', ' + f for f in flags)})"
+        if not inclusive and kind in ("cummax", "cummin", "logcumsumexp"):
+            # the exclusive scan's first value is its identity, -inf or inf: a constant there instead
+            first = n - 1 if reverse else 0
+            text = f"mx.where(mx.arange({n}) == {first}, {self.const()}, {text})"
+        return text
+
+    def sort(self, n: int, d: int) -> str:
+        """The sorted values of a row: whole, reversed, or a slice of a longer one."""
+        self.features.add("sort")
+        form = self.pick(["whole", "reversed", "slice"])
+        if form == "slice":
+            self.features.add("sort_slice")
+            s = self.pick([1, 1, 2, -1])
+            m = (n - 1) * abs(s) + 1 + self.int(0, 3)
+            self.held += m
+            return self.slice_of(f"mx.sort({self.unscanned(m, d)}{self.pick(['', ', axis=-1'])})", m, n, s)
+        self.held += n
+        text = f"mx.sort({self.unscanned(n, d)})"
+        if form == "reversed":
+            self.features.add("sort_reversed")
+            return f"{text}[::-1]"
+        return text
+
+    def topk(self, n: int, d: int) -> str:
+        """The n largest of a row of m >= n, sorted (MLX's CPU order is unspecified); of n, a partition."""
+        m = n + self.pick([0, 1, 2, self.int(0, n + 3)])
+        self.held += m
+        if m == n and self.coin(0.3):
+            self.features.add("partition")
+            return f"mx.sort(mx.partition({self.unscanned(m, d)}, {self.int(-m, m - 1)}))"
+        self.features.add("topk")
+        return f"mx.sort(mx.topk({self.unscanned(m, d)}, {n}{self.pick(['', ', axis=-1'])}))"
+
+    def order(self, m: int, d: int) -> str:
+        """The ascending order of an exact row of m (a permutation of range(m)), as MLX's reference
+        needs it differentiated: through mx.stop_gradient, or bare (the reference adds it: load)."""
+        self.features.add("argsort")
+        self.held += m
+        text = f"mx.argsort({self.key(m, d)}{self.pick(['', ', axis=-1'])})"
+        if self.coin(0.3):
+            self.features.add("order_bare")
+            return text
+        return f"mx.stop_gradient({text})"
+
+    def order_gather(self, n: int, d: int) -> str:
+        """A row of n read by (a slice of) the order of a row of m >= n, from a row of at least m; or ranks."""
+        m = n if self.coin(0.5) else n + self.int(1, 4)
+        order = self.order(m, d)
+        if m > n:
+            self.features.add("order_slice")
+            order = self.slice_of(order, m, n, self.pick([1, 1, 2, -1]) if 2 * (n - 1) + 1 <= m else self.pick([1, -1]))
+        if self.coin(0.1):  # the ranks: the order of the order
+            self.features.add("rank")
+            return f"(mx.argsort({order}) * {self.pick(['0.25', '0.125'])})" if m == n else \
+                f"({order} * {self.pick(['0.25', '0.125'])})"
+        self.features.add("order_gather")
+        src = self.row(m + self.pick([0, 0, 0, 2]), d)
+        return self.pick([f"{src}[{order}]", f"mx.take({src}, {order})", f"mx.take_along_axis({src}, {order}, axis=-1)"])
+
+    def put_back(self, n: int, d: int) -> str:
+        """A row of n written at (a slice of) the order of a row of n: mx.put_along_axis into a new row
+        (mx.zeros_like, mx.zeros, mx.ones, mx.full) or into a row."""
+        self.features.add("put_back")
+        k = n if self.coin(0.6) else self.int(1, n)
+        order = self.order(n, d)
+        if k < n:
+            self.features.add("put_partial")
+            order = self.slice_of(order, n, k, self.pick([1, -1]))
+        base = self.pick(["zeros_like", "zeros", "ones", "full", "full_like", "row"])
+        self.features.add("new_row" if base != "row" else "put_into_row")
+        base = {"zeros_like": lambda: f"mx.zeros_like({self.row(n, 0)})", "zeros": lambda: f"mx.zeros(({n},))",
+                "ones": lambda: f"mx.ones({n})", "full": lambda: f"mx.full(({n},), {self.const()})",
+                "full_like": lambda: f"mx.full_like({self.row(n, 0)}, {self.const()})",
+                "row": lambda: self.row(n, d)}[base]()
+        return f"mx.put_along_axis({base}, {order}, {self.row(k, d)}, axis=-1)"
+
+    def argext(self, m: int, d: int) -> str:
+        """The first position of the maximum or minimum of an exact row of m (uint32, per row)."""
+        self.features.add("argext")
+        return f"mx.{self.pick(['argmax', 'argmin'])}({self.key(m, d)}{self.pick(['', ', axis=-1', ', axis=0'])})"
+
+    def cond(self, n: int, d: int) -> str:
+        """A bool row of n (or a per-row bool, broadcast): positions, label, comparisons of exact
+        rows (a select among them included), arg-extrema, bool selects, and / or / not of these."""
+        forms = ["pos", "pos", "label", "cmp", "cmp_select"]
+        if d > 0:
+            forms += ["select_bool", "select_bool", "argext", "logic", "per_row"]
+        form = self.pick(forms)
+        d = d - 1
+        if form == "pos":
+            return self.pick([f"(mx.arange({n}) < {self.int(0, n)})", f"(mx.arange({n}) % 2 == 0)",
+                              f"(mx.arange({n}) >= label)", f"(mx.arange({n}) != {self.int(0, n - 1)})"])
+        if form == "label":
+            return f"(mx.arange({n}) == label)"
+        if form == "cmp":
+            self.features.add("cond_value")
+            return f"({self.key(n, d)} {self.pick(['>', '<', '>=', '<='])} {self.pick(['0.0', '0.5', '-1.0'])})"
+        if form == "cmp_select":  # a select as the compared operand: mx.where(mx.where(c, a, b) > 0, ...)
+            self.features.add("select_compared")
+            self.exact += 1
+            try:
+                a, b = self.key(n, d), self.pick([lambda: self.key(n, d), self.const])()
+                inner = f"mx.where({self.cond(n, d)}, {a}, {b})"
+            finally:
+                self.exact -= 1
+            return f"({inner} {self.pick(['>', '<'])} {self.pick(['0.0', '0.5'])})"
+        if form == "select_bool":  # a bool-valued select: mx.where(c1, c2, c3)
+            self.features.add("select_bool")
+            return f"mx.where({self.cond(n, d)}, {self.cond(n, d)}, {self.cond(n, d)})"
+        if form == "argext":
+            self.features.add("argext_position")
+            return f"(mx.arange({n}) {self.pick(['==', '<', '>='])} {self.argext(self.length(), d)})"
+        if form == "per_row":
+            self.features.add("cond_per_row")
+            return self.pick(["(label >= 0)", "(label < -1)", f"({self.argext(self.length(), d)} > {self.int(0, 3)})"])
+        self.features.add("cond_logic")
+        c = self.cond(n, d)
+        return self.pick([f"({c} & {self.cond(n, d)})", f"({c} | {self.cond(n, d)})", f"mx.logical_not({c})",
+                          f"mx.logical_and({c}, {self.cond(n, d)})"])
+
+    def where_sel(self, n: int, d: int) -> str:
+        """mx.where(cond, a, b) with the condition and both operands any of the above (selects too)."""
+        self.features.add("where_select")
+        c = self.cond(n, self.int(0, 2))
+        if c.startswith("mx.where("):
+            self.features.add("select_condition")
+
+        def operand():
+            o = self.pick(["row", "row", "row", "one", "const"] + ["scal"] * (not self.exact))
+            if o == "row":
+                return self.row(n, d)
+            if o == "one":
+                return self.row(1, d)
+            return self.const() if o == "const" else self.scal(d)
+        a, b = operand(), operand()
+        if a.startswith("mx.where(") or b.startswith("mx.where("):
+            self.features.add("select_operand")
+        return f"mx.where({c}, {a}, {b})"
+
     def take_along_label(self, d: int) -> str:
         """The read at label as a row of one, `mx.take_along_axis(r, label[None], axis=-1)`: only as an
         operand beside a row (the kernel makes it one value per row, MLX a row of one: see
@@ -213,7 +412,7 @@ class Gen:
         return f"mx.take_along_axis({self.row(m, d)}, label[None], axis=-1)"
 
     def leaf(self, n: int) -> str:
-        named = [k for k, m in self.rows.items() if m == n]
+        named = [k for k, m in self.rows.items() if m == n and (not self.exact or k in ("x", "y"))]
         options = ["named"] * (3 * bool(named)) + ["arange", "fit", "fit", "fit"]
         if n == self.D:
             options += ["idx"]
@@ -231,7 +430,7 @@ class Gen:
                 return f"(mx.arange({n}) * {scale} - 0.5)"
             return f"(mx.arange({start}, {start + s * n}, {s}) * {scale})"
         # fit a named row to the length: slice a longer one, pad or extend a shorter one
-        name = self.pick(sorted(self.rows))
+        name = self.pick(["x", "y"] if self.exact else sorted(self.rows))
         m = self.rows[name]
         if m >= n:
             return self.slice_of(name, m, n, self.pick([1, 1, -1]) if (n - 1) * 2 + 1 > m else
@@ -247,7 +446,7 @@ class Gen:
     def slice_to(self, n: int, d: int) -> str:
         s = self.pick([1, 1, 2, 3, -1, -1, -2, -3])
         need = (n - 1) * abs(s) + 1
-        longer = [k for k, m in self.rows.items() if m >= need]
+        longer = [k for k, m in self.rows.items() if m >= need and (not self.exact or k in ("x", "y"))]
         if longer and self.coin(0.5):
             name = self.pick(sorted(longer))
             return self.slice_of(name, self.rows[name], n, s)
@@ -296,7 +495,7 @@ class Gen:
     def gather_idx(self, d: int) -> str:
         """A row of length D read at idx (a permutation of range(D)) from a row of length >= D."""
         self.features.add("gather_idx")
-        longer = [k for k, m in self.rows.items() if m >= self.D]
+        longer = [k for k, m in self.rows.items() if m >= self.D and (not self.exact or k in ("x", "y"))]
         if longer and (d <= 0 or self.coin(0.5)):
             name = self.pick(sorted(longer))
             src, m = name, self.rows[name]
@@ -355,7 +554,7 @@ class Gen:
         b = self.int(0, total)
         a = total - b
         src = self.row(n - total, d)
-        form = self.pick(["const", "const", "zero", "list", "sym", "value"])
+        form = self.pick(["const", "const", "zero", "list", "sym"] + ["value"] * (not self.exact))
         if form == "sym" and a == b:
             return f"mx.pad({src}, {a})"
         if form == "zero":
@@ -371,7 +570,7 @@ class Gen:
     # ---- per-row values --------------------------------------------------------------------------
     def scal(self, depth: int) -> str:
         if depth <= 0 or self.coin(0.2):
-            options = ["red", "red", "red", "index", "label"] + ["named"] * (2 * bool(self.scals))
+            options = ["red", "red", "red", "index", "label", "argext"] + ["named"] * (2 * bool(self.scals))
             if depth <= 0:
                 options = [o for o in options if o != "red"] + ["red_leaf"]
             form = self.pick(options + ["label_float"])
@@ -386,10 +585,26 @@ class Gen:
                 return f"{self.row(m, d)}[{self.int(-m, m - 1)}]"
             if form == "label":
                 return self.label_read(d)
+            if form == "argext":  # an arg-extremum as a position (a label) or as a number
+                m = self.length()
+                pos = self.argext(m, d)
+                if self.coin(0.25):
+                    self.features.add("argext_float")
+                    return f"({pos} * {self.pick(['0.25', '0.5'])})"
+                self.features.add("argext_read")
+                src = self.row(m + self.pick([0, 0, 2]), d)
+                return self.pick([f"{src}[{pos}]", f"mx.take({src}, {pos})", f"mx.take({src}, {pos}, axis=0)"])
             self.features.add("label_float")
             return "(label * 0.25)"
-        form = self.pick(["bin", "bin", "const_bin", "unary", "div"])
+        form = self.pick(["bin", "bin", "const_bin", "unary", "div", "select"])
         d = depth - 1
+        if form == "select":  # a per-row select by a per-row condition (label, an arg-extremum)
+            self.features.add("select_per_row")
+            c = self.pick(["(label >= 0)", "(label < -1)",
+                           lambda: f"({self.argext(self.length(), d)} {self.pick(['<', '>='])} {self.int(0, 4)})",
+                           lambda: f"mx.where(label > 0, label < 2, {self.argext(self.length(), d)} == 0)"])
+            c = c if isinstance(c, str) else c()
+            return f"mx.where({c}, {self.scal(d)}, {self.pick([self.const, lambda: self.scal(d)])()})"
         if form == "bin":
             return f"({self.scal(d)} {self.pick('+-*')} {self.scal(d)})"
         if form == "const_bin":
@@ -401,10 +616,11 @@ class Gen:
 
     def reduction(self, d: int) -> str:
         m = self.length()
-        text = self.row(m, d)
-        templates = REDUCE + (["mx.var({0})"] if m > 1 else [])
+        template = self.pick(REDUCE + (["mx.var({0})"] if m > 1 else []))
+        # max / min are differentiated at the extremum: of a row without a sum's scan (Gen.unscanned)
+        text = self.unscanned(m, d) if re.search(r"max|min", template) and not self.exact else self.row(m, d)
         self.features.add("reduction")
-        return self.pick(templates).format(text)
+        return template.format(text)
 
     # ---- statements ----------------------------------------------------------------------------------
     def statement(self, k: int) -> None:
@@ -466,9 +682,17 @@ class Gen:
     def assign(self, name: str, m: int) -> None:
         """name[...] = value on the local row name (length m)."""
         self.loop = True
-        form = self.pick(["slice", "slice", "slice", "int", "label"])
+        form = self.pick(["slice", "slice", "slice", "int", "label"] + ["order"] * (self.held + m <= ORDER_BUDGET))
         d = self.int(0, 2)
         value = lambda: self.pick([self.const, lambda: self.scal(d)])()  # noqa: E731
+        if form == "order":  # y[order] = v by (a slice of) a sort's order: put_along_axis
+            self.features.add("assign_order")
+            k = m if self.coin(0.6) else self.int(1, m)
+            order = self.order(m, d)
+            if k < m:
+                order = self.slice_of(order, m, k, self.pick([1, -1]))
+            self.lines.append(f"{name}[{order}] = {self.pick([lambda: self.row(k, d), value])()}")
+            return
         if form == "int":
             self.features.add("assign_int")
             self.lines.append(f"{name}[{self.int(-m, m - 1)}] = {value()}")
@@ -662,6 +886,10 @@ def cases(draw, kind: Optional[str] = None):
 
 # ---- forward, VJP and JVP against the body run per row in MLX ----------------------------------
 
+NO_MLX_JVP = {"cumprod", "cummax", "cummin"}
+"""MLX 0.32.4 has no JVP of these (`JVP is not implemented for cumulative prod/min/max`): the kernel's
+forward mode is checked against MLX's VJP only (the adjoint identity below), not by mx.jvp of the body."""
+
 PAD_REFERENCE = [
     "pad_widths = lambda w: (w, w) if isinstance(w, int) else tuple(w[0]) if isinstance(w, list) else w",
     "pad_reference = lambda r, w, constant_values=0.0: mx.concatenate([mx.zeros((pad_widths(w)[0],), r.dtype) + "
@@ -671,12 +899,25 @@ such a pad, and its VJP crashes the process (`mx.vjp(lambda v: mx.pad(x, (0, 3),
 ...)`: a segmentation fault)."""
 
 
+ORDER_REFERENCE = [f"{f}_reference = lambda a, axis=-1: mx.stop_gradient(mx.{f}(a, axis=axis))"
+                   for f in ("argsort", "argmax", "argmin")]
+"""The reference's spelling of an order or arg-extremum used as an index: MLX 0.32.4's VJP of a
+gather or scatter refuses a differentiable index (`[gather] Cannot calculate VJP with respect to
+indices. Use stop_gradient on indices`), the kernel's takes none through it."""
+
+
+def needs_reference(body: Body) -> bool:
+    return bool(body.features & {"pad_value", "argsort", "argext"})
+
+
 def load(tmp_dir, body: Body, reference: bool = False):
     """The body as a module function (kernels need source); with `reference`, as the reference runs it."""
     lines, returned = body.lines, body.returned
-    if reference and "pad_value" in body.features:
-        swap = lambda t: t.replace("mx.pad(", "pad_reference(")  # noqa: E731
-        lines, returned = PAD_REFERENCE + [swap(t) for t in lines], swap(returned)
+    if reference and needs_reference(body):
+        def swap(t: str) -> str:
+            t = t.replace("mx.pad(", "pad_reference(") if "pad_value" in body.features else t
+            return re.sub(r"mx\.(argsort|argmax|argmin)\(", r"\1_reference(", t)
+        lines, returned = PAD_REFERENCE + ORDER_REFERENCE + [swap(t) for t in lines], swap(returned)
     return body_module(tmp_dir, "x, y, label, idx", returned, "zmlx_prop_indexing", lines)
 
 
@@ -689,7 +930,7 @@ def check(tmp_dir, case, backend: str, grads: bool = True) -> None:
     args = make_inputs(body, lead, y_mode, seed)
     x, y, label, idx = args
     kernel = kernel_of(fn, backend, body.kind)
-    eager = load(tmp_dir, body, reference=True)[0] if "pad_value" in body.features else fn
+    eager = load(tmp_dir, body, reference=True)[0] if needs_reference(body) else fn
     ref = (per_row if body.loop else rowwise)(eager, args)
     shapes = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(("x", "y", "label", "idx"), args))
     context = (f"{src}\n{body.kind}, {shapes}, labels in [-{body.label_max}, {body.label_max}), seed {seed} "
@@ -721,7 +962,15 @@ def check(tmp_dir, case, backend: str, grads: bool = True) -> None:
         close(g, h, f"gradient of {arg}: ", context, s, e)
     # forward mode, as the transpose of MLX's VJP: <ct, J t> = <J^T ct, t>
     tangents = [mx.array(rng.normal(size=a.shape).astype(np.float32)) for a in (x, y)]
-    tangent = mx.jvp(of_k, [x, y], tangents)[1][0]
+    if body.features & NO_MLX_JVP and backend == "mlx":
+        return  # MLX differentiates the kernel's own ops, and has no JVP of cumprod / cummax / cummin
+    if body.features & NO_MLX_JVP and backend == "mlx:ir":
+        # MLX 0.32.4's mx.jvp traces into the kernel's mx.custom_function body (and fails on the JVP
+        # MLX lacks) before calling its custom JVP: the generated forward-mode program, called
+        # directly, is what that custom JVP runs (test_scans.test_scan_forward_mode)
+        tangent = kernel.compiled_for(tuple(args), {}, "mlx")._jvp(args, tangents + [None, None])[0]
+    else:
+        tangent = mx.jvp(of_k, [x, y], tangents)[1][0]
     lhs = float(mx.sum(ct * tangent).item())
     terms = [g * t for g, t in zip(want_g, tangents)]
     rhs = float(sum(mx.sum(p).item() for p in terms))
@@ -745,7 +994,13 @@ FEATURES = {"slice", "slice_negative_step", "negative_bound", "shape_bound", "fl
             "interleave", "stack0", "split", "split_unpack", "pad", "pad_value", "gather_idx", "negative_index",
             "gather_pos", "label_read", "take_along_label", "where_label", "where_pos", "arange", "softmax",
             "reduction", "const_index", "label_float", "divide", "assign_slice", "assign_int", "assign_label",
-            "assign_empty"}
+            "assign_empty",
+            # scans, sorts, orders, arg-extrema and selects of selects
+            "cumsum", "cumprod", "cummax", "cummin", "logcumsumexp", "scan_reverse", "scan_exclusive", "sort",
+            "sort_slice", "sort_reversed", "topk", "partition", "argsort", "order_bare", "order_slice", "order_gather",
+            "rank", "put_back", "put_partial", "new_row", "put_into_row", "assign_order", "argext", "argext_read",
+            "argext_float", "argext_position", "cond_value", "cond_per_row", "cond_logic", "select_compared",
+            "select_bool", "select_condition", "select_operand", "where_select", "select_per_row"}
 
 
 def test_generator(index_dir):
@@ -861,6 +1116,8 @@ INDEXING_CASES = {  # id: (kind, statements, returned, output length, D, Dy, fea
                                          "mx.pad(mx.take_along_axis(x, label[None], axis=-1), (0, 1), constant_values=0.5)",
                                          2, 8, 8, set()),
     "keepdims reduction: a row of one": ("map_reduce", [], "mx.max(x, keepdims=True)", 1, 8, 8, set()),
+    # scans, sorts and selects (the reference's arg-extrema and orders under stop_gradient: ORDER_REFERENCE)
+    "read at an arg-extremum": ("reduce", [], "x[mx.argmax(x)] + mx.take(y, mx.argmin(y))", None, 8, 8, {"argext"}),
 }
 CASE_BACKENDS = ["mlx", "mlx:ir"] + (["metal-sim"] if HAVE_METAL_SIM else [])
 KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)

@@ -127,7 +127,13 @@ def _topk(p: Rows, args: list, kwargs: dict) -> Node:
 
 
 def _arg_extremum(row: Row, extremum: str) -> Node:
-    """The first position of the row's extremum (of its first NaN, if any, as MLX), uint32."""
+    """The first position of the row's extremum (of its first NaN, if any, as MLX), uint32, under
+    stop_gradient: a position, computed from the row's values, that MLX (backend "mlx") must not
+    differentiate when it indexes (`[gather] Cannot calculate VJP with respect to indices`)."""
+    return apply("stop_gradient", _first_extremum(row, extremum))
+
+
+def _first_extremum(row: Row, extremum: str) -> Node:
     if row.single:
         return cast(apply("mul", cast(row.x, dt.int32), 0), dt.uint32)
     x = cast(row.x, dt.int32) if row.x.dtype == dt.bool_ else row.x
