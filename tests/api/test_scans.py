@@ -3,7 +3,8 @@
 Every kernel is checked against its body applied row by row as MLX code (tests/rowcheck.check):
 values, shape and dtype of every output, then mx.vjp with random cotangents for every float input.
 Backends: "mlx" (the kernel as MLX ops, differentiated by MLX), "mlx:ir" (the generated derivative
-programs as MLX ops) and "metal-sim" (the generated MSL, forward and backward, run on the CPU).
+programs as MLX ops) and "metal-sim" (the generated MSL, forward and backward, run on the CPU);
+"cuda" too where MLX's CUDA backend is (the GPU machine).
 Forward mode: mx.jvp against MLX's where MLX has one (cumsum, logcumsumexp), else the adjoint
 identity <c, J t> = <J^T c, t> against MLX's VJP (MLX has no JVP of cumprod/cummax/cummin).
 
@@ -29,8 +30,9 @@ from rowcheck import check, ints, kernel, normal, rng_for
 
 needs_sim = pytest.mark.skipif(not HAVE_METAL_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
 SIM = pytest.param("metal-sim", marks=needs_sim)
-BACKENDS = ["mlx", SIM]
-GRAD_BACKENDS = ["mlx", "mlx:ir", SIM]
+CUDA = ["cuda"] if mx.cuda.is_available() else []  # on the GPU machine (tests/gpu's run)
+BACKENDS = ["mlx", SIM] + CUDA
+GRAD_BACKENDS = ["mlx", "mlx:ir", SIM] + CUDA
 
 # A float32 scan adds in another order than MLX's sequential loop (per-thread runs, then a tree):
 # the difference grows with the partial sums, as any two float orders differ.

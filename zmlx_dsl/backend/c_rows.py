@@ -224,7 +224,7 @@ class RowWriter(PositionReads, WholeRows):
             before("      ")
         self.slot, self.shifted = len(self.lines), {}
         self.lines.append(f"      for (int j = 0; j < {self.plan.vec}; ++j) {{")
-        position = None
+        position, body = None, len(self.lines)
         if any(n.op in ("index", "scatter") for n in here) or self.whole:
             position = "i"
             self.lines.append(f"        const int i = int(v) * {self.plan.vec} + j;")
@@ -232,7 +232,6 @@ class RowWriter(PositionReads, WholeRows):
             self.position_shift["i"] = 0
             self.stored_at(local, self.loop_length, f"i + {start}" if start else "i")
         local[Node("index", (), dt.int32, 1)] = "0"
-        body = len(self.lines)
         emit_tail(self.values(part, local, "        ", position), "        ")
         self.lines[body:] = without_unused_positions(self.lines[body:])
         self.lines.append("      }")

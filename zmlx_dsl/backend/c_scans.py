@@ -190,7 +190,7 @@ class WholeRows:
         c, threads, ct = self.c, self.plan.threads, self.c.ctype(d)
         up = c.shuffle_up
         lines = [f"{ct} upto = {total};  // this thread's total with those before it in its simdgroup",
-                 "for (ushort d = 1; d < 32; d <<= 1) {",
+                 "for (int d = 1; d < 32; d <<= 1) {",
                  f"  const {ct} other = {up.format('upto', 'd')};",
                  f"  if ({lane} >= d) upto = {combine('other', 'upto')};",
                  "}",
@@ -204,7 +204,7 @@ class WholeRows:
             c.barrier,
             "if (warp == 0) {  // the simdgroups' totals, scanned",
             f"  {ct} w = lane < {warps} ? {scratch}[lane] : {identity};",
-            "  for (ushort d = 1; d < 32; d <<= 1) {",
+            "  for (int d = 1; d < 32; d <<= 1) {",
             f"    const {ct} other = {up.format('w', 'd')};",
             f"    if (lane >= d) w = {combine('other', 'w')};",
             "  }",
