@@ -968,7 +968,9 @@ def check(tmp_dir, case, backend: str, grads: bool = True) -> None:
         # MLX 0.32.4's mx.jvp traces into the kernel's mx.custom_function body (and fails on the JVP
         # MLX lacks) before calling its custom JVP: the generated forward-mode program, called
         # directly, is what that custom JVP runs (test_scans.test_scan_forward_mode)
-        tangent = kernel.compiled_for(tuple(args), {}, "mlx")._jvp(args, tangents + [None, None])[0]
+        rows = kernel._rows(list(args))[0]  # as the kernel passes them (label one per row: (..., 1))
+        tangent = kernel.compiled_for(tuple(args), {}, "mlx")._jvp(rows, tangents + [None, None])[0]
+        tangent = tangent.reshape(want.shape)
     else:
         tangent = mx.jvp(of_k, [x, y], tangents)[1][0]
     lhs = float(mx.sum(ct * tangent).item())
@@ -1118,6 +1120,13 @@ INDEXING_CASES = {  # id: (kind, statements, returned, output length, D, Dy, fea
     "keepdims reduction: a row of one": ("map_reduce", [], "mx.max(x, keepdims=True)", 1, 8, 8, set()),
     # scans, sorts and selects (the reference's arg-extrema and orders under stop_gradient: ORDER_REFERENCE)
     "read at an arg-extremum": ("reduce", [], "x[mx.argmax(x)] + mx.take(y, mx.argmin(y))", None, 8, 8, {"argext"}),
+    "scatter at a slice of an order": ("map_reduce", [], "mx.put_along_axis(mx.zeros_like(x), mx.argsort(x)[5:2:-1], y[:3], "
+                                       "axis=-1) + mx.put_along_axis(x, mx.stop_gradient(mx.argsort(y))[2:5], x[:3] * 2.0, "
+                                       "axis=-1)", 8, 8, 8, {"argsort"}),
+    "assignment at a slice of an order": ("map_reduce", ["t = x * 1.0", "t[mx.argsort(y)[2:5]] = x[:3] * 2.0"], "t",
+                                          8, 8, 8, {"argsort", "assign_slice"}),
+    "scan jvp, one label per row": ("reduce", [], "mx.sum(mx.cummax(x) * mx.cumprod(1.0 + 0.1 * mx.tanh(y))) + x[label]",
+                                    None, 8, 8, {"cummax", "cumprod"}),
 }
 CASE_BACKENDS = ["mlx", "mlx:ir"] + (["metal-sim"] if HAVE_METAL_SIM else [])
 KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
@@ -1125,6 +1134,10 @@ KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
                                    "(2,), not one per row, (R, 2) (metal-sim does)"),
     "take_along_axis at label: a row of one": (set(CASE_BACKENDS), AssertionError, "MLX gives a row of one, (R, 1); the "
                                                "kernel one value per row, (R,): label[None] stays 0-d"),
+    "assignment at a slice of an order": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a row is written at "
+                                          "an index row only where its positions are known to be distinct' (ir.positions."
+                                          "inverse finds no argsort in the slice of its uint32 cast; put_along_axis "
+                                          "unwraps it: ordering._sliced_order)"),
     "take_along_axis at label, padded": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a value that is one per "
                                          "row cannot be padded' (label[None] stays 0-d)"),
 }
