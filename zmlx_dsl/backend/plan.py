@@ -220,6 +220,8 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     threads = row_threads(D, vec)
     ops = [OPS[n.op] for n in toposort(p.outputs) if n.op in OPS]
     whole = any(op.whole_row for op in ops)  # scans and sorts: one row per group, whole simdgroups
+    if any(n.op == "argsort" for n in toposort(p.outputs)):  # a sort: a thread per pair of its network
+        threads = max(threads, min(1024, 1 << max(5, (D - 1).bit_length() - 1)))
     if threads == 32 and not any(op.reduction or op.whole_row for op in ops):
         threads = 1 << max(0, (D // vec - 1).bit_length())  # no reductions: as many threads as vectors
     used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
@@ -227,7 +229,10 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     one_length = set(extents) == {D} and all(n == D for x, n, m in zip(p.inputs, lengths, modes) if m == "full")
     per_thread = -(-(D // vec) // threads) * vec
     budget = register_budget(max([x.dtype.itemsize for x in full], default=4))
-    if whole:  # a scan of a row in registers stays there (else it takes a row of threadgroup memory)
+    if whole and all(x.dtype.itemsize >= 4 for x in full):
+        # a scan of a row in registers stays there (else it takes a row of threadgroup memory); not
+        # for 16-bit rows past the budget: 1024 threads x 32 elements of a bfloat16 row and their
+        # float32 scan need more registers than a CUDA launch of 1024 threads has (measured, H200)
         budget = max(budget, MAX_REGISTER_ELEMENTS * threads)
     cached = one_length and 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
     plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
