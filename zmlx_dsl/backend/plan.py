@@ -174,12 +174,14 @@ def row_view(x: mx.array, mode: str, lead: tuple, length: int, index: tuple[int,
 
 
 def row_extents(p: Program, lengths: Sequence[int]) -> list[int]:
-    """The row lengths a row kernel loops over: its per-element outputs' and reductions' operands'."""
+    """The row lengths a row kernel loops over: its per-element outputs', reductions' operands' and
+    scans' and sorts' operands' (each filled in a pass of its own)."""
     length = p.row_lengths(default=max(lengths, default=1)) if p.lengths else None
     rows = per_row(p.outputs)
     D = max(lengths, default=1)
     targets = [o for o in p.outputs if not rows[o]]
-    targets += [n.args[0] for n in toposort(p.outputs) if n.op in OPS and OPS[n.op].reduction and n.op != "fold"]
+    targets += [n.args[0] for n in toposort(p.outputs)
+                if n.op in OPS and (OPS[n.op].reduction and n.op != "fold" or OPS[n.op].whole_row)]
     return sorted({length[t] if length else D for t in targets} | ({D} if not length else set()))
 
 
