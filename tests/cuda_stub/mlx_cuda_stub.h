@@ -17,6 +17,7 @@
 struct dim3 { unsigned x, y, z; };
 static dim3 blockIdx, threadIdx, blockDim, gridDim;
 inline void __syncthreads() {}
+inline void __syncwarp(unsigned = 0xffffffffu) {}
 template <class T> T __shfl_xor_sync(unsigned, T v, int) { return v; }
 template <class T> T __shfl_up_sync(unsigned, T v, unsigned) { return v; }
 using std::exp;

@@ -249,9 +249,12 @@ class WholeRows:
               f"          {keys}[a] = kb; {keys}[b] = ka; {order}[a] = pb; {order}[b] = pa;",
               "        }",
               "      }",
-              f"      {c.barrier}",
+              "      // the next stage within 64 positions too: each simdgroup's 32 pairs stay in their own 64",
+              f"      if (j <= 32 && (j > 1 || k <= 32)) {{ {c.warp_barrier} }} else {{ {c.barrier} }}",
               "    }",
               "  }"]
+        if self.plan.threads > 32:
+            L.append(f"  {c.barrier}")
         self.stored[n] = order
         self.stored[gather(key, n, length)] = keys  # the sorted row itself: x at its order
         self.names[gather(key, n, length)] = f"{keys}[i]"

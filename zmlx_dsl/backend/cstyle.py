@@ -39,6 +39,7 @@ class CStyle:
     group_id: str
     local_id: str
     group_count: str                # groups in the grid
+    warp_barrier: str               # orders shared memory within a simdgroup (warp) only
     shuffle_up: str                 # "{0} from the lane {1} below" (lanes below {1} keep their own)
     ushort: str                     # 16-bit unsigned type (a sort's positions)
     shared_memory: int              # bytes of block-shared memory a kernel may declare

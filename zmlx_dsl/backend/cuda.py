@@ -32,6 +32,7 @@ class CUDARenderer(CStyle):
     shared = "__shared__"
     barrier = "__syncthreads();"
     types = _MLX_TYPES
+    warp_barrier = "__syncwarp();"
     shuffle_up = "__shfl_up_sync(0xffffffffu, {0}, {1})"
     ushort = "unsigned short"
     shared_memory = 49152

@@ -25,6 +25,7 @@ class MetalRenderer(CStyle):
     barrier = "threadgroup_barrier(mem_flags::mem_threadgroup);"
     types = {"bool": "bool", "int32": "int", "int64": "long", "uint32": "uint",
              "float16": "half", "bfloat16": "bfloat16_t", "float32": "float"}
+    warp_barrier = "simdgroup_barrier(mem_flags::mem_threadgroup);"
     shuffle_up = "simd_shuffle_up({0}, {1})"
     ushort = "ushort"
     shared_memory = 32768
