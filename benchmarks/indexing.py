@@ -15,14 +15,12 @@ Usage (device machine): source .mlx-cuda/activate && python3 benchmarks/indexing
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import mlx.core as mx
 
 import zmlx_dsl as zmlx
-from zmlx_dsl.backend import NAMES
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu  # noqa: E402  (benchmarks/gpu.py: timed, copy)
@@ -30,19 +28,7 @@ import rowbench  # noqa: E402  (check, bench, the table)
 from rowbench import bench  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test on a CPU)")
-    p.add_argument("--once", action="store_true", help="each kernel of interest once, for Nsight Compute "
-                   "(ncu --kernel-name regex:custom_kernel ...)")
-    p.add_argument("--backend", choices=NAMES, default="cuda" if mx.cuda.is_available() else "mlx",
-                   help="backend of our kernels (default: cuda where available, else mlx)")
-    return p.parse_args()
-
-
-ARGS = parse_args()  # before the kernels below: their backend comes from the command line
-if ARGS.quick:
-    gpu.ITERS, gpu.CALLS = 3, 2
+ARGS = rowbench.parse_args(__doc__.splitlines()[0], once=True)  # before the kernels below: their backend
 
 
 # ---- kernels under test: one row of each input ------------------------------------------------

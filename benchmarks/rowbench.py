@@ -3,6 +3,7 @@ workload checked once against its baseline (a FAIL row, exit status 1 at the end
 timed with benchmarks/gpu.py's `timed`; the table of µs, speedup, GB/s and % of a copy kernel."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import subprocess
@@ -13,6 +14,22 @@ import mlx.core as mx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpu  # noqa: E402  (benchmarks/gpu.py: timed, copy)
+from zmlx_dsl.backend import NAMES  # noqa: E402
+
+
+def parse_args(description: str, once: bool = False) -> argparse.Namespace:
+    """--quick (tiny sizes, few repeats; sets gpu.py's counts), --backend, and --once where asked."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test on a CPU)")
+    if once:
+        p.add_argument("--once", action="store_true", help="each kernel of interest once, for Nsight Compute "
+                       "(ncu --kernel-name regex:custom_kernel ...)")
+    p.add_argument("--backend", choices=NAMES, default="cuda" if mx.cuda.is_available() else "mlx",
+                   help="backend of our kernels (default: cuda where available, else mlx)")
+    args = p.parse_args()
+    if args.quick:
+        gpu.ITERS, gpu.CALLS = 3, 2
+    return args
 
 FAILS: list[str] = []
 

@@ -516,8 +516,8 @@ def test_refusals():
     assert ("a row is written at an index row only where its positions are known to be distinct: the order of "
             "a sort of a row of the same length (mx.argsort, mx.argpartition, or a slice of it); at one position, "
             "write mx.where(mx.arange(n) == pos, value, y)") in _message(put_at_any_positions, x, ints([[0] * 8] * 2))
-    assert ("cumsum() needs a row kernel (@zmlx.map_reduce / @zmlx.reduce): an elementwise body sees one "
-            "element") in _message(cumsum_elementwise, x, kind="elementwise")
+    assert ("cumsum() is only allowed in row kernels (@zmlx.reduce / @zmlx.map_reduce); an elementwise body "
+            "sees one element") in _message(cumsum_elementwise, x, kind="elementwise")
     assert ("sort() inside a data-dependent branch is not supported; compute it before the 'if' and select "
             "afterwards") in _message(sort_in_branch, x)
 

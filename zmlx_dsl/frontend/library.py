@@ -294,16 +294,22 @@ def reduction(name: str, *callables: Any, method: bool = False, params: Sequence
     return register
 
 
+def check_row_context(p: Context, what: str) -> None:
+    """A call that needs the whole row (a reduction, a scan, a sort): in a row kernel, outside
+    data-dependent branches (every thread of the row takes part in it)."""
+    if p.mode != "row":
+        raise ZMLXSyntaxError(f"{what} is only allowed in row kernels (@zmlx.reduce / @zmlx.map_reduce); "
+                              "an elementwise body sees one element")
+    if p.branch_depth:
+        raise ZMLXSyntaxError(f"{what} inside a data-dependent branch is not supported; compute it before "
+                              "the 'if' and select afterwards")
+
+
 def _row(p: Context, name: str, args: list, kwargs: dict, params: Sequence[str] = _REDUCTION,
          keywords: Optional[dict] = None) -> tuple[Row, bool]:
     """Check a call of reduction `name`: in a row kernel, outside data-dependent branches, one
     array reduced over its (only) axis; the Row and whether keepdims was asked."""
-    if p.mode != "row":
-        raise ZMLXSyntaxError(f"reduction '{name}' is only allowed in row kernels (@zmlx.reduce / "
-                              "@zmlx.map_reduce); an elementwise body sees one element")
-    if p.branch_depth:
-        raise ZMLXSyntaxError(f"reduction '{name}' inside a data-dependent branch is not supported; "
-                              "compute it before the 'if' and select afterwards")
+    check_row_context(p, f"reduction '{name}'")
     a = bind(name, args, kwargs, ("a", *params), {**{q: _DEFAULTS[q] for q in params}, **(keywords or {})})
     _check_row_axis(name, a.get("axis"))
     for flag in ("keepdims", "precise"):

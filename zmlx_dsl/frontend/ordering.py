@@ -16,19 +16,14 @@ from ..ir.build import apply, cast
 from ..ir.node import Node
 from ..ir.positions import gather, index
 from .indexing import Rows, put
-from .library import Row, _check_row_axis, bind, lowering, reduction
+from .library import Row, _check_row_axis, bind, check_row_context, lowering, reduction
 from .values import describe
 
 
 def _operand(p: Rows, name: str, a: dict, what: str) -> tuple[Node, int]:
     """The checked row a["a"] of a scan or sort: a row kernel, outside data-dependent branches,
     along the row's own axis."""
-    if p.mode != "row":
-        raise ZMLXSyntaxError(f"{name}() needs a row kernel (@zmlx.map_reduce / @zmlx.reduce): an "
-                              "elementwise body sees one element")
-    if p.branch_depth:
-        raise ZMLXSyntaxError(f"{name}() inside a data-dependent branch is not supported; compute it "
-                              "before the 'if' and select afterwards")
+    check_row_context(p, f"{name}()")
     _check_row_axis(name, a["axis"])
     x = a["a"]
     if not isinstance(x, Node):
