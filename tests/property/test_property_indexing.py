@@ -124,7 +124,6 @@ class Gen:
         self.exact = 0                 # > 0: drawing an exact row (key) for a comparison or a sort's order
         self.no_scan = 0               # > 0: no cumsum / cumprod / logcumsumexp (under an order or max)
         self.held = 0                  # row elements the scans and sorts so far hold (ORDER_BUDGET)
-        self.whole_lengths: set = set()  # the lengths of the rows scanned or sorted (KNOWN_FAILURES)
 
     # draws
     def pick(self, options):
@@ -250,7 +249,6 @@ class Gen:
         kind = self.pick(kinds)
         self.features.add(kind)
         self.held += n
-        self.whole_lengths.add(n)
         reverse, inclusive = self.coin(0.4), not self.coin(0.35)
         flags = [f"axis={self.pick([-1, 0])}"] * self.coin(0.2) + ["reverse=True"] * reverse + \
             (["reverse=False"] * self.coin(0.1) if not reverse else []) + ["inclusive=False"] * (not inclusive)
@@ -280,10 +278,8 @@ class Gen:
             s = self.pick([1, 1, 2, -1])
             m = (n - 1) * abs(s) + 1 + self.int(0, 3)
             self.held += m
-            self.whole_lengths.add(m)
             return self.slice_of(f"mx.sort({self.unscanned(m, d)}{self.pick(['', ', axis=-1'])})", m, n, s)
         self.held += n
-        self.whole_lengths.add(n)
         text = f"mx.sort({self.unscanned(n, d)})"
         if form == "reversed":
             self.features.add("sort_reversed")
@@ -294,7 +290,6 @@ class Gen:
         """The n largest of a row of m >= n, sorted (MLX's CPU order is unspecified); of n, a partition."""
         m = n + self.pick([0, 1, 2, self.int(0, n + 3)])
         self.held += m
-        self.whole_lengths.add(m)
         # which of tied values topk / partition take is unspecified (MLX's CPU ones are not stable, the
         # kernel's are), and with it where the gradient goes: the row made free of ties by a ramp
         scale = "0.0009765625" if m < 40 else "0.0001220703125"
@@ -310,7 +305,6 @@ class Gen:
         needs it differentiated: through mx.stop_gradient, or bare (the reference adds it: load)."""
         self.features.add("argsort")
         self.held += m
-        self.whole_lengths.add(m)
         text = f"mx.argsort({self.key(m, d)}{self.pick(['', ', axis=-1'])})"
         if self.coin(0.3):
             self.features.add("order_bare")
@@ -764,9 +758,6 @@ def bodies(draw, kind: Optional[str] = None):
     out = g.use_locals(out, n)
     if not inputs_used(out, g.lines):
         out = f"({out} + mx.mean(x))"
-    odd = sorted(m for m in g.whole_lengths if m % 4)
-    if odd:  # clear of "scan of a row of 9 in rows of 16" (KNOWN_FAILURES): a reduction of that length
-        out = f"({out} + 0.0 * mx.sum(mx.arange({odd[0]}) * 0.25))"
     label_max = min(g.label_lens + [D])
     return Body(kind, g.lines, out, n, D, Dy, label_max, g.features, g.loop)
 
@@ -1148,12 +1139,6 @@ KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
                                    "(2,), not one per row, (R, 2) (metal-sim does)"),
     "take_along_axis at label: a row of one": (set(CASE_BACKENDS), AssertionError, "MLX gives a row of one, (R, 1); the "
                                                "kernel one value per row, (R,): label[None] stays 0-d"),
-    "sort of a row of 9 in rows of 16": ({"metal-sim"}, AssertionError, "the C kernel's vector width (4) is chosen "
-                                         "from the outputs' and reductions' lengths only (backend/plan.row_extents), "
-                                         "not from a scan's or sort's operand: its fill loop stores 8 of the 9 "
-                                         "(position 8 of the sorted keys is never written)"),
-    "cumsum of a row of 9 in rows of 16": ({"metal-sim"}, AssertionError, "as the sort: the scan's fill loop stores 8 "
-                                           "of the 9, the last partial sum NaN"),
     "assignment at a slice of an order": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a row is written at "
                                           "an index row only where its positions are known to be distinct' (ir.positions."
                                           "inverse finds no argsort in the slice of its uint32 cast; put_along_axis "
