@@ -15,7 +15,22 @@ ones, an interleave (`mx.stack([a, b], axis=-1).reshape(-1)`) or split of others
 Per-row values are reductions (sum, mean, max, min, logsumexp, var) of any of these rows, reads at
 a constant or per-row position (`r[3]`, `r[label]`, `mx.take(r, label)`, one-hot sums), and feed
 back into rows. Statements name rows and values; slice assignment (`t[a:b:s] = v`, `t[k] = v`,
-`t[label] = v`) updates a local row. Inputs: x (..., D) float32, y with its own row length Dy
+`t[label] = v`, `t[order] = v`) updates a local row.
+
+Rows also come from scans (mx.cumsum / cumprod / cummax / cummin / logcumsumexp, random reverse= and
+inclusive=; cumprod of `1 + 0.1 * mx.tanh(v)`, so products stay finite; an exclusive cummax's first
+value, -inf, replaced by a constant), sorts (whole, reversed, sliced), `mx.sort(mx.topk(v, k))` and
+`mx.sort(mx.partition(v, kth))` (MLX's CPU order of these is unspecified), gathers by (a slice of) a
+sort's order (`v[mx.argsort(w)]`, `mx.take_along_axis`, ranks), the scatter back by one
+(`mx.put_along_axis(mx.zeros_like(v), order, u, axis=-1)`, into mx.zeros / ones / full(_like) or a
+row), and selects whose conditions are comparisons of rows, selects (`mx.where(mx.where(c, a, b) > 0,
+...)`, bool-valued `mx.where(c1, c2, c3)`), positions compared with an arg-extremum
+(`mx.arange(n) == mx.argmax(w)`), and / or / not of these, with selects in every operand position;
+per-row values also from reads at an arg-extremum (`v[mx.argmax(w)]`) and per-row selects. What a
+comparison, argsort or argmax sees is an EXACT row (Gen.key: input elements and constants, moved,
+negated, summed, sorted or running-maxed: the same bits in the kernel and in MLX), so ties stay
+ties; what a sort or a running / reduced extremum differentiates has no sum's scan in it
+(Gen.unscanned); topk / partition see a row made free of ties. Inputs: x (..., D) float32, y with its own row length Dy
 (full, a row shared by all, or broadcast over some leading axes), label (...) int32 (one value per
 row, some negative, inside every row it indexes), idx (..., D) int32 (a permutation per row).
 
@@ -32,7 +47,10 @@ under vmap updates the first row of the batch only), so bodies that assign are c
 body run row by row in a Python loop (`per_row`, otherwise the same reference); a pad whose
 constant is an array cannot be vmapped (`[Pad::vmap] Vmap over padding value is not supported`)
 and its VJP crashes the process (a segmentation fault), so the reference spells such a pad as a
-concatenation (PAD_REFERENCE).
+concatenation (PAD_REFERENCE); MLX's VJP of a gather or scatter refuses a differentiable index,
+so the reference reads orders and arg-extrema through mx.stop_gradient (ORDER_REFERENCE); MLX has
+no JVP of cumprod / cummax / cummin, so the forward mode of bodies with them is checked against
+MLX's VJP only (NO_MLX_JVP).
 
 Failures the generator found are written out in INDEXING_CASES (minimal reproducers), those not
 fixed yet as strict xfails (KNOWN_FAILURES), which the generator keeps clear of.
