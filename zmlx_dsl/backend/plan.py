@@ -222,8 +222,6 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     threads = row_threads(D, vec)
     ops = [OPS[n.op] for n in toposort(p.outputs) if n.op in OPS]
     whole = any(op.whole_row for op in ops)  # scans and sorts: one row per group, whole simdgroups
-    if any(n.op == "argsort" for n in toposort(p.outputs)):  # a sort: a thread per pair of its network
-        threads = max(threads, min(1024, 1 << max(5, (D - 1).bit_length() - 1)))
     if threads == 32 and not any(op.reduction or op.whole_row for op in ops):
         threads = 1 << max(0, (D // vec - 1).bit_length())  # no reductions: as many threads as vectors
     used = set(toposort(p.outputs))  # an unused input (it may only fix the row shape) is not read
