@@ -1148,6 +1148,8 @@ INDEXING_CASES = {  # id: (kind, statements, returned, output length, D, Dy, fea
                                           8, 8, 8, {"argsort", "assign_slice"}),
     "sort of a row of 9 in rows of 16": ("map_reduce", [], "mx.sort(x[:9])[5:]", 4, 16, 16, set()),
     "cumsum of a row of 9 in rows of 16": ("map_reduce", [], "mx.cumsum(x[:9])[5:]", 4, 16, 16, set()),
+    "scatter at a step-2 slice of an order": ("map_reduce", [], "mx.put_along_axis(mx.zeros_like(x), mx.argsort(x)[::2], "
+                                              "y[:4], axis=-1)", 8, 8, 8, {"argsort"}),
     "scan jvp, one label per row": ("reduce", [], "mx.sum(mx.cummax(x) * mx.cumprod(1.0 + 0.1 * mx.tanh(y))) + x[label]",
                                     None, 8, 8, {"cummax", "cumprod"}),
 }
@@ -1157,6 +1159,9 @@ KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
                                    "(2,), not one per row, (R, 2) (metal-sim does)"),
     "take_along_axis at label: a row of one": (set(CASE_BACKENDS), AssertionError, "MLX gives a row of one, (R, 1); the "
                                                "kernel one value per row, (R,): label[None] stays 0-d"),
+    "scatter at a step-2 slice of an order": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a row is written "
+                                              "at an index row only where its positions are known to be distinct' "
+                                              "(ir.positions.inverse knows slices of step 1 and -1 only)"),
     "assignment at a slice of an order": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a row is written at "
                                           "an index row only where its positions are known to be distinct' (ir.positions."
                                           "inverse finds no argsort in the slice of its uint32 cast; put_along_axis "
