@@ -370,7 +370,7 @@ def _np_at(node: Node, run: Callable, e, pos):
 
 
 def _mx_at(node: Node, run: Callable, e, pos):
-    e, pos = _rows(e), _rows(pos)
+    e, pos = _rows(e), mx.stop_gradient(_rows(pos))  # (positions: MLX must not differentiate by them)
     lead = _lead(e, pos, broadcast=mx.broadcast_shapes)
     e = mx.broadcast_to(e, lead + (node.arg,))
     pos = mx.broadcast_to(pos, lead + tuple(pos.shape[-1:]))
@@ -391,7 +391,7 @@ def _np_scatter(node: Node, run: Callable, g, pos):
 
 
 def _mx_scatter(node: Node, run: Callable, g, pos):
-    g, pos = _rows(g), _rows(pos)
+    g, pos = _rows(g), mx.stop_gradient(_rows(pos))
     lead, m = _lead(g, pos, broadcast=mx.broadcast_shapes), max(g.shape[-1], pos.shape[-1])
     g = mx.broadcast_to(g, lead + (m,)).reshape(-1, m)
     pos = mx.broadcast_to(pos, lead + (m,)).reshape(-1, m).astype(mx.int32)
