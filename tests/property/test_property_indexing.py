@@ -710,7 +710,7 @@ class Gen:
         value = lambda: self.pick([self.const, lambda: self.scal(d)])()  # noqa: E731
         if form == "order":  # y[order] = v by (a slice of) a sort's order: put_along_axis
             self.features.add("assign_order")
-            k = m  # (a slice of the order: "assignment at a slice of an order", KNOWN_FAILURES)
+            k = m
             order = self.order(m, d)
             self.lines.append(f"{name}[{order}] = {self.pick([lambda: self.row(k, d), value])()}")
             return
@@ -1162,10 +1162,6 @@ KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
     "scatter at a step-2 slice of an order": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a row is written "
                                               "at an index row only where its positions are known to be distinct' "
                                               "(ir.positions.inverse knows slices of step 1 and -1 only)"),
-    "assignment at a slice of an order": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a row is written at "
-                                          "an index row only where its positions are known to be distinct' (ir.positions."
-                                          "inverse finds no argsort in the slice of its uint32 cast; put_along_axis "
-                                          "unwraps it: ordering._sliced_order)"),
     "take_along_axis at label, padded": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a value that is one per "
                                          "row cannot be padded' (label[None] stays 0-d)"),
 }

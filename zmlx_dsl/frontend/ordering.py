@@ -4,7 +4,6 @@ mx.topk, mx.partition/argpartition, mx.argmax/argmin and the scatter back by a s
 (mx.put_along_axis). All lower to the IR's scan and argsort nodes (ir/scans.py)."""
 from __future__ import annotations
 
-from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -158,24 +157,5 @@ def _put_along_axis(p: Rows, args: list, kwargs: dict) -> Node:
     a = bind("put_along_axis", args, kwargs, ("a", "indices", "values", "axis"), {})
     _check_row_axis("put_along_axis", a["axis"])
     y, length = p.row(a["a"], "written into by put_along_axis()")
-    return put(p, y, length, _sliced_order(a["indices"]), a["values"])
-
-
-def _int_wrapped(n: Node) -> Node:
-    while n.op == "stop_gradient" or n.op == "cast" and n.dtype.is_int and n.args[0].dtype.is_int:
-        n = n.args[0]
-    return n
-
-
-def _sliced_order(idx: Any) -> Any:
-    """A slice of a sort's order as ir.positions.inverse knows it: the argsort itself read at the
-    slice's positions. mx.argsort's order is the argsort cast to uint32 (and often under
-    mx.stop_gradient), and its slice reads that cast, where inverse looks for the argsort
-    (`mx.put_along_axis(z, mx.argsort(x)[2:5], v, axis=-1)` was refused as not distinct)."""
-    if not isinstance(idx, Node):
-        return idx
-    pos = _int_wrapped(idx)
-    if pos.op != "at" or _int_wrapped(pos.args[0]).op != "argsort" or pos.args[0].op == "argsort":
-        return idx
-    return cast(gather(_int_wrapped(pos.args[0]), pos.args[1], pos.arg), idx.dtype)
+    return put(p, y, length, a["indices"], a["values"])
 

@@ -85,23 +85,33 @@ def at_adjoint(e: Node, pos: Node, g: Node, length: int, pos_per_row: bool) -> N
     return gather(g, *inv) if inv else scatter(g, pos, length)
 
 
+def _exact_int(n: Node) -> Node:
+    """n without the stop_gradients and integer casts around it (exact: a sort's positions fit every
+    integer type that holds them)."""
+    while n.op == "stop_gradient" or n.op == "cast" and n.dtype.is_int and n.args[0].dtype.is_int:
+        n = n.args[0]
+    return n
+
+
 def inverse(pos: Node, length: int) -> Optional[tuple[Node, int]]:
     """(j, n) when pos, a row of n, holds distinct positions of a row of `length`: an argsort P of
     that row, or P read at i + o or o - i inside it (a slice of a sort's order). Position q was then
     written by element j[q] of pos, or by none where j[q] is outside 0 … n-1: scatter(g, pos) is
     gather(g, j, n). P's inverse permutation is argsort(P)."""
-    while pos.op == "stop_gradient" or pos.op == "cast" and pos.dtype.is_int and pos.args[0].dtype.is_int:
-        pos = pos.args[0]  # exact: a sort's positions fit every integer type that holds them
+    pos = _exact_int(pos)
     if pos.op == "argsort" and pos.arg == length:
         return Node("argsort", (pos,), dt.int32, length), length
-    if pos.op != "at" or pos.args[0].op != "argsort" or pos.args[0].arg != length:
+    if pos.op != "at":
+        return None
+    order = _exact_int(pos.args[0])
+    if order.op != "argsort" or order.arg != length:
         return None
     form, bounds = affine(pos.args[1]), value_range(pos.args[1])
     if form is None or form[3] != 1 or form[1] not in (1, -1) or bounds is None or bounds[0] < 0 \
             or bounds[1] >= length:
         return None
     i, s, o, _ = form
-    rank = Node("argsort", (pos.args[0],), dt.int32, length)
+    rank = Node("argsort", (order,), dt.int32, length)
     if s == 1:
         return (apply("sub", rank, const(o, dt.int32)) if o else rank), i.arg
     return apply("sub", const(o, dt.int32), rank), i.arg
