@@ -55,33 +55,6 @@ def float_pos(args: Sequence[Any]) -> list[int]:
     return [i for i, a in enumerate(args) if isinstance(a, mx.array) and a.dtype in (mx.float32, mx.bfloat16)]
 
 
-def looped(body: Callable, args: Sequence[Any]) -> Callable:
-    """testing.rowwise with a Python loop over the rows instead of mx.vmap: the reference for slice
-    assignment, which MLX 0.32.4's vmap gets wrong (it updates the first row only; see
-    test_rowwise_of_slice_assignment)."""
-    pos = [i for i, a in enumerate(args) if isinstance(a, mx.array)]
-
-    def call(*full):
-        arrays = [full[i] for i in pos]
-        rows = row_inputs(arrays, body.__name__)
-        lead = tuple(mx.broadcast_shapes(*[r.shape[:-1] for r in rows]))
-        flat = []
-        for a, r in zip(arrays, rows):
-            b = mx.broadcast_to(r, lead + r.shape[-1:]).reshape((-1, r.shape[-1]))
-            flat.append(b[:, 0] if r.ndim != a.ndim else b)
-        per_row, is_tuple = [], False
-        for j in range(int(np.prod(lead))):
-            one = list(full)
-            for i, f in zip(pos, flat):
-                one[i] = f[j]
-            out = body(*one)
-            is_tuple = isinstance(out, tuple)
-            per_row.append(out if is_tuple else (out,))
-        outs = tuple(mx.stack(list(o)).reshape(lead + o[0].shape) for o in zip(*per_row))
-        return outs if is_tuple else outs[0]
-    return call
-
-
 def compare(got: Any, want: Any, tol: tuple, what: str) -> None:
     got_t = got if isinstance(got, tuple) else (got,)
     want_t = want if isinstance(want, tuple) else (want,)

@@ -18,17 +18,15 @@ TOLERANCES = {mx.float32: (1e-5, 1e-4), mx.float16: (2e-3, 5e-3), mx.bfloat16: (
 
 
 def rowwise(body: Callable, args: Sequence[Any]) -> Callable:
-    """The reference of a row kernel: `body` applied to each row as the kernel sees it (mx.vmap
-    over the row grid), called with the kernel's arguments. Arrays are rows on their last axis,
-    broadcast over their leading axes; an (R,) or 0-d array is one value (0-d) per row; Python
-    scalars are held fixed."""
-    pos = [i for i, a in enumerate(args) if isinstance(a, mx.array)]
+    """The reference of a row kernel: `body` applied to each row as the kernel sees it, called with
+    the kernel's arguments. Arrays are rows on their last axis, broadcast over their leading axes;
+    an (R,) or 0-d array is one value (0-d) per row; Python scalars are held fixed.
 
-    def of_arrays(*xs):
-        full = list(args)
-        for i, x in zip(pos, xs):
-            full[i] = x
-        return body(*full)
+    The rows go through a Python loop, not mx.vmap: MLX 0.32.4's vmap is wrong for bodies real
+    kernels contain (`a & b` with one operand made in the body reads past that operand's buffer;
+    `z[1:3] = v` updates the first row of the batch only; a pad by an array value is refused), and
+    a reference must be the body's own MLX semantics."""
+    pos = [i for i, a in enumerate(args) if isinstance(a, mx.array)]
 
     def call(*full):
         arrays = [full[i] for i in pos]
@@ -38,9 +36,24 @@ def rowwise(body: Callable, args: Sequence[Any]) -> Callable:
         for a, r in zip(arrays, rows):
             b = mx.broadcast_to(r, lead + r.shape[-1:]).reshape((-1, r.shape[-1]))
             flat.append(b[:, 0] if r.ndim != a.ndim else b)  # one value per row: 0-d in the body
-        outs = mx.vmap(of_arrays)(*flat)
-        shaped = [o.reshape(lead + o.shape[1:]) for o in as_tuple(outs)]
-        return tuple(shaped) if isinstance(outs, (tuple, list)) else shaped[0]
+        per_row, is_tuple = [], False
+        for j in range(int(np.prod(lead))):
+            one = list(full)
+            for i, f in zip(pos, flat):
+                one[i] = f[j]
+            out = body(*one)
+            is_tuple = isinstance(out, (tuple, list))
+            per_row.append(as_tuple(out))
+        if not per_row:  # no rows: the body on one row of zeros gives the output shapes and dtypes
+            one = list(full)
+            for i, f in zip(pos, flat):
+                one[i] = mx.zeros(f.shape[1:], f.dtype)
+            out = body(*one)
+            is_tuple = isinstance(out, (tuple, list))
+            shaped = [mx.zeros(lead + o.shape, o.dtype) for o in as_tuple(out)]
+        else:
+            shaped = [mx.stack(list(o)).reshape(lead + o[0].shape) for o in zip(*per_row)]
+        return tuple(shaped) if is_tuple else shaped[0]
     return call
 
 

@@ -5,7 +5,7 @@ Every kernel is checked against
   cross-entropy with a one-hot or a (B, 1) label-logit input), evaluated in float32 on the same
   (rounded) inputs and cast to the kernel's dtype: the kernel accumulates in float32, so this is
   the accurate oracle;
-- the body itself applied row by row: inputs broadcast together first, then `mx.vmap` over the
+- the body itself applied row by row: inputs broadcast together first, then a loop over the
   leading axes (DESIGN.md) -- same dtype, same shape, values within the dtype's tolerance;
 - gradients: `mx.vjp` with random cotangents w.r.t. every float array input, a (D,) weight and a
   (B, 1) per-row input included (Python scalars such as eps are parameters).
@@ -148,11 +148,6 @@ def kernel(name: str, backend: str):
 # ---- references ----------------------------------------------------------------------------------
 
 
-def vmapped(body: Callable, args: list) -> Callable:
-    """The body applied row by row, as a row kernel sees its arguments (zmlx_dsl.testing.rowwise)."""
-    return rowwise(body, args)
-
-
 def upcast(args: list) -> list:
     return [a.astype(mx.float32) if isinstance(a, mx.array) and a.dtype in (mx.float16, mx.bfloat16) else a
             for a in args]
@@ -175,9 +170,9 @@ def check_values(name: str, backend: str, lead: tuple, D: int, dtype) -> None:
     assert got.dtype == dtype
     assert_close(got, want, atol=atol, rtol=rtol, what=f"{name} vs MLX reference: ")
     # the body applied row by row, in the kernel's dtype
-    body = vmapped(spec.body, args)(*args)
+    body = rowwise(spec.body, args)(*args)
     atol, rtol = TOL_BODY[dtype]
-    assert_close(got, body, atol=atol, rtol=rtol, what=f"{name} vs vmapped body: ")
+    assert_close(got, body, atol=atol, rtol=rtol, what=f"{name} vs the body per row: ")
 
 
 def check_grads(name: str, backend: str, lead: tuple, D: int, dtype, vs_body: bool = True) -> None:
@@ -199,10 +194,10 @@ def check_grads(name: str, backend: str, lead: tuple, D: int, dtype, vs_body: bo
         assert gk.shape == args[i].shape and gk.dtype == args[i].dtype, (i, gk.shape, gk.dtype)
         assert_close(gk, gr.astype(dtype), atol=atol, rtol=rtol, what=f"{name} grad {i} vs MLX reference: ")
     if vs_body and dtype == mx.float32:
-        ref = vmapped(spec.body, args)
+        ref = rowwise(spec.body, args)
         _, g_body = mx.vjp(restricted(ref, args, pos), [args[i] for i in pos], [cot])
         for i, gk, gb in zip(pos, g_kern, g_body):
-            assert_close(gk, gb, atol=atol, rtol=rtol, what=f"{name} grad {i} vs vmapped body: ")
+            assert_close(gk, gb, atol=atol, rtol=rtol, what=f"{name} grad {i} vs the body per row: ")
 
 
 def _id(v) -> str:
@@ -311,7 +306,7 @@ def test_multiple_outputs(backend, shape):
     ref = lambda a: (mx.softmax(a, axis=-1), mx.logsumexp(a, axis=-1))  # noqa: E731
     got, want = k(x), ref(x)
     assert isinstance(got, tuple) and len(got) == 2
-    for g, w, b in zip(got, want, vmapped(softmax_and_lse, [x])(x)):
+    for g, w, b in zip(got, want, rowwise(softmax_and_lse, [x])(x)):
         assert g.shape == w.shape == b.shape and g.dtype == w.dtype == b.dtype
         assert_close(g, w, atol=1e-5, rtol=1e-5)
         assert_close(g, b, atol=1e-5, rtol=1e-5)

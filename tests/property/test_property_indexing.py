@@ -35,19 +35,16 @@ ties; what a sort or a running / reduced extremum differentiates has no sum's sc
 row, some negative, inside every row it indexes), idx (..., D) int32 (a permutation per row).
 
 Checked as test_property_rows.check_rows does: values, shape (the generator's tracked length) and
-dtype against `zmlx_dsl.testing.rowwise(body, args)` (the body under mx.vmap), the VJP with a
+dtype against `zmlx_dsl.testing.rowwise(body, args)` (the body on each row), the VJP with a
 random cotangent for x and y, and the JVP as its transpose; tolerances relative to the program's
 largest intermediate, and the float64 body bounds ill-conditioned cases. On "mlx" (MLX
 differentiates the kernel's ops), "mlx:ir" (the generated derivative programs as MLX ops) and
 "metal-sim" (the generated MSL, forward and backward, run on the CPU); the generated CUDA of a
 subset (forward and backward) is type-checked as in backend/test_cuda_source.py.
 
-MLX 0.32.4 facts the references work around: mx.vmap gets slice assignment wrong (`z[1:3] = v`
-under vmap updates the first row of the batch only), so bodies that assign are compared with the
-body run row by row in a Python loop (`per_row`, otherwise the same reference); a pad whose
-constant is an array cannot be vmapped (`[Pad::vmap] Vmap over padding value is not supported`)
-and its VJP crashes the process (a segmentation fault), so the reference spells such a pad as a
-concatenation (PAD_REFERENCE); MLX's VJP of a gather or scatter refuses a differentiable index,
+MLX 0.32.4 facts the references work around: the VJP of a pad whose constant is an array crashes
+the process (a segmentation fault), so the reference spells such a pad as a concatenation
+(PAD_REFERENCE); MLX's VJP of a gather or scatter refuses a differentiable index,
 so the reference reads orders and arg-extrema through mx.stop_gradient (ORDER_REFERENCE); MLX has
 no JVP of cumprod / cummax / cummin, so the forward mode of bodies with them is checked against
 MLX's VJP only (NO_MLX_JVP).
@@ -120,7 +117,6 @@ class Body:
     Dy: int
     label_max: int             # labels must lie in [-label_max, label_max)
     features: set = field(default_factory=set)
-    loop: bool = False         # assigns: the per-row loop reference (mx.vmap can't: see the docstring)
 
     @property
     def source(self) -> str:
@@ -137,7 +133,6 @@ class Gen:
         self.scals: list = []          # named per-row values
         self.label_lens: list = []     # lengths of rows that label indexes
         self.features: set = set()
-        self.loop = False
         self.lines: list = []
         self.exact = 0                 # > 0: drawing an exact row (key) for a comparison or a sort's order
         self.no_scan = 0               # > 0: no cumsum / cumprod / logcumsumexp (under an order or max)
@@ -704,7 +699,6 @@ class Gen:
 
     def assign(self, name: str, m: int) -> None:
         """name[...] = value on the local row name (length m)."""
-        self.loop = True
         form = self.pick(["slice", "slice", "slice", "int", "label"] + ["order"] * (self.held + m <= ORDER_BUDGET))
         d = self.int(0, 2)
         value = lambda: self.pick([self.const, lambda: self.scal(d)])()  # noqa: E731
@@ -777,29 +771,13 @@ def bodies(draw, kind: Optional[str] = None):
     if not inputs_used(out, g.lines):
         out = f"({out} + mx.mean(x))"
     label_max = min(g.label_lens + [D])
-    return Body(kind, g.lines, out, n, D, Dy, label_max, g.features, g.loop)
+    return Body(kind, g.lines, out, n, D, Dy, label_max, g.features)
 
 
 DS = [1, 2, 5, 8, 16, 33, 64, 130]
 
 
 # ---- the references ------------------------------------------------------------------------------
-
-def per_row(body: Callable, args: Sequence[Any]) -> Callable:
-    """rowwise's reference with a Python loop over the rows instead of mx.vmap (for the bodies MLX
-    cannot vmap): each row as the kernel sees it, the body on it, the results stacked."""
-    def call(*full):
-        rows = row_inputs(list(full), "body")
-        lead = tuple(mx.broadcast_shapes(*[r.shape[:-1] for r in rows]))
-        flat = []
-        for a, r in zip(full, rows):
-            b = mx.broadcast_to(r, lead + r.shape[-1:]).reshape((-1, r.shape[-1]))
-            flat.append(b[:, 0] if r.ndim != a.ndim else b)
-        count = int(np.prod(lead)) if lead else 1
-        outs = mx.stack([body(*[f[i] for f in flat]) for i in range(count)])
-        return outs.reshape(lead + outs.shape[1:])
-    return call
-
 
 def program_scale(kernel, args: Sequence[mx.array]) -> float:
     """The largest finite |value| any float node of the kernel's program takes on these inputs (the
@@ -915,8 +893,8 @@ PAD_REFERENCE = [
     "pad_widths = lambda w: (w, w) if isinstance(w, int) else tuple(w[0]) if isinstance(w, list) else w",
     "pad_reference = lambda r, w, constant_values=0.0: mx.concatenate([mx.zeros((pad_widths(w)[0],), r.dtype) + "
     "constant_values, r, mx.zeros((pad_widths(w)[1],), r.dtype) + constant_values])"]
-"""The reference's spelling of mx.pad in bodies that pad with a per-row value: MLX 0.32.4 can't vmap
-such a pad, and its VJP crashes the process (`mx.vjp(lambda v: mx.pad(x, (0, 3), constant_values=v.max()),
+"""The reference's spelling of mx.pad in bodies that pad with a per-row value: MLX 0.32.4's VJP of
+such a pad crashes the process (`mx.vjp(lambda v: mx.pad(x, (0, 3), constant_values=v.max()),
 ...)`: a segmentation fault)."""
 
 
@@ -952,10 +930,10 @@ def check(tmp_dir, case, backend: str, grads: bool = True) -> None:
     x, y, label, idx = args
     kernel = kernel_of(fn, backend, body.kind)
     eager = load(tmp_dir, body, reference=True)[0] if needs_reference(body) else fn
-    ref = (per_row if body.loop else rowwise)(eager, args)
+    ref = rowwise(eager, args)
     shapes = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(("x", "y", "label", "idx"), args))
     context = (f"{src}\n{body.kind}, {shapes}, labels in [-{body.label_max}, {body.label_max}), seed {seed} "
-               f"({backend}; reference {'per_row' if body.loop else 'rowwise'})")
+               f"({backend})")
     want = ref(*args)
     expected = lead + ((body.length,) if body.length is not None else ())
     assert want.shape == expected and want.dtype == mx.float32, \
@@ -963,13 +941,7 @@ def check(tmp_dir, case, backend: str, grads: bool = True) -> None:
     got = kernel(*args)
     scale = program_scale(kernel, args)
     exact = float64(lambda *a: [ref(*a)], args)[0]
-    try:
-        close(got, want, "kernel vs MLX body: ", context, scale, exact)
-    except AssertionError as e:  # say whether the other reference agrees with the kernel (triage)
-        other = (rowwise if body.loop else per_row)(eager, args)(*args)
-        agree = other.shape == got.shape and bool(mx.allclose(other, got, rtol=1e-4, atol=1e-4 * scale).item())
-        raise AssertionError(f"{e}\n(the body {'per_row' if not body.loop else 'under vmap'} "
-                             f"{'agrees' if agree else 'disagrees too'})") from None
+    close(got, want, "kernel vs MLX body: ", context, scale, exact)
     if not grads or not bool(mx.all(mx.isfinite(want)).item()):
         return
     rng = np.random.default_rng(seed + 1)
@@ -1180,5 +1152,5 @@ def _case_params():
 @pytest.mark.parametrize("name,backend", list(_case_params()))
 def test_indexing_cases(index_dir, eager_mlx, name, backend):
     kind, lines, returned, length, D, Dy, features = INDEXING_CASES[name]
-    body = Body(kind, lines, returned, length, D, Dy, D, set(features), loop="assign_slice" in features)
+    body = Body(kind, lines, returned, length, D, Dy, D, set(features))
     check(index_dir, (body, (3,), "full", 7), backend)
