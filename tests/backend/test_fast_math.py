@@ -279,3 +279,32 @@ def test_long_rows_online_normaliser(fn, kind, backend):
     x[4, ::2] = -np.inf
     x = mx.array(x).astype(mx.bfloat16)
     assert_same(kernel_of(fn, backend, kind), rowwise(fn, [x]), x)
+
+
+def divide_by_row(x, y):
+    return x / mx.sum(y)
+
+
+def test_per_row_divisor_becomes_a_reciprocal():
+    """fast_math rows divide by a per-row value once: `x / s` is `x * (1 / s)` in the source (the
+    per-element division is gone); precise rows keep the division."""
+    x = _x((2, 64), mx.float16)
+    fast = kernel_of(divide_by_row, "metal-sim" if HAVE_METAL_SIM else "mlx", "map_reduce", fast_math=True)
+    precise = kernel_of(divide_by_row, "metal-sim" if HAVE_METAL_SIM else "mlx", "map_reduce", fast_math=False)
+    src_fast, src_precise = fast.source(x, x, backend="metal"), precise.source(x, x, backend="metal")
+    assert "1.0f / sum" in src_fast and " / sum" not in src_fast.replace("1.0f / sum", ""), src_fast
+    assert "1.0f / sum" not in src_precise and " / sum" in src_precise, src_precise
+
+
+@pytest.mark.parametrize("divisor", ["zero", "inf", "nan", "negative zero", "tiny"])
+def test_per_row_reciprocal_special_divisors(divisor, backend):
+    """x * (1 / s) equals x / s for zero, infinite and NaN per-row divisors (and for zero and
+    infinite x): inf, NaN and signed zeros where MLX's division has them."""
+    x = np.array(_x((3, 64), mx.float32))
+    x[:, :4] = [0.0, -0.0, np.inf, -np.inf]
+    s = {"zero": 0.0, "inf": np.inf, "nan": np.nan, "negative zero": -0.0, "tiny": 1e-30}[divisor]
+    y = np.zeros((3, 64), np.float32)
+    y[:, 0] = s
+    x, y = mx.array(x).astype(mx.float16), mx.array(y).astype(mx.float16)
+    k = kernel_of(divide_by_row, backend, "map_reduce", fast_math=True)
+    assert_same(k, rowwise(divide_by_row, [x, y]), x, y)

@@ -18,7 +18,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_fast_softmax_951f9e3f3529_3e04cf01_float_float(
+[[kernel]] void custom_kernel_fast_softmax_951f9e3f3529_ec0d802c_float_float(
   const device float* x [[buffer(0)]],
   device float* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
@@ -52,11 +52,13 @@ inline float zmlx_fmax(float a, float b) {
   max1_0 = zmlx_simd_max(lane < 4 ? zmlx_scratch[lane] : -INFINITY);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum2_0 = 0.0f;
+  float exp_r_0[2][4];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 128;
     if (v < 250) {
       for (int j = 0; j < 4; ++j) {
-        sum2_0 = sum2_0 + zmlx_fast_exp(x_r[k].v[j] - max1_0);
+        exp_r_0[k][j] = zmlx_fast_exp(x_r[k].v[j] - max1_0);
+        sum2_0 = sum2_0 + exp_r_0[k][j];
       }
     }
   }
@@ -65,12 +67,13 @@ inline float zmlx_fmax(float a, float b) {
   threadgroup_barrier(mem_flags::mem_threadgroup);
   sum2_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
+  const float row_reciprocal_1 = 1.0f / sum2_0;
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 128;
     if (v < 250) {
       zmlx_vec<float, 4> res0;
       for (int j = 0; j < 4; ++j) {
-        res0.v[j] = zmlx_fast_exp(x_r[k].v[j] - max1_0) / sum2_0;
+        res0.v[j] = exp_r_0[k][j] * row_reciprocal_1;
       }
       for (int q = 0; q < 4; q += 4) *(device vec<float, 4>*)(out0 + row * D + v * 4 + q) = *(thread vec<float, 4>*)(res0.v + q);
     }

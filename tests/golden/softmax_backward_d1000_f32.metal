@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_vjp_58dd6e8b260a_e747a04f_float_float_float(
+[[kernel]] void custom_kernel_softmax_vjp_58dd6e8b260a_63949e91_float_float_float(
   const device float* x [[buffer(0)]],
   const device float* cotan0 [[buffer(1)]],
   device float* out0 [[buffer(2)]],
@@ -50,11 +50,13 @@ inline float zmlx_fmax(float a, float b) {
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum2_0 = 0.0f;
   float sum2_1 = 0.0f;
+  float exp_r_0[2][4];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 128;
     if (v < 250) {
       for (int j = 0; j < 4; ++j) {
-        sum2_0 = sum2_0 + exp(x_r[k].v[j] - max1_0);
+        exp_r_0[k][j] = exp(x_r[k].v[j] - max1_0);
+        sum2_0 = sum2_0 + exp_r_0[k][j];
         sum2_1 = sum2_1 + float(x_r[k].v[j] == max1_0);
       }
     }
@@ -74,7 +76,7 @@ inline float zmlx_fmax(float a, float b) {
     const uint v = lid + k * 128;
     if (v < 250) {
       for (int j = 0; j < 4; ++j) {
-        sum3_0 = sum3_0 + -cotan0_r[k].v[j] * (exp(x_r[k].v[j] - max1_0) / sum2_0) / sum2_0;
+        sum3_0 = sum3_0 + -cotan0_r[k].v[j] * (exp_r_0[k][j] / sum2_0) / sum2_0;
       }
     }
   }
@@ -88,7 +90,7 @@ inline float zmlx_fmax(float a, float b) {
     const uint v = lid + k * 128;
     if (v < 250) {
       for (int j = 0; j < 4; ++j) {
-        sum4_0 = sum4_0 + -((cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp(x_r[k].v[j] - max1_0));
+        sum4_0 = sum4_0 + -((cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp_r_0[k][j]);
       }
     }
   }
@@ -102,8 +104,8 @@ inline float zmlx_fmax(float a, float b) {
     if (v < 250) {
       zmlx_vec<float, 4> res0;
       for (int j = 0; j < 4; ++j) {
-        const float add_0 = (cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp(x_r[k].v[j] - max1_0) + sum4_0 * float(x_r[k].v[j] == max1_0) / sum2_1;
-        res0.v[j] = add_0;
+        const float add_1 = (cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp_r_0[k][j] + sum4_0 * float(x_r[k].v[j] == max1_0) / sum2_1;
+        res0.v[j] = add_1;
       }
       for (int q = 0; q < 4; q += 4) *(device vec<float, 4>*)(out0 + row * D + v * 4 + q) = *(thread vec<float, 4>*)(res0.v + q);
     }

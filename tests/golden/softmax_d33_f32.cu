@@ -48,7 +48,7 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void softmax_887f73a42ebc_36aa0908(
+__global__ void softmax_887f73a42ebc_0385c261(
     const float* x,
     float* out0) {
   // softmax: one row of 33 per threadgroup of 32, vectors of 1, row held in registers (2 per thread)
@@ -73,11 +73,13 @@ __global__ void softmax_887f73a42ebc_36aa0908(
   }
   max1_0 = zmlx_simd_max(max1_0);
   float sum2_0 = 0.0f;
+  float exp_r_0[2][1];
   for (int k = 0; k < 2; ++k) {
     const uint32_t v = lid + k * 32;
     if (v < 33) {
       for (int j = 0; j < 1; ++j) {
-        sum2_0 = sum2_0 + exp(x_r[k].v[j] - max1_0);
+        exp_r_0[k][j] = exp(x_r[k].v[j] - max1_0);
+        sum2_0 = sum2_0 + exp_r_0[k][j];
       }
     }
   }
@@ -87,7 +89,7 @@ __global__ void softmax_887f73a42ebc_36aa0908(
     if (v < 33) {
       zmlx_vec<float, 1> res0;
       for (int j = 0; j < 1; ++j) {
-        res0.v[j] = exp(x_r[k].v[j] - max1_0) / sum2_0;
+        res0.v[j] = exp_r_0[k][j] / sum2_0;
       }
       *(zmlx_vec<float, 1>*)(out0 + row * D + v * 1) = res0;
     }

@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_887f73a42ebc_963aac13_float_float(
+[[kernel]] void custom_kernel_softmax_887f73a42ebc_d33a9289_float_float(
   const device float* x [[buffer(0)]],
   device float* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
@@ -39,11 +39,13 @@ inline float zmlx_fmax(float a, float b) {
   }
   max1_0 = zmlx_simd_max(max1_0);
   float sum2_0 = 0.0f;
+  float exp_r_0[2][1];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 32;
     if (v < 33) {
       for (int j = 0; j < 1; ++j) {
-        sum2_0 = sum2_0 + exp(x_r[k].v[j] - max1_0);
+        exp_r_0[k][j] = exp(x_r[k].v[j] - max1_0);
+        sum2_0 = sum2_0 + exp_r_0[k][j];
       }
     }
   }
@@ -53,7 +55,7 @@ inline float zmlx_fmax(float a, float b) {
     if (v < 33) {
       zmlx_vec<float, 1> res0;
       for (int j = 0; j < 1; ++j) {
-        res0.v[j] = exp(x_r[k].v[j] - max1_0) / sum2_0;
+        res0.v[j] = exp_r_0[k][j] / sum2_0;
       }
       for (int j = 0; j < 1; ++j) (out0 + row * D + v * 1)[j] = res0.v[j];
     }

@@ -18,7 +18,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_cfcc97d6d718_db970105_float16_t_float16_t(
+[[kernel]] void custom_kernel_softmax_cfcc97d6d718_716639a1_float16_t_float16_t(
   const device float16_t* x [[buffer(0)]],
   device float16_t* out0 [[buffer(1)]],
   uint3 thread_position_in_threadgroup [[thread_position_in_threadgroup]],
@@ -52,11 +52,13 @@ inline float zmlx_fmax(float a, float b) {
   max1_0 = zmlx_simd_max(lane < 8 ? zmlx_scratch[lane] : -INFINITY);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum2_0 = 0.0f;
+  float exp_r_0[2][8];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 256;
     if (v < 512) {
       for (int j = 0; j < 8; ++j) {
-        sum2_0 = sum2_0 + zmlx_fast_exp(float(x_r[k].v[j]) - max1_0);
+        exp_r_0[k][j] = zmlx_fast_exp(float(x_r[k].v[j]) - max1_0);
+        sum2_0 = sum2_0 + exp_r_0[k][j];
       }
     }
   }
@@ -65,12 +67,13 @@ inline float zmlx_fmax(float a, float b) {
   threadgroup_barrier(mem_flags::mem_threadgroup);
   sum2_0 = zmlx_simd_sum(lane < 8 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
+  const float row_reciprocal_1 = 1.0f / sum2_0;
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 256;
     if (v < 512) {
       zmlx_vec<half, 8> res0;
       for (int j = 0; j < 8; ++j) {
-        res0.v[j] = half(zmlx_fast_exp(float(x_r[k].v[j]) - max1_0) / sum2_0);
+        res0.v[j] = half(exp_r_0[k][j] * row_reciprocal_1);
       }
       for (int q = 0; q < 8; q += 4) *(device vec<half, 4>*)(out0 + row * D + v * 8 + q) = *(thread vec<half, 4>*)(res0.v + q);
     }

@@ -130,6 +130,7 @@ CASES = {
     "softmax_d33_f32": (softmax, lambda: [_x((3, 33))], "fwd"),
     "softmax_d4096_f16": (softmax, lambda: [_x((8, 4096), mx.float16)], "fwd"),
     "softmax_backward_d1000_f32": (softmax, lambda: [_x((4, 1000))], "bwd"),
+    "softmax_d32768_bf16": (softmax, lambda: [_x((2, 32768), mx.bfloat16)], "fwd"),  # re-read: the online form
     "fast_math_f32": (fast_f32, lambda: [_x((4, 256))], "fwd"),
     "fast_math_backward_f32": (fast_f32, lambda: [_x((4, 256))], "bwd"),
     "precise_math_bf16": (precise_bf16, lambda: [_x((4, 256), mx.bfloat16)], "fwd"),
@@ -137,7 +138,7 @@ CASES = {
     "rmsnorm_d1024_bf16": (rmsnorm, lambda: [_x((8, 1024), mx.bfloat16), _x((1024,), mx.bfloat16, seed=1), 1e-5],
                            "fwd"),
 }
-CUDA_CASES = ["silu_f32", "softmax_d33_f32", "fast_math_f32"]
+CUDA_CASES = ["silu_f32", "softmax_d33_f32", "fast_math_f32", "softmax_d32768_bf16"]
 
 
 def source_of(case: str, backend: str = "metal") -> str:

@@ -3,11 +3,13 @@ grouped by dependency level into one pass over the row each, the row in register
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Callable, Optional
 
 from ..ir import dtypes as dt
 from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
+from ..ir.passes import reciprocal_divisors
 from ..ir.positions import cuts
 from ..ir.rows import per_row
 from ..ir.program import Program
@@ -15,7 +17,7 @@ from ..ir.registry import OPS
 from .c_expr import ATOM, SIMD64, Expr, RenderState, bare_argument, short_name
 from .c_positions import PositionReads, position_reads, specialised, without_unused_positions
 from .c_scans import WholeRows, scratch_name
-from .plan import Plan
+from .plan import MAX_REGISTER_ELEMENTS, Plan
 
 Emit = Callable[[str], None]
 
@@ -25,6 +27,8 @@ class RowWriter(PositionReads, WholeRows):
     far, helpers and temporaries), so each render is independent."""
 
     def __init__(self, c, p: Program, plan: Plan) -> None:
+        if c.fast_math:
+            p = replace(p, outputs=tuple(reciprocal_divisors(p.outputs)))
         self.c, self.p, self.plan = c, p, plan
         self.state = RenderState()
         self.rows = per_row(p.outputs)
@@ -58,6 +62,8 @@ class RowWriter(PositionReads, WholeRows):
         self.slot: Optional[int] = None  # where in `lines` a loop's vector loads go (before its j loop)
         self.shifted: dict = {}  # (input, shift) -> the local holding that vector, in the current loop
         self.position_shift: dict[str, int] = {}  # position name -> its offset from the vector's start
+        self.kept: dict[Node, str] = {}   # per-element values kept in registers for later passes
+        self.kept_now: set[Node] = set()  # those whose registers hold them already
         self.space = {x: c.space(plan, i) for i, x in enumerate(p.inputs)}
 
     def per_thread(self, extent: int) -> int:
@@ -76,6 +82,7 @@ class RowWriter(PositionReads, WholeRows):
         for n in toposort(self.p.outputs):
             lv = max((level.get(a, 0) for a in n.args), default=0)
             level[n] = level[self.online[n][0]] if n in self.online else lv + 1 if n in passes else lv
+        self.kept = self.kept_between_passes(level) if plan.cached else {}
         for lv in range(1, max((level[r] for r in passes), default=0) + 1):
             for n in self.whole:
                 if level[n] == lv:
@@ -220,6 +227,8 @@ class RowWriter(PositionReads, WholeRows):
                 self.lines.append(f"      {self.vtype(x.dtype)} {x.arg}_c;")
                 self.lines += self.load(x, f"{x.arg}_c", "      ", start)
                 local[x] = f"{x.arg}_c.v[j]"
+        for o in self.kept_now:
+            local[o] = Expr(f"{self.kept[o]}[k][j]")
         if before:
             before("      ")
         self.slot, self.shifted = len(self.lines), {}
@@ -253,18 +262,26 @@ class RowWriter(PositionReads, WholeRows):
         operand = {r: self.online[r][2] if r in self.online else r.args[0] for r in group}
         for extent in sorted({self.length[operand[r]] for r in group}):
             part = [r for r in group if self.length[operand[r]] == extent]
+            online = [r for r in part if r in self.online]
 
-            def tail(vals: dict, ind: str, part: list = part) -> None:
-                moved = {}  # a max whose online sum computed its next value already
+            keep = [o for o in dict.fromkeys(operand[r] for r in part) if o in self.kept and o not in self.kept_now]
+            for o in keep:
+                self.lines.append(f"  {self.c.ctype(o.dtype)} {self.kept[o]}[{self.KV}][{self.plan.vec}];")
+
+            def tail(vals: dict, ind: str, part: list = part, keep: list = keep) -> None:
+                vals = dict(vals)
+                for o in keep:  # into its registers, read from there by this pass and the later ones
+                    self.lines.append(f"{ind}{self.kept[o]}[k][j] = {vals[o]};")
+                    vals[o] = Expr(f"{self.kept[o]}[k][j]")
                 for r in part:
-                    if r in self.online:  # before its max's accumulator moves on
-                        m = self.online[r][0]
-                        moved[m] = self.online_step(accs[r], accs[m], m, vals[operand[r]], ind)
-                for r in part:
-                    if r not in self.online:
-                        step = moved.get(r) or self.combine(r, accs[r], vals[operand[r]])
-                        self.lines.append(f"{ind}{accs[r]} = {step};")
-            self.element_loop([operand[r] for r in part], extent, tail)
+                    if r in self.online:  # kept for the vector's online step (after)
+                        self.lines.append(f"{ind}{accs[r]}_e[j] = {vals[operand[r]]};")
+                    else:
+                        self.lines.append(f"{ind}{accs[r]} = {self.combine(r, accs[r], vals[operand[r]])};")
+            before = (lambda ind, online=online: self.online_before(online, accs, ind)) if online else None
+            after = (lambda ind, online=online: self.online_after(online, accs, ind)) if online else None
+            self.element_loop([operand[r] for r in part], extent, tail, before, after)
+            self.kept_now.update(keep)
         local_max = {}
         for r in group:
             if r in self.online:
@@ -280,20 +297,49 @@ class RowWriter(PositionReads, WholeRows):
         for j, r in enumerate(r for r in reductions if r.op == "fold"):
             self.serial_fold(r, f"fold{lv}_{j}")
 
+    def kept_between_passes(self, level: dict) -> dict[Node, str]:
+        """Rows held in registers: a reduction's per-element operand that a later pass reads again
+        (softmax's exp(x - max), read by its output) stays in registers from the pass computing it
+        instead of being computed twice, as far as the register budget (MAX_REGISTER_ELEMENTS a
+        thread, the row's inputs included) allows; not a value one op (or a cast) makes from the
+        row's inputs, which costs less to recompute than the registers. Maps each to their name."""
+        users: dict[Node, list[Node]] = {}
+        for n in toposort(self.p.outputs):
+            for a in n.args:
+                users.setdefault(a, []).append(n)
+        room = MAX_REGISTER_ELEMENTS // (self.KV * self.plan.vec) - max(1, len(self.full))
+        kept: dict[Node, str] = {}
+        for r in self.reductions:
+            o = r.args[0] if r.op != "fold" and r.args else None
+            if o is None or o in kept or len(kept) >= room or self.rows[o] or o.op in LEAF_OPS \
+                    or self.length[o] != self.plan.rowsize:
+                continue
+            work = [n for n in toposort([o], stop=self.names) if not self.rows[n] and n.op not in LEAF_OPS and n.op != "cast"]
+            same_pass = {u for u in self.reductions if level[u] == level[r]}
+            if len(work) >= 2 and any(u not in same_pass for u in users.get(o, [])):  # not for a lone x * x
+                kept[o] = self.state.temp(f"{short_name(o.op)}_r")
+        return kept
+
     # ---- sum(exp(e - max(e))) in the max's pass (an online normaliser) ------------------------
-    def online_step(self, acc: str, m: str, mx_node: Node, v: Expr, ind: str) -> str:
-        """Emit one element v of an online sum(exp(v - max)): the sum so far, relative to this
-        thread's running maximum m, rescaled when v raises it. Returns the max's next value (its
-        own step, after)."""
-        c = self.c
-        new = self.state.temp("max_next")
-        exp = c.spellings["exp"].template("f")
-        c.note_helpers(exp, self.state)
-        term = v if getattr(v, "prec", ATOM) == ATOM else f"({v})"  # (a select, say, binds looser than -)
-        self.lines += [f"{ind}const float {new} = {self.combine(mx_node, m, v)};",
-                       f"{ind}{acc} = {new} == -INFINITY ? 0.0f : {acc} * {exp.format(f'{m} - {new}')} + "
-                       f"{exp.format(f'{term} - {new}')};"]
-        return new
+    def online_before(self, online: list[Node], accs: dict, ind: str) -> None:
+        """Before a vector's elements: each online sum's values of the vector (`<sum>_e`), and the
+        maximum as it was before them (`<max>_before`)."""
+        for m in dict.fromkeys(self.online[r][0] for r in online):
+            self.lines.append(f"{ind}const float {accs[m]}_before = {accs[m]};")
+        self.lines += [f"{ind}float {accs[r]}_e[{self.plan.vec}];" for r in online]
+
+    def online_after(self, online: list[Node], accs: dict, ind: str) -> None:
+        """After a vector's elements (the maximum now includes them): each online sum rescaled to the
+        new maximum once, then the vector's exp(e - max) added; a sum stays 0 while its maximum is
+        -inf (no element yet above it)."""
+        exp = self.c.spellings["exp"].template("f")
+        self.c.note_helpers(exp, self.state)
+        for r in online:
+            acc, m = accs[r], accs[self.online[r][0]]
+            self.lines += [f"{ind}if ({m} != -INFINITY) {{",
+                           f"{ind}  {acc} = {acc} * {exp.format(f'{m}_before - {m}')};",
+                           f"{ind}  for (int j = 0; j < {self.plan.vec}; ++j) {acc} += {exp.format(f'{acc}_e[j] - {m}')};",
+                           f"{ind}}}"]
 
     def online_total(self, r: Node, acc: str, m: str, here: str) -> None:
         """The online sum over the group: each thread's sum rescaled to the row's maximum m, then

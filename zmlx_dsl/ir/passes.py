@@ -179,3 +179,19 @@ def widen(roots: Sequence[Node], compute: dt.DType) -> list[Node]:
         return list(roots)
     widened = rewrite(roots, up)
     return [cast(w, r.dtype) for w, r in zip(widened, roots)]
+
+
+def reciprocal_divisors(roots: Sequence[Node]) -> list[Node]:
+    """`x / r` with r one value per row and x not: `x * reciprocal(r)`, one division per row instead
+    of one per element (the fast_math rows' normalisers: softmax's `e / sum`). Exact for zero,
+    infinite and NaN divisors alike; a subnormal r's reciprocal overflows where x / r may not, and
+    the product rounds twice (<= 1 float32 ulp more), which fast_math allows."""
+    rows: dict = {}
+
+    def fn(n: Node) -> Node:
+        if n.op == "div" and n.dtype.is_float:
+            per_row(n.args, rows)
+            if rows[n.args[1]] and not rows[n.args[0]]:
+                return make("mul", (n.args[0], make("reciprocal", (n.args[1],))))
+        return n
+    return rewrite(roots, fn)
