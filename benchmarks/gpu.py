@@ -159,6 +159,11 @@ def rmsnorm_rows(x, w, eps):
     return x * mx.rsqrt(mx.mean(x * x, -1, keepdims=True) + eps) * w
 
 
+def layernorm_rows(x, w, b, eps):
+    d = x - mx.mean(x, -1, keepdims=True)
+    return d * mx.rsqrt(mx.mean(d * d, -1, keepdims=True) + eps) * w + b
+
+
 def check() -> list[str]:
     """Correctness on cuda against MLX references before any timing."""
     fails = []
@@ -182,6 +187,17 @@ def check() -> list[str]:
     cases += [(f"{name} bf16", k(h), want(h)) for name, k, want in (
         ("silu", silu, silu_body), ("gelu", gelu, gelu_body), ("softmax", softmax, lambda z: mx.softmax(z, axis=-1)),
         ("logsumexp", logsumexp, lambda z: mx.logsumexp(z, axis=-1)))]
+    c = mx.random.normal(x.shape)
+    for name, ours, theirs, params in (
+            ("vjp rmsnorm x,w", lambda z, g: rmsnorm(z, g, 1e-5), lambda z, g: mx.fast.rms_norm(z, g, 1e-5), [w]),
+            ("vjp layernorm", lambda z, g, e: layernorm(z, g, e, 1e-5),
+             lambda z, g, e: mx.fast.layer_norm(z, g, e, 1e-5), [w, b])):
+        for dtype in (mx.float32, mx.bfloat16):
+            a = [v.astype(dtype) for v in [x] + params]
+            got = mx.vjp(ours, a, [c.astype(dtype)])[1]
+            want = mx.vjp(theirs, a, [c.astype(dtype)])[1]
+            tag = "" if dtype == mx.float32 else " bf16"
+            cases += [(f"{name}[{i}]{tag}", g, h) for i, (g, h) in enumerate(zip(got, want))]
     for name, got, want in cases:
         err = mx.max(mx.abs(got.astype(mx.float32) - want.astype(mx.float32))).item()
         scale = mx.max(mx.abs(want.astype(mx.float32))).item()
@@ -245,20 +261,27 @@ def main() -> None:
         "mx.compile(body)")
     row("cross-entropy", "float32", 2 * x.nbytes, timed(xent, x, onehot),
         timed(mx.compile(lambda z, o: mx.logsumexp(z, axis=-1) - (z * o).sum(-1)), x, onehot), "mx.compile(body)")
-    ct = mx.random.normal(x.shape)
-    # Backward: the VJP with a given cotangent (the gradient only is evaluated), ours and the
-    # baselines all under mx.compile; the issue's baseline is the body's, MLX's built-in kernels'
-    # own VJPs are listed too where they exist.
-    vjp_of = lambda f: mx.compile(lambda z, c: mx.vjp(f, [z], [c])[1][0])  # noqa: E731
-    for label, k, body, builtin in (
-            ("bwd silu", silu, silu_body, None),
-            ("bwd softmax", softmax, softmax_rows, lambda z: mx.softmax(z, axis=-1)),
-            ("bwd rmsnorm", lambda z: rmsnorm(z, w, 1e-5), lambda z: rmsnorm_rows(z, w, 1e-5),
-             lambda z: mx.fast.rms_norm(z, w, 1e-5))):
-        ours = timed(vjp_of(k), x, ct)
-        row(label, "float32", 3 * x.nbytes, ours, timed(vjp_of(body), x, ct), "mx.compile(vjp(body))")
-        if builtin is not None:
-            row(label, "float32", 3 * x.nbytes, ours, timed(vjp_of(builtin), x, ct), "mx.compile(vjp(built-in))")
+    # Backward: the VJP with a given cotangent for every input (x, and a norm's weight and bias),
+    # ours and the baselines all under mx.compile; the issue's baseline is the body's, MLX's built-in
+    # kernels' own VJPs are listed too where they exist. float32 and bfloat16.
+    vjp_of = lambda f: mx.compile(lambda c, *a: mx.vjp(f, list(a), [c])[1])  # noqa: E731
+    for dtype in (mx.float32, mx.bfloat16):
+        name = str(dtype).split(".")[-1]
+        xd, ct = x.astype(dtype), mx.random.normal(x.shape).astype(dtype)
+        wd, bd = w.astype(dtype), bias.astype(dtype)
+        for label, k, body, builtin, params in (
+                ("bwd silu", silu, silu_body, None, ()),
+                ("bwd softmax", softmax, softmax_rows, lambda z: mx.softmax(z, axis=-1), ()),
+                ("bwd rmsnorm (x, w)", lambda z, g: rmsnorm(z, g, 1e-5), lambda z, g: rmsnorm_rows(z, g, 1e-5),
+                 lambda z, g: mx.fast.rms_norm(z, g, 1e-5), (wd,)),
+                ("bwd layernorm (x, w, b)", lambda z, g, c: layernorm(z, g, c, 1e-5),
+                 lambda z, g, c: layernorm_rows(z, g, c, 1e-5), lambda z, g, c: mx.fast.layer_norm(z, g, c, 1e-5),
+                 (wd, bd))):
+            args = (ct, xd) + params
+            ours = timed(vjp_of(k), *args)
+            row(label, name, 3 * xd.nbytes, ours, timed(vjp_of(body), *args), "mx.compile(vjp(body))")
+            if builtin is not None:
+                row(label, name, 3 * xd.nbytes, ours, timed(vjp_of(builtin), *args), "mx.compile(vjp(built-in))")
     print()
     print(f"| workload | dtype | ours µs | baseline µs | speedup (baseline/ours) | ours GB/s | % of copy ({copy_bw:.0f} GB/s) | baseline |")
     print("|---|---|---|---|---|---|---|---|")
