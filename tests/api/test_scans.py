@@ -397,6 +397,22 @@ def test_slice_assignment_by_order(backend):
     assert_close(kernel(assign_back, backend)(x), want, atol=1e-5, rtol=1e-5)
 
 
+def put_strided(x, y):
+    """Every other position of the order, and every third from the back: the inverse permutation's
+    position divided by the step where it divides."""
+    order = mx.stop_gradient(mx.argsort(x))
+    t = x * 2.0
+    t[order[x.shape[-1] - 1:0:-3]] = y[:(x.shape[-1] + 1) // 3]
+    return mx.put_along_axis(mx.zeros_like(x), order[::2], y[:(x.shape[-1] + 1) // 2], axis=-1) + t
+
+
+@pytest.mark.parametrize("D", [2, 9, 130])
+@pytest.mark.parametrize("backend", GRAD_BACKENDS)
+def test_scatter_at_a_strided_slice_of_an_order(D, backend):
+    rng = rng_for("strided scatter", D)
+    check(put_strided, [normal((3, D), rng), normal((3, D), rng)], backend)
+
+
 # ---- workloads ------------------------------------------------------------------------------------
 
 def top_p_filter(logits, top_p):
@@ -454,13 +470,14 @@ def test_moe_routing(backend):
 
 CUDA_CASES = [(cumsum, mx.float32, 300), (cumprod_reverse_exclusive, mx.bfloat16, 2000), (int_scans, mx.int32, 100),
               (sort, mx.float32, 4096), (argsort, mx.int32, 33), (top_p_filter, mx.bfloat16, 1000),
-              (sparsemax, mx.float32, 1024), (rank, mx.float32, 64), (argmax, mx.float16, 100)]
+              (sparsemax, mx.float32, 1024), (rank, mx.float32, 64), (argmax, mx.float16, 100),
+              (put_strided, mx.float32, 130)]
 
 
 @pytest.mark.parametrize("body,dtype,D", CUDA_CASES, ids=lambda c: getattr(c, "__name__", str(c)))
 def test_cuda_source_type_checks(body, dtype, D, tmp_path):
     x = normal((4, D), rng_for("cuda", D), dtype) if dtype != mx.int32 else ints(np.arange(4 * D).reshape(4, D) % 7)
-    args = [x, 0.9] if body is top_p_filter else [x]
+    args = [x, 0.9] if body is top_p_filter else [x, x * 0.5] if body is put_strided else [x]
     k = kernel(body, "mlx")
     assert_cuda_type_checks(body.__name__, k.source(*args, backend="cuda"), tmp_path)
     grads = [a for a in args if isinstance(a, mx.array) and a.dtype in (mx.float32, mx.bfloat16)]

@@ -347,7 +347,10 @@ class Gen:
         order = self.order(n, d)
         if k < n:
             self.features.add("put_partial")
-            order = self.slice_of(order, n, k, self.pick([1, -1]))
+            step = self.pick([s for s in (1, -1, 2, -2, 3) if (k - 1) * abs(s) + 1 <= n])
+            order = self.slice_of(order, n, k, step)
+            if abs(step) > 1:  # every step-th position of the order: ir.positions.inverse divides
+                self.features.add("put_strided")
         base = self.pick(["zeros_like", "zeros", "ones", "full", "full_like", "row", "row", "row"])
         self.features.add("new_row" if base != "row" else "put_into_row")
         base = {"zeros_like": lambda: f"mx.zeros_like({self.row(n, 0)})", "zeros": lambda: f"mx.zeros(({n},))",
@@ -993,7 +996,7 @@ FEATURES = {"slice", "slice_negative_step", "negative_bound", "shape_bound", "fl
             # scans, sorts, orders, arg-extrema and selects of selects
             "cumsum", "cumprod", "cummax", "cummin", "logcumsumexp", "scan_reverse", "scan_exclusive", "sort",
             "sort_slice", "sort_reversed", "topk", "partition", "argsort", "order_bare", "order_slice", "order_gather",
-            "rank", "put_back", "put_partial", "new_row", "put_into_row", "assign_order", "argext", "argext_read",
+            "rank", "put_back", "put_partial", "put_strided", "new_row", "put_into_row", "assign_order", "argext", "argext_read",
             "argext_float", "argext_position", "cond_value", "cond_per_row", "cond_logic", "select_compared",
             "select_bool", "select_condition", "select_operand", "where_select", "select_per_row"}
 
@@ -1139,9 +1142,6 @@ KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
                                    "(2,), not one per row, (R, 2) (metal-sim does)"),
     "take_along_axis at label: a row of one": (set(CASE_BACKENDS), AssertionError, "MLX gives a row of one, (R, 1); the "
                                                "kernel one value per row, (R,): label[None] stays 0-d"),
-    "scatter at a step-2 slice of an order": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a row is written "
-                                              "at an index row only where its positions are known to be distinct' "
-                                              "(ir.positions.inverse knows slices of step 1 and -1 only)"),
     "take_along_axis at label, padded": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a value that is one per "
                                          "row cannot be padded' (label[None] stays 0-d)"),
 }

@@ -120,8 +120,8 @@ def B(op, a, b):
 class Gen:
     """Draws trees of per-row values ("scal"), arrays ("arr") and positive denominators."""
 
-    def __init__(self, draw, names: list, positive: set):
-        self.draw, self.names, self.positive = draw, names, positive
+    def __init__(self, draw, names: list, positive: set, arrays: tuple = ()):
+        self.draw, self.names, self.positive, self.arrays = draw, names, positive, list(arrays)
 
     def pick(self, options):
         return self.draw(st.sampled_from(options))
@@ -198,7 +198,7 @@ class Gen:
         if depth <= 0 or self.coin(0.2):
             if self.coin(0.25):  # an elementwise expression of the inputs alone, in FLOAT_OPS' brackets
                 return L(expr_text(self.draw, INPUT_OPS, BOOL_OPS, ["x", "y", "w", "0.5", "2.0"], 1, "a"))
-            return L(self.pick(["x", "x", "w", "y"]))
+            return L(self.pick(["x", "x", "w", "y"] + self.arrays * 3))
         form = self.pick(["+", "-", "*", "/", "+", "-", "*", "neg", "call", "call2", "softmax"])
         if form == "/":  # an array over a per-row denominator, or anything over a positive array
             if self.coin(0.6):
@@ -221,15 +221,27 @@ class Gen:
 NAMES = ["m", "r", "s", "u"]
 
 
+ARRAYS = ["e", "h"]
+
+
 @st.composite
 def nested_bodies(draw, kind: str | None = None):
     """(kind, statements, returned text, [trees]): 2-4 per-row values v_k, each using the one
-    before it (and any earlier), then the output."""
+    before it (and any earlier), then the output. Between them, sometimes a named array
+    (`e = mx.exp(x - m)`) that later reductions and the output both read: a value a later pass
+    needs again (held in registers between passes where the row is)."""
     kind = kind or draw(st.sampled_from(["reduce", "map_reduce"]))
     n = draw(st.integers(2, 4))
-    names, positive, lines, trees = [], set(), [], []
+    names, positive, lines, trees, arrays = [], set(), [], [], []
     for k in range(n):
-        g = Gen(draw, names, positive)
+        if len(arrays) < len(ARRAYS) and draw(st.integers(0, 3)) == 0:
+            a = Gen(draw, names, positive, arrays).arr(draw(st.integers(1, 2)))
+            if a[0] == "leaf":  # a computed array, not a copy of an input
+                a = ("call", draw(st.sampled_from(SMOOTH)), B("-", a, L(names[-1]) if names else g_red(draw, names)))
+            lines.append(f"{ARRAYS[len(arrays)]} = {text_of(a)}")
+            trees.append(a)
+            arrays.append(ARRAYS[len(arrays)])
+        g = Gen(draw, names, positive, arrays)
         depth = draw(st.integers(1, 3))
         if draw(st.integers(0, 3)) == 0:  # a positive per-row value, later divided by bare
             t, is_pos = g.pos(depth), True
@@ -252,7 +264,7 @@ def nested_bodies(draw, kind: str | None = None):
         names.append(name)
         if is_pos:
             positive.add(name)
-    g = Gen(draw, names, positive)
+    g = Gen(draw, names, positive, arrays)
     if kind == "reduce":
         out = g.scal(draw(st.integers(1, 3)))
     else:
@@ -262,6 +274,11 @@ def nested_bodies(draw, kind: str | None = None):
         out = B(draw(st.sampled_from(["+", "-", "*"])), out, L(names[-1]))
     trees.append(out)
     return kind, lines, text_of(out), trees
+
+
+def g_red(draw, names: list):
+    """A reduction of x (the shift of a first named array, before any per-row value exists)."""
+    return Gen(draw, names, set()).red_with(draw(st.sampled_from([".max()", "mx.mean({0})"])), 0)
 
 
 # ---- the generator itself ------------------------------------------------------------------
@@ -292,6 +309,7 @@ SHAPES_REACHED = {  # what the generator must produce (checked on the sample dra
     "var(ddof=1)": lambda u: u[0] == "call" and "ddof=1" in u[1],
     "a count": lambda u: u[0] == "gt",
     "softmax": lambda u: u[0] == "call" and u[1] == "mx.softmax({0})",
+    "a reduction of a named array": lambda u: _reduction(u) and any(v in ARRAYS for v in leaves(u)),
 }
 
 
@@ -299,7 +317,7 @@ def test_generator():
     """On a sample of bodies: the minimal-bracket text parses (Python precedence) to the tree the
     generator meant, i.e. to the same AST as the text with every operator bracketed; every shape of
     SHAPES_REACHED occurs; both kinds and 2-4 levels occur."""
-    seen, levels, kinds = set(), set(), set()
+    seen, levels, kinds, reused = set(), set(), set(), set()
 
     @settings(max_examples=examples(300), deadline=None, derandomize=True, database=None)
     @given(body=nested_bodies())
@@ -307,6 +325,10 @@ def test_generator():
         kind, lines, _, trees = body
         kinds.add(kind)
         levels.add(len(lines))
+        out = set(leaves(trees[-1]))
+        if kind == "map_reduce" and any(a in out and any(_reduction(u) and a in set(leaves(u))
+                                                         for t in trees for u in subtrees(t)) for a in ARRAYS):
+            reused.add("a named array read by a reduction and by the output")
         for t in trees:
             text, full = render(t)[0], render(t, bracket_all=True)[0]
             assert ast.dump(ast.parse(text, mode="eval")) == ast.dump(ast.parse(full, mode="eval")), (text, full)
@@ -314,7 +336,8 @@ def test_generator():
 
     sample()
     assert set(SHAPES_REACHED) - seen == set()
-    assert kinds == {"reduce", "map_reduce"} and levels == {2, 3, 4}
+    assert reused, "no body reads a named array in a reduction and in its output"
+    assert kinds == {"reduce", "map_reduce"} and {2, 3, 4} <= levels
 
 
 # ---- forward, VJP and JVP against the body run per row in MLX ------------------------------
@@ -337,7 +360,7 @@ COMPILING = dict(SETTINGS, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 in the message), not shrunk (which would compile hundreds of variants)."""
 Y_MODES = st.sampled_from(["per_row", "per_row", "full"])
 ROWS = st.sampled_from([1, 2, 3])
-DS = st.sampled_from([1, 5, 37, 256, 1000, 5000])
+DS = st.sampled_from([1, 5, 37, 256, 1000, 5000, 33000])  # 33000: past the registers (the online max-and-sum)
 
 
 @settings(max_examples=examples(400), **SETTINGS)

@@ -49,6 +49,7 @@ class WholeRows:
     def init_whole_rows(self, order: list[Node]) -> None:
         self.whole = [n for n in order if n.op in OPS and OPS[n.op].whole_row]
         self.stored: dict[Node, str] = {}
+        self.array_types: dict[str, str] = {}  # each threadgroup array's element type
         self.registered: set[Node] = set()  # the scans held in registers (register_scan)
         self.shared_bytes = 0
         self.read_elsewhere = read_elsewhere(order)
@@ -61,13 +62,21 @@ class WholeRows:
     def stored_at(self, local: dict, length: int, pos: str) -> None:
         """Bind, in `local`, the stored rows to their values at position `pos` of a row of `length`
         (a stored row of one broadcasts)."""
-        for n, array in self.stored.items():
+        for n in self.stored:
             if self.length.get(n) in (length, 1):
-                local[n] = f"{array}[{pos if self.length[n] == length else 0}]"
+                local[n] = self.read_stored(n, pos if self.length[n] == length else "0")
+
+    def read_stored(self, n: Node, pos: str) -> str:
+        """Stored row n at position pos, in n's own type (positions are stored as 16-bit where the
+        row allows: read back as int, which the integer helpers' templates need)."""
+        array, ctype = self.stored[n], self.c.ctype(n.dtype)
+        read = f"{array}[{pos}]"
+        return read if self.array_types.get(array, ctype) == ctype else f"{ctype}({read})"
 
     def shared_array(self, name: str, ctype: str, itemsize: int, count: int) -> str:
         """Declare a threadgroup array (checked against the backend's threadgroup memory)."""
         self.shared_bytes += count * itemsize
+        self.array_types[name] = ctype
         limit = self.c.shared_memory
         if self.shared_bytes > limit:
             raise ZMLXBackendError(
@@ -89,7 +98,7 @@ class WholeRows:
             self.sort(n, f"zmlx_sort{k}")
         else:
             self.scan(n, f"zmlx_{n.op}{k}")
-        self.names[n] = f"{self.stored[n]}[i]"  # (read at each loop's own position: stored_at)
+        self.names[n] = self.read_stored(n, "i")  # (read at each loop's own position: stored_at)
 
     def fill(self, operand: Node, store) -> None:
         """A pass over the operand's row: store(value, position, indent) at each position."""

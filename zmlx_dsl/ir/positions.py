@@ -95,9 +95,10 @@ def _exact_int(n: Node) -> Node:
 
 def inverse(pos: Node, length: int) -> Optional[tuple[Node, int]]:
     """(j, n) when pos, a row of n, holds distinct positions of a row of `length`: an argsort P of
-    that row, or P read at i + o or o - i inside it (a slice of a sort's order). Position q was then
-    written by element j[q] of pos, or by none where j[q] is outside 0 … n-1: scatter(g, pos) is
-    gather(g, j, n). P's inverse permutation is argsort(P)."""
+    that row, or P read at s * i + o inside it (a slice of a sort's order, any step s). Position q
+    was then written by element j[q] of pos, or by none where j[q] is outside 0 … n-1: scatter(g,
+    pos) is gather(g, j, n). P's inverse permutation R = argsort(P): j = (R - o) / s where that
+    divides exactly, else -1."""
     pos = _exact_int(pos)
     if pos.op == "argsort" and pos.arg == length:
         return Node("argsort", (pos,), dt.int32, length), length
@@ -107,14 +108,19 @@ def inverse(pos: Node, length: int) -> Optional[tuple[Node, int]]:
     if order.op != "argsort" or order.arg != length:
         return None
     form, bounds = affine(pos.args[1]), value_range(pos.args[1])
-    if form is None or form[3] != 1 or form[1] not in (1, -1) or bounds is None or bounds[0] < 0 \
-            or bounds[1] >= length:
+    if form is None or form[3] != 1 or form[1] == 0 or bounds is None or bounds[0] < 0 or bounds[1] >= length:
         return None
     i, s, o, _ = form
     rank = Node("argsort", (order,), dt.int32, length)
-    if s == 1:
-        return (apply("sub", rank, const(o, dt.int32)) if o else rank), i.arg
-    return apply("sub", const(o, dt.int32), rank), i.arg
+    if s > 0:
+        d = apply("sub", rank, const(o, dt.int32)) if o else rank
+    else:
+        d = apply("sub", const(o, dt.int32), rank)
+    if abs(s) == 1:
+        return d, i.arg
+    step = const(abs(s), dt.int32)
+    return where(apply("eq", apply("mod", d, step), const(0, dt.int32)), apply("floordiv", d, step),
+                 const(-1, dt.int32)), i.arg
 
 
 def value_range(n: Node) -> Optional[tuple[int, int]]:
