@@ -453,15 +453,13 @@ def test_take_along_axis_rows(backend):
     check(take_along, [normal((4, 8), rng), ints(_index_rows("permutation", (4,), 8, rng))], backend)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="label[None] is kept as one value per row (0-d), not a (1,) row: the kernel returns "
-                          "shape (R,) where the body returns (1,) per row, (R, 1)")
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_take_along_axis_label_keeps_its_axis(kind):
-    """In MLX, take_along_axis(x, label[None], axis=-1) is a (1,) array: the body's output per row
-    is (1,), so the kernel's should be (R, 1)."""
+def test_take_along_axis_label_keeps_its_axis(kind, backend):
+    """In MLX, label[None] is a (1,) row and take_along_axis(x, label[None], axis=-1) a (1,) array:
+    the body's output per row is (1,), so the kernel's is (R, 1)."""
     rng = rng_for("take_along_label")
-    check(take_along_label, [normal((6, 8), rng), _labels((6,), 8, rng)], "mlx", kind)
+    check(take_along_label, [normal((6, 8), rng), _labels((6,), 8, rng)], backend, kind)
 
 
 # ---- arange, one-hot where -------------------------------------------------------------------------

@@ -71,7 +71,6 @@ from hypothesis import strategies as st
 
 from conftest import HAVE_METAL_SIM, assert_values, cuda_type_errors, examples, kernel_of, to_numpy
 from test_property import body_module
-from zmlx_dsl.errors import ZMLXSyntaxError
 from zmlx_dsl.ir.interpret import interpret
 from zmlx_dsl.ir.node import toposort
 from zmlx_dsl.kernels import row_inputs
@@ -89,7 +88,7 @@ POSITIVE = ["(mx.abs({0}) + 1.0)", "(mx.square({0}) + 0.5)", "(mx.exp(mx.tanh({0
 REDUCE = ["mx.sum({0})", "mx.mean({0})", "mx.max({0})", "mx.min({0})", "mx.logsumexp({0})", "{0}.sum()",
           "{0}.max()", "{0}.min()", "{0}.mean()", "mx.sum({0}, axis=-1)", "mx.max({0}, axis=0)"]
 CONSTS = ["0.5", "1.5", "2.0", "0.25", "-1.0", "3.0", "-0.5"]
-ROW_FORMS = ["bin", "bin", "scal_bin", "unary", "slice", "slice", "flip", "roll", "softmax", "where_label",
+ROW_FORMS = ["filled", "bin", "bin", "scal_bin", "unary", "slice", "slice", "flip", "roll", "softmax", "where_label",
              "where_pos", "gather_pos", "split", "concat", "concat", "pad", "pad", "interleave",
              "gather_idx", "gather_idx", "label_row", "scan", "scan", "sort", "topk", "order_gather", "put_back",
              "where_sel", "where_sel"]
@@ -168,7 +167,7 @@ class Gen:
             forms = [f for f in forms if f in EXACT_FORMS]
         form = self.pick(forms)
         d = depth - 1
-        if form in ("scan", "sort", "topk", "order_gather", "put_back", "where_sel"):
+        if form in ("scan", "sort", "topk", "order_gather", "put_back", "where_sel", "filled"):
             return getattr(self, form)(n, d)
         if form == "bin":
             op = self.pick("+-" if self.exact else "+-*/")
@@ -423,10 +422,18 @@ class Gen:
             self.features.add("select_operand")
         return f"mx.where({c}, {a}, {b})"
 
+    def filled(self, n: int, d: int) -> str:
+        """A row of n holding one value per row: mx.full((n,), v), or v[None] (a row of one)."""
+        v = self.scal(d)
+        if n == 1 and self.coin(0.5):
+            self.features.add("new_axis")
+            return f"({v})[None]" if self.coin(0.5) else f"({v})[..., None]"
+        self.features.add("filled")
+        return f"mx.full(({n},), {v})" if self.coin(0.5) else f"mx.full({n}, {v})"
+
     def take_along_label(self, d: int) -> str:
-        """The read at label as a row of one, `mx.take_along_axis(r, label[None], axis=-1)`: only as an
-        operand beside a row (the kernel makes it one value per row, MLX a row of one: see
-        INDEXING_CASES), where both broadcast to the row."""
+        """The read at label as a row of one, `mx.take_along_axis(r, label[None], axis=-1)` (label[None]
+        a row of one, as in MLX)."""
         m = self.length()
         self.label_lens.append(m)
         self.features.add("take_along_label")
@@ -996,7 +1003,7 @@ FEATURES = {"slice", "slice_negative_step", "negative_bound", "shape_bound", "fl
             # scans, sorts, orders, arg-extrema and selects of selects
             "cumsum", "cumprod", "cummax", "cummin", "logcumsumexp", "scan_reverse", "scan_exclusive", "sort",
             "sort_slice", "sort_reversed", "topk", "partition", "argsort", "order_bare", "order_slice", "order_gather",
-            "rank", "put_back", "put_partial", "put_strided", "new_row", "put_into_row", "assign_order", "argext", "argext_read",
+            "rank", "put_back", "put_partial", "put_strided", "filled", "new_axis", "new_row", "put_into_row", "assign_order", "argext", "argext_read",
             "argext_float", "argext_position", "cond_value", "cond_per_row", "cond_logic", "select_compared",
             "select_bool", "select_condition", "select_operand", "where_select", "select_per_row"}
 
@@ -1138,12 +1145,6 @@ INDEXING_CASES = {  # id: (kind, statements, returned, output length, D, Dy, fea
 }
 CASE_BACKENDS = ["mlx", "mlx:ir"] + (["metal-sim"] if HAVE_METAL_SIM else [])
 KNOWN_FAILURES = {  # id: (backends, how it fails, what is wrong)
-    "a body that reads no input": ({"mlx", "mlx:ir"}, AssertionError, "the portable backend returns the row itself, "
-                                   "(2,), not one per row, (R, 2) (metal-sim does)"),
-    "take_along_axis at label: a row of one": (set(CASE_BACKENDS), AssertionError, "MLX gives a row of one, (R, 1); the "
-                                               "kernel one value per row, (R,): label[None] stays 0-d"),
-    "take_along_axis at label, padded": (set(CASE_BACKENDS), ZMLXSyntaxError, "ZMLXSyntaxError: 'a value that is one per "
-                                         "row cannot be padded' (label[None] stays 0-d)"),
 }
 
 

@@ -44,6 +44,8 @@ def to_mlx(program: Program) -> Callable[..., list[mx.array]]:
             return env[n]
 
         outs = _evaluate(program.outputs, leaf)
+        if program.lengths and n_in:  # an output that reads no input still has every row
+            outs = [grid_shaped(program, o, arrays[:n_in]) for o in outs]
         seen: set = set()
         for k, (o, node) in enumerate(zip(outs, program.outputs)):
             if id(o) in seen and node.dtype.is_float:
@@ -62,6 +64,13 @@ def broadcast_rows(program: Program, arrays: Sequence[mx.array]) -> tuple[mx.arr
         return tuple(a if a.shape[:-1] == lead else mx.broadcast_to(a, lead + a.shape[-1:]) for a in arrays)
     shape = mx.broadcast_shapes(*[a.shape for a in arrays])
     return tuple(a if a.shape == shape else mx.broadcast_to(a, shape) for a in arrays)
+
+
+def grid_shaped(program: Program, out: mx.array, arrays: Sequence[mx.array]) -> mx.array:
+    """A row program's output over the whole row grid (the broadcast inputs' leading axes): a row
+    computed from constants alone is every row's."""
+    lead, row = tuple(arrays[0].shape[:-1]), tuple(out.shape[-1:]) if out.ndim else (1,)
+    return out if tuple(out.shape) == lead + row else mx.broadcast_to(out, lead + row)
 
 
 def _evaluate(roots, leaf) -> list:

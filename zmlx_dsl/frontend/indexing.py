@@ -121,11 +121,11 @@ def subscript(p: Rows, v: Any, idx: Any) -> Any:
     parts = idx if isinstance(idx, tuple) else (idx,)
     if any(q is Ellipsis for q in parts):
         parts = tuple(q for q in parts if q is not Ellipsis)
-    if all(q is None for q in parts):  # x[None], x[..., None]: one value per row stays one (a length-1 row)
-        if p.shape(v) and parts:
+    if all(q is None for q in parts):  # v[None], v[..., None] of a value per row: a row of one, as in MLX
+        if p.shape(v) and parts or len(parts) > 1:
             raise ZMLXSyntaxError("x[None] makes a 2-D array; a row body works on 1-D rows (and values "
                                   "that are one per row); drop the new axis")
-        return v
+        return _filled(p, "[None]", 1, v, None) if parts and isinstance(v, Node) and p.mode == "row" else v
     real = [q for q in parts if q is not None]
     if len(real) > 1:
         raise ZMLXSyntaxError(f"{len(real)} indices given for a row, which has one axis; index the row "

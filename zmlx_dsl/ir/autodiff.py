@@ -33,10 +33,26 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
     row has the launch's length (`rowsize`)."""
     row = per_row(outputs)
     length = None if lengths is None else row_lengths(outputs, lengths)
+    known = None if lengths is None else dict(lengths)  # the adjoints' leaves: inputs and cotangents
     for out, ct in zip(outputs, cotangents):
         if ct is not None and ct.op == "input":
             row[ct] = row[out]  # a per-row output's cotangent holds one value per row
+            if known is not None:
+                known[ct] = length[out]
+    adjoint_length = {} if length is None else dict(length)
     adj: dict[Node, Node] = {}
+
+    def row_sum(g: Node, over: Node) -> Node:
+        """The sum of contribution g over the row `over` broadcast it along: g summed, or (g one
+        value per row, or a row of one such as `g * y` with y an (R, 1) input) the row's length
+        times its value."""
+        if length is None:
+            return apply("sum", g)
+        if not per_row([g], row)[g]:
+            if row_lengths([g], known, memo=adjoint_length)[g] == length[over]:
+                return apply("sum", g)
+            g = gather(g, const(0, dt.int32), 1)
+        return g * cast(const(length[over], dt.int32), g.dtype)
 
     def add(n: Node, g: Optional[Node], over: Optional[Node] = None) -> None:
         """Accumulate g into n's adjoint. over: the row the consumer uses n at every element of (it
@@ -46,8 +62,7 @@ def vjp(outputs: Sequence[Node], cotangents: Sequence[Optional[Node]], wrt: Sequ
         if g is None or not _differentiable(n) or n.op in ("const", "param", "rowsize"):
             return
         if over is not None and (row[n] or (length is not None and length[n] < length[over])):
-            g = apply("sum", g) if length is None or not per_row([g], row)[g] else \
-                g * cast(const(length[over], dt.int32), g.dtype)
+            g = row_sum(g, over)
         g = cast(g, n.dtype)
         adj[n] = g if n not in adj else adj[n] + g
 

@@ -88,8 +88,9 @@ def _simplify(n: Node) -> Node:
         return inner if inner.dtype == n.dtype else n
     if n.op == "where" and a[0].op == "const":
         return a[1] if a[0].arg else a[2]
-    if n.op == "where" and a[1] is a[2] and _inputs(a[0]) <= _inputs(a[1]):
-        return a[1]  # only when dropping the condition drops no input (its shape broadcasts)
+    if n.op == "where" and a[1] is a[2] and _inputs(a[0]) <= _inputs(a[1]) and (_uniform(a[0]) or not _uniform(a[1])):
+        return a[1]  # only when dropping the condition drops no input (its shape broadcasts) and no
+        # row length (a per-row value filled into a row: mx.full((n,), v), v[None])
     if n.op in ("sum", "max", "min") and _uniform(a[0]):
         # a row reduction reads its operand broadcast over the row: a value already one per row
         # sums to D times itself and is its own max and min. Spelled out here so that every
