@@ -44,7 +44,8 @@ subset (forward and backward) is type-checked as in backend/test_cuda_source.py.
 
 MLX 0.32.4 facts the references work around: the VJP of a pad whose constant is an array crashes
 the process (a segmentation fault), so the reference spells such a pad as a concatenation
-(PAD_REFERENCE); MLX's VJP of a gather or scatter refuses a differentiable index,
+(PAD_REFERENCE); its VJP of mx.full(shape, array) multiplies the cotangent by the fill value, so the
+reference fills by addition (FULL_REFERENCE); MLX's VJP of a gather or scatter refuses a differentiable index,
 so the reference reads orders and arg-extrema through mx.stop_gradient (ORDER_REFERENCE); MLX has
 no JVP of cumprod / cummax / cummin, so the forward mode of bodies with them is checked against
 MLX's VJP only (NO_MLX_JVP).
@@ -915,8 +916,13 @@ gather or scatter refuses a differentiable index (`[gather] Cannot calculate VJP
 indices. Use stop_gradient on indices`), the kernel's takes none through it."""
 
 
+FULL_REFERENCE = ["full_reference = lambda shape, vals: mx.zeros(shape) + vals"]
+"""The reference's spelling of mx.full: MLX 0.32.4's VJP of mx.full(shape, array) is the cotangent
+times the fill value (Full::vjp multiplies by its primal), where the kernel's is the cotangent's sum."""
+
+
 def needs_reference(body: Body) -> bool:
-    return bool(body.features & {"pad_value", "argsort", "argext"})
+    return bool(body.features & {"pad_value", "argsort", "argext", "filled", "new_row"})
 
 
 def load(tmp_dir, body: Body, reference: bool = False):
@@ -925,8 +931,8 @@ def load(tmp_dir, body: Body, reference: bool = False):
     if reference and needs_reference(body):
         def swap(t: str) -> str:
             t = t.replace("mx.pad(", "pad_reference(") if "pad_value" in body.features else t
-            return re.sub(r"mx\.(argsort|argmax|argmin)\(", r"\1_reference(", t)
-        lines, returned = PAD_REFERENCE + ORDER_REFERENCE + [swap(t) for t in lines], swap(returned)
+            return re.sub(r"mx\.(argsort|argmax|argmin|full)\(", r"\1_reference(", t)
+        lines, returned = PAD_REFERENCE + ORDER_REFERENCE + FULL_REFERENCE + [swap(t) for t in lines], swap(returned)
     return body_module(tmp_dir, "x, y, label, idx", returned, "zmlx_prop_indexing", lines)
 
 
