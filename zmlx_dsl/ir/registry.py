@@ -214,7 +214,8 @@ binary("minimum", names=("minimum", "fmin"), types=same, np=np.minimum, mx=mx.mi
 binary("arctan2", names=("arctan2", "atan2"), types=floating, np=np.arctan2, mx=mx.arctan2,
        grad=lambda a, y, g: (g * a[1] / (a[0] * a[0] + a[1] * a[1]), -g * a[0] / (a[0] * a[0] + a[1] * a[1])))
 binary("logaddexp", types=floating, np=np.logaddexp, mx=mx.logaddexp,
-       grad=lambda a, y, g: (g * apply("exp", a[0] - y), g * apply("exp", a[1] - y)))
+       # MLX's rule, sigmoid(a - b) and 1 - it: exp(a - y) loses y's rounding, |y| ulps, at large a
+       grad=lambda a, y, g: (g * apply("sigmoid", a[0] - a[1]), g * (1.0 - apply("sigmoid", a[0] - a[1]))))
 
 # comparisons and logic (no derivative: they contribute zero, as in MLX)
 for _n, _py in (("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
