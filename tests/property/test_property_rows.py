@@ -84,11 +84,15 @@ def program_scale(kernel, args: Sequence[mx.array], D: int) -> float:
     """The largest finite |value| any float node of the kernel's program takes on these inputs (the
     float64 IR interpreter): float32 rounding errors are relative to it, so a result made small by
     cancellation (`mx.mean(x * x) - m * m` of large rows) is compared with that absolute slack."""
-    prog = kernel.program(*args)
     names = list(inspect.signature(kernel.__wrapped__).parameters)
+    return _largest(kernel.program(*args), {n: to_numpy(a) for n, a in zip(names, args)}, D)
+
+
+def _largest(prog, values: dict, D: int) -> float:
+    """The largest finite |value| (at least 1) of prog's float nodes on `values` (float64 interpreter)."""
     nodes = [n for n in toposort(prog.outputs) if n.dtype.is_float]
     scale = 1.0
-    for v in interpret(nodes, {n: to_numpy(a) for n, a in zip(names, args)}, mode="float64", rowsize=D):
+    for v in interpret(nodes, values, mode="float64", rowsize=D):
         v = np.abs(np.asarray(v, dtype=np.float64))
         v = v[np.isfinite(v)]
         if v.size:
@@ -108,14 +112,7 @@ def backward_scale(kernel, args: Sequence[mx.array], ct: mx.array, D: int) -> fl
                ("y", 0): out.reshape(out.shape + (1,)) if per_row else out}
     values = {leaf.arg: to_numpy(args[k] if kind == "x" else by_role[(kind, k)])
               for (kind, k), leaf in zip(roles, bwd.program.inputs)}
-    scale = 1.0
-    nodes = [n for n in toposort(bwd.program.outputs) if n.dtype.is_float]
-    for v in interpret(nodes, values, mode="float64", rowsize=D):
-        v = np.abs(np.asarray(v, dtype=np.float64))
-        v = v[np.isfinite(v)]
-        if v.size:
-            scale = max(scale, float(v.max()))
-    return scale
+    return _largest(bwd.program, values, D)
 
 
 def check_rows(tmp_dir, text: str, seed: int, y_mode: str, rows: int, D: int, backend: str,
