@@ -123,6 +123,8 @@ class CStyle:
     def _op_text(self, n: Node, expr: dict[Node, "Expr"], state: "RenderState") -> "Expr":
         if n.op == "cast":
             return Expr(self.cast(expr[n.args[0]], n.args[0].dtype, n.dtype))
+        if n.op == "where" and n.args[1] is n.args[2]:  # a value filled into a row (mx.full((n,), v)):
+            return expr[n.args[1]]                      # the select only carries the row's length
         op = self.spellings.get(n.op)
         if op is None:
             raise NotImplementedError(f"op {n.op} has no C spelling")
