@@ -366,14 +366,16 @@ class Kernel:
         """The backward kernel's source on a backend."""
         target = backend or self.backend or backends.default()
         entry = self._entry(args, kwargs)
-        bwd, roles = self._compiled(entry, target).backward[:2]
+        compiled = self._compiled(entry, target)
+        bwd, roles = compiled.backward[:2]
         arrays = self._launch_arrays(args)
         outs = self(*args, **kwargs)
         outs = list(outs) if isinstance(outs, tuple) else [outs]
         # the backward reads per-row outputs (and their cotangents) as (rows, 1), before the squeeze
         outs = [o[..., None] if flag else o for o, flag in zip(outs, entry.row_flags)]
         pick = {"x": arrays, "g": outs, "y": outs}
-        return backends.get(target).source(bwd.program, target, [pick[r][k] for r, k in roles], self.fast_math)
+        return backends.get(target).source(bwd.program, target, [pick[r][k] for r, k in roles], self.fast_math,
+                                           summed=compiled.row_sums(arrays))
 
     def compiled_for(self, args: tuple, kwargs: dict, target: str) -> Compiled:
         """The kernel compiled for these arguments on a backend."""

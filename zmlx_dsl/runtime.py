@@ -8,6 +8,7 @@ and `mx.compile` can fuse the kernel with the code around it.
 """
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
 from functools import cached_property
@@ -17,6 +18,7 @@ import mlx.core as mx
 
 from . import backend as backends
 from . import stats
+from .backend.base import sum_rows
 from .errors import ZMLXGradientError
 from .ir.autodiff import jvp as ir_jvp, simplify, vjp as ir_vjp
 from .ir.build import cast
@@ -133,22 +135,76 @@ class Compiled:
                 args.append(mx.zeros_like(outputs[k]) if c is None else c)
             else:
                 args.append(outputs[k])
-        results = compiled(args + list(params)) if compiled.program.outputs else []
-        by_float = dict(zip(which, results))
-        # a row kernel reads its inputs broadcast over the rows: a gradient computed per row (or per
-        # element) is first spread over that shape, then summed back to each input's own shape
         p = self.program
         rows = None
         if p.kind == "row" and arrays:
             rows = lead_shape(arrays) if p.lengths else tuple(mx.broadcast_shapes(*[a.shape for a in arrays]))
+        summed = self.row_sums(arrays, backward)
+        shared = {which[k] for k in summed}
+        if not compiled.program.outputs:
+            results = []
+        else:
+            results = compiled.row_summed(args + list(params), summed) if summed else compiled(args + list(params))
+        by_float = dict(zip(which, results))
+        # a row kernel reads its inputs broadcast over the rows: a gradient computed per row (or per
+        # element) is first spread over that shape, then summed back to each input's own shape
         grads = []
         for x, slot in zip(arrays, slots):
             g = by_float.get(slot) if slot is not None else None
+            if slot in shared:
+                grads.append(g.reshape(x.shape))
+                continue
             full = rows + g.shape[-1:] if p.lengths and rows is not None and g is not None else rows
             if g is not None and full is not None and g.shape != full:
                 g = mx.broadcast_to(g, full)
             grads.append(mx.zeros_like(x) if g is None else unbroadcast(g, x.shape))
         return grads + [mx.zeros_like(p) for p in params]
+
+    def row_sums(self, arrays: Sequence[mx.array], backward: Optional[tuple] = None) -> tuple[int, ...]:
+        """The outputs of the backward program (self.backward, or `backward`) that are the gradient
+        of a row shared by all rows (a (D,) weight of (..., D) rows): the sum of its rows, computed
+        in the kernel (see row_summed)."""
+        compiled, _, slots, which = backward or self.backward
+        p = self.program
+        if p.kind != "row" or not p.lengths or not arrays or math.prod(lead_shape(arrays[: self.n_in])) < 2:
+            return ()
+        shared = {slot for x, slot in zip(arrays, slots) if slot in which and x.size == x.shape[-1] > 1}
+        return tuple(k for k, slot in enumerate(which) if slot in shared)
+
+    def row_summed(self, arrays: Sequence[mx.array], summed: tuple[int, ...]) -> list[mx.array]:
+        """The outputs, those in `summed` summed over the row grid (shape (1, ..., 1, D)): a weight's
+        gradient, accumulated over the rows in the kernel where the backend can (never a rows x D
+        array); differentiable as the sum of the plain outputs."""
+        fns = self.__dict__.setdefault("_row_summed", {})
+        if summed not in fns:
+            fns[summed] = self._row_summed_function(summed)
+        return list(fns[summed](*arrays))
+
+    def _row_summed_function(self, summed: tuple[int, ...]):
+        def total(outs: Sequence[mx.array]) -> list[mx.array]:
+            return [sum_rows(o) if k in summed else o for k, o in enumerate(outs)]
+
+        def forward(*arrays: mx.array) -> list[mx.array]:
+            run = getattr(self.runner, "row_summed", None)  # C backends sum in the kernel
+            return run(list(arrays), summed) if run else total(self.runner(list(arrays)))
+
+        def vjp(primals, cotangents, outputs):
+            primals = as_tuple(primals)
+            full = self(list(primals))  # the plain outputs (their shapes; saved values the backward reads)
+            cots = [c if c is None or k not in summed else mx.broadcast_to(c, full[k].shape)
+                    for k, c in enumerate(as_tuple(cotangents))]
+            return self._vjp(primals, cots, full)
+
+        def vmap(inputs, axes):  # the batch axis first, then the rows: summed over those
+            outs, out_axes = self._vmap(inputs, axes)
+            return [o if k not in summed or o.ndim < 3 else
+                    o.sum(axis=tuple(range(1, o.ndim - 1)), keepdims=True) for k, o in enumerate(outs)], out_axes
+
+        fn = mx.custom_function(forward)
+        fn.vjp(vjp)
+        fn.jvp(lambda primals, tangents: total(self._jvp(primals, tangents)))
+        fn.vmap(vmap)
+        return fn
 
     # ---- forward mode --------------------------------------------------------------------
     @cached_property

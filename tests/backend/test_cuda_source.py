@@ -50,6 +50,9 @@ KERNELS = [
         mx.zeros((4, 4096), mx.bfloat16), mx.zeros((4096,), mx.bfloat16), mx.zeros((4096,), mx.bfloat16), 1e-5,
         backend="cuda")),
     ("counts and range", lambda: zmlx.reduce(counts).source(mx.zeros((4, 300)), backend="cuda")),
+    ("layernorm bf16 backward, weight and bias summed over rows", lambda: zmlx.map_reduce(layernorm).grad_source(
+        mx.zeros((64, 4096), mx.bfloat16), mx.zeros((4096,), mx.bfloat16), mx.zeros((4096,), mx.bfloat16), 1e-5,
+        backend="cuda")),
 ]
 
 

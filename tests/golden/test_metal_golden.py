@@ -137,8 +137,10 @@ CASES = {
     "fast_softmax_d1000_f32": (fast_softmax, lambda: [_x((4, 1000))], "fwd"),
     "rmsnorm_d1024_bf16": (rmsnorm, lambda: [_x((8, 1024), mx.bfloat16), _x((1024,), mx.bfloat16, seed=1), 1e-5],
                            "fwd"),
+    # the weight's gradient summed over the rows in the kernel (partial sums per group)
+    "rmsnorm_backward_d1024_f32": (rmsnorm, lambda: [_x((8, 1024)), _x((1024,), seed=1), 1e-5], "bwd"),
 }
-CUDA_CASES = ["silu_f32", "softmax_d33_f32", "fast_math_f32", "softmax_d32768_bf16"]
+CUDA_CASES = ["silu_f32", "softmax_d33_f32", "fast_math_f32", "softmax_d32768_bf16", "rmsnorm_backward_d1024_f32"]
 
 
 def source_of(case: str, backend: str = "metal") -> str:
@@ -166,10 +168,11 @@ def mlx_printed(case: str) -> str:
     kernel, make, which = CASES[case]
     args = make()
     compiled = kernel.compiled_for(tuple(args), {}, "metal")
-    roles = None
-    if which == "bwd":
-        compiled, roles = compiled.backward[:2]
     arrays = [a for a in args if isinstance(a, mx.array)]
+    roles, summed = None, ()
+    if which == "bwd":
+        summed = compiled.row_sums(arrays)
+        compiled, roles = compiled.backward[:2]
     params = [mx.array(a, dtype=q.dtype.mx) for a, q in zip([a for a in args if not isinstance(a, mx.array)],
                                                              compiled.program.params)]
     if roles is not None:
@@ -189,7 +192,8 @@ def mlx_printed(case: str) -> str:
         saved = os.dup(1)
         os.dup2(fd, 1)
         try:
-            mx.export_function(os.path.join(d, "f.mlxfn"), lambda *xs: launcher(list(xs)), *(arrays + params))
+            run = (lambda *xs: launcher.row_summed(list(xs), summed)) if summed else lambda *xs: launcher(list(xs))
+            mx.export_function(os.path.join(d, "f.mlxfn"), run, *(arrays + params))
         finally:
             os.dup2(saved, 1)
             os.close(saved)

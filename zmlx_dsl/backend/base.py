@@ -18,7 +18,7 @@ class Backend(Protocol):
     def compile(self, program: Program, target: str, fast_math: Optional[bool] = None) -> Runner: ...
 
     def source(self, program: Program, target: str, arrays: Sequence[mx.array],
-               fast_math: Optional[bool] = None) -> str: ...
+               fast_math: Optional[bool] = None, summed: tuple[int, ...] = ()) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -26,4 +26,13 @@ class BackendFunctions:
     """A Backend made of a backend module's `compile` and `source` functions."""
 
     compile: Callable[..., Runner]     # (program, target, fast_math=None)
-    source: Callable[..., str]         # (program, target, arrays, fast_math=None)
+    source: Callable[..., str]         # (program, target, arrays, fast_math=None, summed=())
+
+
+def sum_rows(out: mx.array) -> mx.array:
+    """An output summed over its leading (row) axes, kept as 1s (a weight's gradient from its rows);
+    16-bit floats are accumulated in float32."""
+    if out.ndim < 2:
+        return out
+    wide = out.astype(mx.float32) if out.dtype in (mx.float16, mx.bfloat16) else out
+    return wide.sum(axis=tuple(range(out.ndim - 1)), keepdims=True).astype(out.dtype)

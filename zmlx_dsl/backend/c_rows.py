@@ -93,6 +93,7 @@ class RowWriter(PositionReads, WholeRows):
         if plan.grid_stride:  # the next row's writes to shared memory wait for this row's reads
             shared = any(t.startswith(f"  {c.shared} ") for t in self.top)
             body = self.top + ["  " + line for line in self.lines] + ([f"    {c.barrier}"] if shared else []) + ["  }"]
+        body += self.row_sum_partials()
         simd = c.simd_helpers + (c.simd64_helpers if SIMD64 in self.state.helpers else "")
         self.state.helpers.discard(SIMD64)
         header = "\n".join(x for x in (c.vec_struct, simd.format(q=c.fn_qual), c.helper_text(self.state.helpers)) if x)
@@ -115,6 +116,8 @@ class RowWriter(PositionReads, WholeRows):
             exchanged = {r.dtype for r in self.reductions if r.op != "fold"} | {n.dtype for n in self.whole if n.op != "argsort"}
             for d in sorted(exchanged, key=lambda d: d.name):
                 self.top.append(f"  {c.shared} {c.ctype(d)} {scratch_name(d)}[32];")
+        for k in plan.row_sums:  # this thread's columns of the rows its group sums, across the row loop
+            self.top.append(f"  {c.ctype(self.p.outputs[k].dtype)} {self.row_sum(k)}[{self.KV}][{plan.vec}] = {{}};")
         group = c.index(c.group_id, idx)
         if plan.grid_stride:  # more rows than the grid can hold: each group loops over rows
             group = "group"
@@ -436,17 +439,20 @@ class RowWriter(PositionReads, WholeRows):
             self.write_outputs([(k, o) for k, o in elem_outputs if self.length[o] == extent], extent)
 
     def write_outputs(self, elem_outputs: list, extent: int) -> None:
-        """The per-element outputs of one row length, in a pass over the row."""
+        """The per-element outputs of one row length, in a pass over the row (those summed over the
+        rows added to their registers instead)."""
         c, L, vec = self.c, self.lines, self.plan.vec
+        written = [(k, o) for k, o in elem_outputs if k not in self.plan.row_sums]
 
         def declare(ind: str) -> None:
-            L.extend(f"{ind}{self.vtype(o.dtype)} res{k};" for k, o in elem_outputs)
+            L.extend(f"{ind}{self.vtype(o.dtype)} res{k};" for k, o in written)
 
         def store(vals: dict, ind: str) -> None:
-            L.extend(f"{ind}res{k}.v[j] = {vals[o]};" for k, o in elem_outputs)
+            L.extend(f"{ind}{self.row_sum(k)}[k][j] += {vals[o]};" if k in self.plan.row_sums else
+                     f"{ind}res{k}.v[j] = {vals[o]};" for k, o in elem_outputs)
 
         def write(ind: str) -> None:
-            for k, o in elem_outputs:
+            for k, o in written:
                 start = f"{self.shift} + " if self.shift else ""
                 dst = f"{c.out_name(k)} + row * {'D' if extent == self.plan.rowsize else extent} + {start}v * {vec}"
                 if c.vector_struct:
@@ -458,6 +464,29 @@ class RowWriter(PositionReads, WholeRows):
                 else:
                     L.append(f"{ind}for (int j = 0; j < {vec}; ++j) ({dst})[j] = res{k}.v[j];")
         self.element_loop([o for _, o in elem_outputs], extent, store, declare, write)
+
+
+    def row_sum(self, k: int) -> str:
+        """The registers summing output k over the rows of this group."""
+        return f"{self.c.out_name(k)}_sum"
+
+    def row_sum_partials(self) -> list[str]:
+        """After the loop over the group's rows: each thread's partial sums, as row `group` of the
+        summed outputs (`group * rows_per_group + slot` for short rows; the launcher adds the rows
+        of partial sums up)."""
+        if not self.plan.row_sums:
+            return []
+        c, plan, R = self.c, self.plan, self.plan.rows_per_group
+        group = c.index(c.group_id, self.idx)
+        group = f"({group} * {R} + {c.local_id} / {plan.threads})" if R > 1 else group
+        lines = ["  // this group's partial sums over its rows",
+                 f"  for (int k = 0; k < {self.KV}; ++k) {{",
+                 f"    const {c.uint} v = lid + k * {plan.threads};",
+                 f"    if (v < {plan.rowsize // plan.vec}) {{",
+                 f"      for (int j = 0; j < {plan.vec}; ++j) {{"]
+        lines += [f"        {c.out_name(k)}[{group} * D + v * {plan.vec} + j] = {self.row_sum(k)}[k][j];"
+                  for k in plan.row_sums]
+        return lines + ["      }", "    }", "  }"]
 
 
 def online_sums(reductions: list[Node], length: dict) -> dict[Node, tuple[Node, Node, Node]]:

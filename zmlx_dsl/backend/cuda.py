@@ -113,12 +113,13 @@ def build_cuda_source(name: str, input_names: Sequence[str], output_names: Seque
     return text
 
 
-def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None) -> str:
+def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None,
+           summed: tuple[int, ...] = ()) -> str:
     """The full CUDA kernel text for these inputs (MLX's wrapper included)."""
     def full(p, name, header, body, inputs, out_names):
         return build_cuda_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                  header, inputs, [o.dtype.mx for o in p.outputs])
-    return Launcher(program, RENDERER.for_program(program, fast_math), mx.fast.cuda_kernel, target).source(arrays, full)
+    return Launcher(program, RENDERER.for_program(program, fast_math), mx.fast.cuda_kernel, target).source(arrays, full, summed)
 
 
 BACKEND = BackendFunctions(compile, source)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import mlx.core as mx
 
+from ..ir import dtypes as dt
+from ..ir.build import cast
 from ..ir.node import Node
 from ..ir.passes import rewrite
 from ..ir.rows import per_row
@@ -18,6 +20,7 @@ from ..ir.program import Program, stable_name
 from ..ir.registry import OPS
 from . import mlx as portable
 from . import plan as plans
+from .base import sum_rows
 from .c_expr import short_name
 from .cstyle import CStyle
 from .plan import Plan
@@ -69,6 +72,14 @@ def source_name(p: Program, header: str, body: str) -> str:
     caches compiled kernels by name (CUDA's JIT module cache by the name alone), and one program
     has a different text per launch plan (row length, size-1 inputs, 64-bit indexing)."""
     return stable_name(p.kernel_name, header, body, length=8)
+
+
+def accumulated(o: Node) -> Node:
+    """What a sum of output o over the rows accumulates: o's value before its cast to a narrower
+    type, and at least float32."""
+    if o.op == "cast" and o.args[0].dtype.bits > o.dtype.bits:
+        o = o.args[0]
+    return cast(o, dt.float32) if o.dtype.is_float and o.dtype.bits < 32 else o
 
 
 class Launcher:
@@ -138,6 +149,51 @@ class Launcher:
         return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
                       threadgroup=group)
 
+    def row_summed(self, arrays: Sequence[mx.array], summed: tuple[int, ...]) -> list[mx.array]:
+        """The outputs, those in `summed` summed over the rows (shape (1, ..., 1, D), see
+        base.sum_rows): accumulated in float32 in the kernel, one row of partial sums per group then
+        added up here, where plan.row_sum_plan allows; else written as rows and summed."""
+        n_in = len(self.program.inputs)
+        inputs, params = list(arrays[:n_in]), [q.reshape((1,)) for q in arrays[n_in:]]
+        key = (summed,) + tuple(x.shape for x in inputs)
+        if key not in self.launches:  # once per shape signature, as rows()
+            self.launches[key] = self.row_sum_launch(inputs, summed)
+        launch = self.launches[key]
+        if launch is None:
+            return [sum_rows(o) if k in summed else o for k, o in enumerate(self.rows(inputs, params))]
+        lead, modes, index, lengths, kernel, out_shapes, out_dtypes, grid, group = launch
+        views = [plans.row_view(x, m, lead, n, i) for x, m, n, i in zip(inputs, modes, lengths, index)]
+        outs = kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
+                      threadgroup=group)
+        return [o.sum(axis=0).astype(p.dtype.mx).reshape((1,) * len(lead) + o.shape[-1:]) if k in summed else o
+                for k, (o, p) in enumerate(zip(outs, self.program.outputs))]
+
+    def row_sum_launch(self, inputs: list, summed: tuple[int, ...]):
+        """What a launch summing `summed` in the kernel needs but the arrays, or None where it cannot."""
+        variant = self.row_sum_variant(inputs, summed)
+        if variant is None:
+            return None
+        q, plan = variant
+        lead, lengths = self.row_grid(inputs)
+        out_lengths = q.output_lengths() if q.lengths else [lengths[0]] * len(q.outputs)
+        shapes = [(plan.groups * plan.rows_per_group, n) if k in summed else lead + (1 if self.row_flags[o] else n,)
+                  for k, (o, n) in enumerate(zip(self.program.outputs, out_lengths))]
+        return (lead, plan.modes, plan.row_index, lengths, self.kernel(q, plan), shapes,
+                [o.dtype.mx for o in q.outputs], plan.grid, (plan.group_threads, 1, 1))
+
+    def row_sum_variant(self, inputs: list, summed: tuple[int, ...]) -> Optional[tuple[Program, Plan]]:
+        """The program and plan of a launch summing outputs `summed` over the rows in the kernel
+        (plan.row_sum_plan), or None where it cannot."""
+        p = self.program
+        lead, lengths = self.row_grid(inputs)
+        if min(lengths) == 0 or math.prod(lead) == 0:
+            return None
+        plan = plans.row_sum_plan(p, self.row_plan(inputs)[1], summed, math.prod(lead))
+        if plan is None:
+            return None
+        outs = tuple(accumulated(o) if k in summed else o for k, o in enumerate(p.outputs))
+        return Program(p.name, p.kind, p.inputs, p.params, outs, p.lengths), plan
+
     def row_grid(self, inputs: list) -> tuple[tuple, tuple]:
         """The row grid and each input's row length: a program with row lengths broadcasts its
         inputs' leading axes; one without (a string kernel) broadcasts every axis."""
@@ -172,15 +228,17 @@ class Launcher:
                 header=header, ensure_row_contiguous=p.kind == "row")
         return hit
 
-    def source(self, arrays: Sequence[mx.array], full: Callable) -> str:
-        """The full kernel text(s) for these inputs, as the factory would compile them."""
+    def source(self, arrays: Sequence[mx.array], full: Callable, summed: tuple[int, ...] = ()) -> str:
+        """The full kernel text(s) for these inputs, as the factory would compile them (with the
+        outputs `summed` over the rows where the launch sums them, see row_summed)."""
         n_in = len(self.program.inputs)
         inputs = list(arrays[:n_in])
         texts = []
         p = self.program
         if p.kind == "row":
-            inputs, plan = self.row_plan(inputs)
-            groups = [(p, inputs, plan)]
+            views, plan = self.row_plan(inputs)
+            p, plan = (self.row_sum_variant(inputs, summed) if summed else None) or (p, plan)
+            groups = [(p, views, plan)]
         else:
             groups = []
             for deps, ks, sub in self.groups:

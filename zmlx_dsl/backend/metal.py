@@ -75,13 +75,14 @@ def compile(program: Program, target: str = "metal", fast_math: Optional[bool] =
     return Launcher(program, RENDERER.for_program(program, fast_math), kernel_factory(target), target)
 
 
-def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None) -> str:
+def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None,
+           summed: tuple[int, ...] = ()) -> str:
     """The full Metal kernel text MLX compiles for these inputs (wrapper included)."""
     def full(p, name, header, body, inputs, out_names):
         return build_metal_source(name, [x.arg for x in p.inputs + p.params], out_names, body,
                                   header, inputs, output_dtypes=[o.dtype.mx for o in p.outputs],
                                   ensure_row_contiguous=p.kind == "row")
-    return Launcher(program, RENDERER.for_program(program, fast_math), kernel_factory(target), target).source(arrays, full)
+    return Launcher(program, RENDERER.for_program(program, fast_math), kernel_factory(target), target).source(arrays, full, summed)
 
 
 BACKEND = BackendFunctions(compile, source)

@@ -104,8 +104,10 @@ def compile(program: Program, target: str = name,
     return run
 
 
-def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None) -> str:
-    """What this backend runs, for display: the program listing (MLX ops, fused by mx.compile)."""
+def source(program: Program, target: str, arrays: Sequence[mx.array], fast_math: Optional[bool] = None,
+           summed: tuple[int, ...] = ()) -> str:
+    """What this backend runs, for display: the program listing (MLX ops, fused by mx.compile; the
+    outputs `summed` over the rows are summed after it)."""
     return program.text()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import mlx.core as mx
 
@@ -27,6 +27,11 @@ MAX_GRID_THREADS = 2**31 - 1
 WIDE_INDEX_ELEMENTS = 2**31
 # Row kernels: a row is held in registers when each thread needs at most this many elements.
 MAX_REGISTER_ELEMENTS = 32
+# Row kernels summing outputs over the rows (a weight's gradient): at most this many groups, each
+# accumulating at least ROW_SUM_MIN_ROWS rows in registers before writing its partial sums (enough
+# groups to fill 132 SMs of 4 groups each; the partials are then ROW_SUM_GROUPS x D, not rows x D).
+ROW_SUM_GROUPS = 512
+ROW_SUM_MIN_ROWS = 4
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Plan:
     vectors: int = 1                  # elementwise: vectors per thread (block-cyclic)
     lengths: tuple[int, ...] = ()     # rows: each input's row length (its own last axis)
     row_index: tuple[tuple[int, int], ...] = ()  # rows: per input, its row of grid row r, see row_index
+    row_sums: tuple[int, ...] = ()    # rows: outputs summed over the rows (partial sums per group)
     # threadgroups launched: a launch size, not what the kernel is specialised for, so not part
     # of its cache key (a new row count must not render and build the kernel again)
     groups: int = field(default=1, compare=False)
@@ -240,3 +246,18 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
                 in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,
                 threads=threads, cached=cached, lengths=tuple(lengths), row_index=index)
     return views, _launch(plan, nrows // plan.rows_per_group)
+
+
+def row_sum_plan(p: Program, plan: Plan, summed: Sequence[int], nrows: int) -> Optional[Plan]:
+    """The plan of a row launch that sums outputs `summed` over its `nrows` rows in the kernel:
+    each group's rows (each of its rows_per_group slots, for short rows) are accumulated in
+    registers over a grid-stride loop, then written as one row of partial sums. Only where the row
+    is held in registers and every summed output is a full row; otherwise None (the outputs are
+    written and then summed)."""
+    if not plan.cached or nrows < 2:
+        return None
+    rows, length = per_row(p.outputs), p.row_lengths(default=plan.rowsize)
+    if any(rows[p.outputs[k]] or length[p.outputs[k]] != plan.rowsize for k in summed):
+        return None
+    groups = min(ROW_SUM_GROUPS, -(-nrows // (ROW_SUM_MIN_ROWS * plan.rows_per_group)))
+    return replace(plan, row_sums=tuple(summed), groups=groups, grid_stride=True)
