@@ -31,7 +31,7 @@ from zmlx_dsl.testing import rowwise
 from zmlx_dsl import ZMLXShapeError, ZMLXSyntaxError
 from zmlx_dsl.backend.metal_sim.compiler import find_compiler
 
-from conftest import assert_close, rand, random_like, restricted
+from conftest import assert_close, kernel_of, rand, random_like, restricted
 
 HAVE_SIM = find_compiler() is not None
 needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="metal-sim needs clang++-19 or the `ziglang` package")
@@ -457,6 +457,27 @@ def test_long_rows_held_in_registers_per_backend_budget():
     assert "one row of 32768 per threadgroup of 1024, vectors of 4, row re-read per pass" in k.source(x, backend="metal")
     xh = mx.zeros((2, 32768), dtype=mx.bfloat16)
     assert "one row of 32768 per threadgroup of 1024, vectors of 8, row re-read per pass" in k.source(xh, backend="cuda")
+
+
+def test_rows_read_in_one_pass_stay_out_of_registers(backend):
+    """A row read in one pass (logsumexp: its sum in the max's pass; cross-entropy) is streamed at
+    long rows: registers would save no re-read and cap occupancy (logsumexp float32 of 32768: 50%
+    on an H200). Short rows, and rows read again (softmax), stay in registers. Values as MLX's."""
+    def logsumexp_body(x):
+        m = x.max()
+        return m + mx.log(mx.exp(x - m).sum())
+
+    def xent_body(z, onehot):
+        return mx.logsumexp(z) - (z * onehot).sum()
+    lse = zmlx.reduce(logsumexp_body)
+    x = mx.zeros((2, 32768))
+    assert "one row of 32768 per threadgroup of 1024, vectors of 4, row re-read per pass" in lse.source(x, backend="cuda")
+    assert "row held in registers (8 per thread)" in lse.source(mx.zeros((2, 4096)), backend="cuda")
+    onehot = mx.zeros((2, 32768))
+    assert "row re-read per pass" in zmlx.reduce(xent_body).source(x, onehot, backend="cuda")
+    rng = np.random.default_rng(0)
+    z = rand((3, 32768), rng=rng, low=-30.0, high=30.0)
+    assert_close(kernel_of(logsumexp_body, backend, "reduce")(z), mx.logsumexp(z, axis=-1), atol=1e-5, rtol=1e-5)
 
 
 def _count_positive(x):

@@ -11,7 +11,7 @@ from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
 from ..ir.passes import reciprocal_divisors
 from ..ir.positions import cuts
-from ..ir.rows import per_row
+from ..ir.rows import online_sums, pass_levels, per_row
 from ..ir.program import Program
 from ..ir.registry import OPS
 from .c_expr import ATOM, SIMD64, Expr, RenderState, bare_argument, short_name
@@ -77,11 +77,8 @@ class RowWriter(PositionReads, WholeRows):
         if plan.cached:
             self.load_registers()
         self.online = {} if plan.cached else online_sums(self.reductions, self.length)
-        level: dict[Node, int] = {}
         passes = set(self.reductions) | set(self.whole)  # each needs the whole row of its operand first
-        for n in toposort(self.p.outputs):
-            lv = max((level.get(a, 0) for a in n.args), default=0)
-            level[n] = level[self.online[n][0]] if n in self.online else lv + 1 if n in passes else lv
+        level = pass_levels(self.p.outputs, passes, self.online)
         self.kept = self.kept_between_passes(level) if plan.cached else {}
         for lv in range(1, max((level[r] for r in passes), default=0) + 1):
             for n in self.whole:
@@ -487,22 +484,3 @@ class RowWriter(PositionReads, WholeRows):
         lines += [f"        {c.out_name(k)}[{group} * D + v * {plan.vec} + j] = {self.row_sum(k)}[k][j];"
                   for k in plan.row_sums]
         return lines + ["      }", "    }", "  }"]
-
-
-def online_sums(reductions: list[Node], length: dict) -> dict[Node, tuple[Node, Node, Node]]:
-    """The float32 sums of exp(e - S) whose shift S is the max of e (or, as logsumexp writes it,
-    that max with 0 for an infinite one, under stop_gradient): computed in the max's own pass, as
-    an online normaliser does. Maps each to (the max, S, e)."""
-    found = {}
-    for r in reductions:
-        arg = r.args[0] if r.op == "sum" and r.args else None
-        if arg is None or arg.op != "exp" or arg.args[0].op != "sub" or r.dtype != dt.float32:
-            continue
-        e, shift = arg.args[0].args
-        m = shift.args[0] if shift.op == "stop_gradient" else shift
-        if m.op == "where" and m.args[0].op == "isinf" and m.args[1].op == "const" and m.args[1].arg == 0:
-            m = m.args[2] if m.args[0].args[0] is m.args[2] else None
-        if m is not None and m.op == "max" and m.args[0] is e and m in reductions and e.dtype == dt.float32 \
-                and length[e] == length[arg]:
-            found[r] = (m, shift, e)
-    return found

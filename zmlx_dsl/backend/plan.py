@@ -11,7 +11,7 @@ import mlx.core as mx
 
 from ..ir.node import toposort
 from ..ir.registry import OPS
-from ..ir.rows import per_row
+from ..ir.rows import online_sums, pass_levels, per_row
 from ..ir.program import Program
 from .metal_source import MAX_CONSTANT_ARRAY_SIZE
 
@@ -27,6 +27,8 @@ MAX_GRID_THREADS = 2**31 - 1
 WIDE_INDEX_ELEMENTS = 2**31
 # Row kernels: a row is held in registers when each thread needs at most this many elements.
 MAX_REGISTER_ELEMENTS = 32
+# Row kernels read in one pass: held in registers only up to this many elements a thread.
+ONE_PASS_REGISTER_ELEMENTS = 16
 # Row kernels summing outputs over the rows (a weight's gradient): at most this many groups, each
 # accumulating at least ROW_SUM_MIN_ROWS rows in registers before writing its partial sums (enough
 # groups to fill 132 SMs of 4 groups each; the partials are then ROW_SUM_GROUPS x D, not rows x D).
@@ -207,6 +209,18 @@ def row_threads(rowsize: int, vec: int) -> int:
     return min(1024, max(32, 1 << (want - 1).bit_length()))
 
 
+def one_pass(p: Program, D: int) -> bool:
+    """Whether a row program reads its row in one pass: only per-row outputs, no scan or sort, and
+    its reductions in one pass (logsumexp's sum in its max's pass, see ir.rows.online_sums)."""
+    rows = per_row(p.outputs)
+    order = toposort(p.outputs)
+    if not all(rows[o] for o in p.outputs) or any(n.op in OPS and OPS[n.op].whole_row for n in order):
+        return False
+    reductions = [n for n in order if n.op in OPS and OPS[n.op].reduction]
+    level = pass_levels(p.outputs, set(reductions), online_sums(reductions, p.row_lengths(default=D)))
+    return max((level[r] for r in reductions), default=0) <= 1
+
+
 def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Sequence[int],
              register_budget: Callable[[int], int]) -> tuple[list[mx.array], Plan]:
     """The input views and the plan of a row launch of p over the row grid `lead`, the inputs'
@@ -241,6 +255,8 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
         # float32 scan need more registers than a CUDA launch of 1024 threads has (measured, H200)
         budget = max(budget, MAX_REGISTER_ELEMENTS * threads)
     cached = one_length and 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
+    if cached and per_thread * max(1, len(full)) > ONE_PASS_REGISTER_ELEMENTS and one_pass(p, D):
+        cached = False  # registers would save no re-read, and cost occupancy (logsumexp f32 of 32768: 50%)
     plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
                 D, math.gcd(nrows, 256 // threads) if threads <= 32 and not whole else 1,
                 in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
 
+from .dtypes import float32
 from .node import LEAF_OPS, Node, toposort
 from .table import OPS
 
@@ -54,3 +55,33 @@ def per_row(roots: Sequence[Node], memo: Optional[dict] = None) -> dict[Node, bo
         else:
             out[n] = all(out[a] for a in n.args)
     return out
+
+
+def online_sums(reductions: list[Node], length: dict) -> dict[Node, tuple[Node, Node, Node]]:
+    """The float32 sums of exp(e - S) whose shift S is the max of e (or, as logsumexp writes it,
+    that max with 0 for an infinite one, under stop_gradient): computed in the max's own pass, as
+    an online normaliser does. Maps each to (the max, S, e)."""
+    found = {}
+    for r in reductions:
+        arg = r.args[0] if r.op == "sum" and r.args else None
+        if arg is None or arg.op != "exp" or arg.args[0].op != "sub" or r.dtype != float32:
+            continue
+        e, shift = arg.args[0].args
+        m = shift.args[0] if shift.op == "stop_gradient" else shift
+        if m.op == "where" and m.args[0].op == "isinf" and m.args[1].op == "const" and m.args[1].arg == 0:
+            m = m.args[2] if m.args[0].args[0] is m.args[2] else None
+        if m is not None and m.op == "max" and m.args[0] is e and m in reductions and e.dtype == float32 \
+                and length[e] == length[arg]:
+            found[r] = (m, shift, e)
+    return found
+
+
+def pass_levels(roots: Sequence[Node], passes: set, online: Mapping[Node, tuple]) -> dict[Node, int]:
+    """Each node's pass over the row: a reduction (or scan, sort: `passes`) needs the whole row
+    of its operand first, so it comes one pass after its operand's; an online sum shares its
+    maximum's pass (see online_sums). Level 0 needs no pass."""
+    level: dict[Node, int] = {}
+    for n in toposort(roots):
+        lv = max((level.get(a, 0) for a in n.args), default=0)
+        level[n] = level[online[n][0]] if n in online else lv + 1 if n in passes else lv
+    return level
