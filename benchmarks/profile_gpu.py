@@ -3,7 +3,7 @@
 Usage (device machine):
     source .mlx-cuda/activate && ncu --clock-control none --profile-from-start off --print-units base \
         --csv --page raw --metrics "$(python3 benchmarks/profile_gpu.py --metrics)" \
-        python3 benchmarks/profile_gpu.py > ncu.csv
+        python3 benchmarks/profile_gpu.py [--only TEXT] > ncu.csv
     python3 benchmarks/profile_gpu.py --summarize ncu.csv
 Each workload runs once to compile and warm up, then once inside cudaProfilerStart/Stop, so ncu
 replays only the measured kernels (not the inputs' generation). Kernel names tell ours (the body's
@@ -84,9 +84,11 @@ def _profiler():
     return None
 
 
-def run() -> None:
+def run(only: str = "") -> None:
     cudart = _profiler()
     for label, thunk in workloads():
+        if only not in label:
+            continue
         mx.eval(thunk())  # compiles, and makes the inputs
         mx.synchronize()
         if cudart is not None:
@@ -128,5 +130,5 @@ if __name__ == "__main__":
         print(",".join(METRICS))
     elif "--summarize" in sys.argv:
         summarize(sys.argv[sys.argv.index("--summarize") + 1])
-    else:
-        run()
+    else:  # --only TEXT: the workloads whose label holds TEXT
+        run(sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else "")
