@@ -11,8 +11,9 @@ import zmlx_dsl as zmlx
 from conftest import HAVE_METAL_SIM, assert_close, kernel_of, rand
 from zmlx_dsl.backend import plan as plans
 
-# the portable backend with the generated derivative programs (mlx:ir), and the kernels' MSL
-BACKENDS = ["mlx:ir"] + (["metal-sim"] if HAVE_METAL_SIM else [])
+# the portable backend with the generated derivative programs (mlx:ir), the kernels' MSL, and on
+# a GPU machine the CUDA kernels (tests/gpu runs this file there too)
+BACKENDS = ["mlx:ir"] + (["metal-sim"] if HAVE_METAL_SIM else []) + (["cuda"] if mx.cuda.is_available() else [])
 
 
 def rmsnorm(x, w, eps):
@@ -47,10 +48,10 @@ def _error(a: mx.array, truth: mx.array) -> float:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("lead", [(1,), (2,), (5,), (37,), (3, 4), (2100,)], ids=str)
+@pytest.mark.parametrize("lead,D", [((1,), 256), ((2,), 256), ((5,), 256), ((37,), 256), ((3, 4), 256),
+                                    ((2100,), 256), ((9,), 4096), ((600,), 4096)], ids=str)
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=["f32", "bf16"])
-def test_weight_gradients_are_the_rows_sum(backend, lead, dtype):
-    D = 256
+def test_weight_gradients_are_the_rows_sum(backend, lead, D, dtype):
     x, w, b, c = _args(lead, D, dtype)
     k = kernel_of(rmsnorm, backend, "map_reduce")
     n = kernel_of(layernorm, backend, "map_reduce")
