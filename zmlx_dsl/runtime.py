@@ -59,7 +59,17 @@ class Compiled:
         return self._call(arrays)
 
     def _forward(self, *arrays: mx.array) -> list[mx.array]:
-        return self.runner(list(arrays))
+        return self.runner(self.kernel_inputs(arrays))
+
+    def kernel_inputs(self, arrays: Sequence[mx.array]) -> list[mx.array]:
+        """A custom function's inputs as its kernel reads them: behind stop_gradient, so that
+        mx.jvp, which walks the graph inside a custom function too, never asks the kernel primitive
+        for a JVP (MLX's CustomKernel has none: forward mode failed on CUDA); the function's own
+        vjp/jvp/vmap rules give every derivative. A runner that evaluates its inputs on the host
+        (metal-sim: its outputs are constants) reads them as they are."""
+        if getattr(self.runner, "eager", False):
+            return list(arrays)
+        return [mx.stop_gradient(a) for a in arrays]
 
     # ---- reverse mode --------------------------------------------------------------------
     @property
@@ -186,7 +196,8 @@ class Compiled:
 
         def forward(*arrays: mx.array) -> list[mx.array]:
             run = getattr(self.runner, "row_summed", None)  # C backends sum in the kernel
-            return run(list(arrays), summed) if run else total(self.runner(list(arrays)))
+            arrays = self.kernel_inputs(arrays)
+            return run(arrays, summed) if run else total(self.runner(arrays))
 
         def vjp(primals, cotangents, outputs):
             primals = as_tuple(primals)
@@ -285,7 +296,7 @@ class GivenVJP(Compiled):
 
     def _jvp(self, primals, tangents):
         primals = list(as_tuple(primals))
-        y = self.runner(primals)[0]
+        y = self(primals)[0]  # differentiable: a forward-mode derivative of this one reads y
         total = mx.zeros_like(y)
         for i, t in enumerate(as_tuple(tangents)):
             if t is not None:

@@ -9,6 +9,7 @@ import pytest
 
 import zmlx_dsl as zmlx
 from conftest import HAVE_METAL_SIM, assert_close, kernel_of, rand
+from zmlx_dsl.api import pointwise
 from zmlx_dsl.backend import plan as plans
 
 # the portable backend with the generated derivative programs (mlx:ir), the kernels' MSL, and on
@@ -129,3 +130,35 @@ def test_derivatives_of_the_weight_gradient(backend):
     xs = rand((3,) + x.shape, mx.float32, rng=np.random.default_rng(7))
     assert_close(mx.vmap(lambda x: ours(x, w))(xs), mx.vmap(lambda x: ref(x, w))(xs), atol=1e-4, rtol=1e-4,
                  what="vmap: ")
+
+
+def test_forward_mode_never_differentiates_the_kernel(monkeypatch):
+    """MLX's CustomKernel (every kernel on CUDA and Metal) has no JVP, and mx.jvp walks the graph
+    inside a custom function too: the kernels read their inputs behind stop_gradient, so forward
+    mode takes the generated rules only — of a kernel, of its gradient (the weight's summed over
+    rows) and of a given-VJP op. Here the portable backend's outputs pass through mx.depends,
+    which has no JVP either (the failure on the H200 before: "[Primitive::jvp] Not implemented
+    for CustomKernel")."""
+    from zmlx_dsl import backend as backends
+    from zmlx_dsl.backend.base import BackendFunctions
+    real = backends.BACKENDS["mlx"]
+
+    def compile(program, target, fast_math=None):
+        run = real.compile(program, target, fast_math)
+        return lambda arrays: mx.depends(run(arrays), list(arrays)) if arrays else run(arrays)
+    monkeypatch.setitem(backends.BACKENDS, "mlx", BackendFunctions(compile, real.source))
+    x, w, _, c = _args((5,), 64, mx.float32, seed=4)
+    t = rand(x.shape, mx.float32, rng=np.random.default_rng(8))
+    s = rand(w.shape, mx.float32, rng=np.random.default_rng(9))
+    k = kernel_of(rmsnorm, "mlx:ir", "map_reduce")
+    got = mx.jvp(lambda x, w: k(x, w, 1e-5), [x, w], [t, s])[1][0]
+    want = mx.jvp(lambda x, w: rmsnorm_rows(x, w, 1e-5), [x, w], [t, s])[1][0]
+    assert_close(got, want, atol=1e-4, rtol=1e-4, what="jvp of the kernel: ")
+
+    def dw(f):
+        return lambda w: mx.vjp(lambda w: f(x, w, 1e-5), [w], [c])[1][0]
+    assert_close(mx.jvp(dw(k), [w], [s])[1][0], mx.jvp(dw(rmsnorm_rows), [w], [s])[1][0], atol=1e-4, rtol=1e-4,
+                 what="jvp of the weight gradient: ")
+    softplus = pointwise("softplus_t", ["x"], "log(1 + exp(x))", ["g * (1 - exp(-y))"], backend="mlx")
+    assert_close(mx.jvp(softplus, [x], [t])[1][0], mx.jvp(lambda z: mx.logaddexp(z, 0.0), [x], [t])[1][0],
+                 atol=1e-5, rtol=1e-5, what="jvp of a given-VJP op: ")

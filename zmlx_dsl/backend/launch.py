@@ -90,6 +90,7 @@ class Launcher:
         self.renderer = renderer
         self.factory = factory
         self.target = target
+        self.eager = target == "metal-sim"  # its kernels run on the host when called (constant outputs)
         self.kernels: dict = {}
         self.launches: dict = {}  # input shapes -> what a launch needs but the arrays (see rows/elementwise)
         self.fallback = None
