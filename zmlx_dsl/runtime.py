@@ -24,6 +24,7 @@ from .ir.autodiff import jvp as ir_jvp, simplify, vjp as ir_vjp
 from .ir.build import cast
 from .ir.node import Node, toposort
 from .ir.passes import optimize, rewrite
+from .ir.shifts import invariant_shifts
 from .ir.rows import per_row
 from .ir.program import Program
 
@@ -91,8 +92,10 @@ class Compiled:
         cots = [Node("input", (), o.dtype, _fresh(p, f"cotan{k}")) if k in picked else None
                 for k, o in enumerate(p.outputs)]
         float_inputs = [x for x in p.inputs if x.dtype.is_float]
+        outputs, shifted = invariant_shifts(p.outputs) if p.kind == "row" else (p.outputs, {})
         with _named(p):
-            grads = ir_vjp(p.outputs, cots, float_inputs, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
+            grads = ir_vjp(outputs, cots, float_inputs, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
+        grads = unshifted(grads, shifted)
         grads = [None if g is None else cast(g, x.dtype) for g, x in zip(grads, float_inputs)]
         grads = simplify(grads)
         grads, saved = _reuse_outputs(p, grads, picked)
@@ -161,8 +164,8 @@ class Compiled:
         grads = []
         for x, slot in zip(arrays, slots):
             g = by_float.get(slot) if slot is not None else None
-            if slot in shared:
-                grads.append(g.reshape(x.shape))
+            if slot in shared:  # the rows' sum: of a gradient one value per row, the same for each element
+                grads.append(g.reshape(x.shape) if g.size == x.size else mx.broadcast_to(g.reshape(()), x.shape))
                 continue
             full = rows + g.shape[-1:] if p.lengths and rows is not None and g is not None else rows
             if g is not None and full is not None and g.shape != full:
@@ -222,8 +225,10 @@ class Compiled:
     def forward_mode(self) -> tuple["Compiled", list, list]:
         p = self.program
         tans = {x: Node("input", (), x.dtype, _fresh(p, f"tan_{x.arg}")) for x in p.inputs if x.dtype.is_float}
+        outputs, shifted = invariant_shifts(p.outputs) if p.kind == "row" else (p.outputs, {})
         with _named(p):
-            outs = ir_jvp(p.outputs, tans, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
+            outs = ir_jvp(outputs, tans, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
+        outs = unshifted(outs, shifted)
         outs = simplify([None if t is None else cast(t, o.dtype) for t, o in zip(outs, p.outputs)])
         present = [t for t in outs if t is not None]
         used = {n for n in toposort(present) if n.op == "input"}
@@ -311,6 +316,16 @@ def _named(p: Program):
         yield
     except ZMLXGradientError as e:
         raise ZMLXGradientError(f"cannot differentiate kernel '{p.name}': {e.message}") from None
+
+
+def unshifted(nodes: list, shifted: dict) -> list:
+    """Derivatives built with invariant shifts behind stop_gradient (ir/shifts.py) with the shifts
+    themselves again (the same values: the saved forward outputs match them)."""
+    if not shifted:
+        return nodes
+    present = [n for n in nodes if n is not None]
+    it = iter(rewrite(present, lambda n: shifted.get(n, n)))
+    return [None if n is None else next(it) for n in nodes]
 
 
 def lead_shape(arrays: Sequence[mx.array]) -> tuple:

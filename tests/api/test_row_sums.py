@@ -162,3 +162,21 @@ def test_forward_mode_never_differentiates_the_kernel(monkeypatch):
     softplus = pointwise("softplus_t", ["x"], "log(1 + exp(x))", ["g * (1 - exp(-y))"], backend="mlx")
     assert_close(mx.jvp(softplus, [x], [t])[1][0], mx.jvp(lambda z: mx.logaddexp(z, 0.0), [x], [t])[1][0],
                  atol=1e-5, rtol=1e-5, what="jvp of a given-VJP op: ")
+
+
+def _scaled_by_weight_total(x, w):
+    return x * (mx.abs(mx.sum(w)) + 1.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_weight_gradient_of_one_value_per_row(backend):
+    """The weight's gradient is the same for every element of a row (it reads the weight only
+    through sum(w)): the rows' sum is spread over the weight's elements (found by the nested
+    property test: a reshape of the summed (1, 1) gradient to (D,) failed)."""
+    x, w, _, c = _args((4,), 5, mx.float32, seed=2)
+    k = kernel_of(_scaled_by_weight_total, backend, "map_reduce")
+    got = mx.vjp(k, [x, w], [c])[1]
+    want = mx.vjp(lambda x, w: x * (mx.abs(mx.sum(w)) + 1.0), [x, w], [c])[1]
+    for g, h in zip(got, want):
+        assert g.shape == h.shape
+        assert_close(g, h, atol=1e-5, rtol=1e-5)

@@ -12,7 +12,7 @@ inline float zmlx_fmax(float a, float b) {
   return isnan(a) || a > b ? a : b;
 }
 
-[[kernel]] void custom_kernel_softmax_vjp_58dd6e8b260a_63949e91_float_float_float(
+[[kernel]] void custom_kernel_softmax_vjp_fc8ae58cd23d_471d9675_float_float_float(
   const device float* x [[buffer(0)]],
   const device float* cotan0 [[buffer(1)]],
   device float* out0 [[buffer(2)]],
@@ -49,7 +49,6 @@ inline float zmlx_fmax(float a, float b) {
   max1_0 = zmlx_simd_max(lane < 4 ? zmlx_scratch[lane] : -INFINITY);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum2_0 = 0.0f;
-  float sum2_1 = 0.0f;
   float exp_r_0[2][4];
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 128;
@@ -57,7 +56,6 @@ inline float zmlx_fmax(float a, float b) {
       for (int j = 0; j < 4; ++j) {
         exp_r_0[k][j] = exp(x_r[k].v[j] - max1_0);
         sum2_0 = sum2_0 + exp_r_0[k][j];
-        sum2_1 = sum2_1 + float(x_r[k].v[j] == max1_0);
       }
     }
   }
@@ -65,11 +63,6 @@ inline float zmlx_fmax(float a, float b) {
   if (lane == 0) zmlx_scratch[warp] = sum2_0;
   threadgroup_barrier(mem_flags::mem_threadgroup);
   sum2_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum2_1 = zmlx_simd_sum(sum2_1);
-  if (lane == 0) zmlx_scratch[warp] = sum2_1;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum2_1 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
   float sum3_0 = 0.0f;
   for (int k = 0; k < 2; ++k) {
@@ -85,27 +78,12 @@ inline float zmlx_fmax(float a, float b) {
   threadgroup_barrier(mem_flags::mem_threadgroup);
   sum3_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
   threadgroup_barrier(mem_flags::mem_threadgroup);
-  float sum4_0 = 0.0f;
-  for (int k = 0; k < 2; ++k) {
-    const uint v = lid + k * 128;
-    if (v < 250) {
-      for (int j = 0; j < 4; ++j) {
-        sum4_0 = sum4_0 + -((cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp_r_0[k][j]);
-      }
-    }
-  }
-  sum4_0 = zmlx_simd_sum(sum4_0);
-  if (lane == 0) zmlx_scratch[warp] = sum4_0;
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-  sum4_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
-  threadgroup_barrier(mem_flags::mem_threadgroup);
   for (int k = 0; k < 2; ++k) {
     const uint v = lid + k * 128;
     if (v < 250) {
       zmlx_vec<float, 4> res0;
       for (int j = 0; j < 4; ++j) {
-        const float add_1 = (cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp_r_0[k][j] + sum4_0 * float(x_r[k].v[j] == max1_0) / sum2_1;
-        res0.v[j] = add_1;
+        res0.v[j] = (cotan0_r[k].v[j] / sum2_0 + sum3_0) * exp_r_0[k][j];
       }
       for (int q = 0; q < 4; q += 4) *(device vec<float, 4>*)(out0 + row * D + v * 4 + q) = *(thread vec<float, 4>*)(res0.v + q);
     }
