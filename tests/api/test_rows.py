@@ -480,6 +480,23 @@ def test_rows_read_in_one_pass_stay_out_of_registers(backend):
     assert_close(kernel_of(logsumexp_body, backend, "reduce")(z), mx.logsumexp(z, axis=-1), atol=1e-5, rtol=1e-5)
 
 
+def _two_sums_one_max(x):
+    m = x.max()
+    a = mx.exp(x - m).sum()
+    b = mx.exp(x - mx.stop_gradient(m)).sum()  # as mx.softmax's inlined body writes its shift
+    return mx.log(a) + mx.log(b) + m
+
+
+@needs_sim
+def test_two_online_sums_of_one_max():
+    """Two sums of exp(x - max) of one max in its pass (rows re-read: the online normaliser) share
+    the max's local copy (found by the nested property test: `max1_0_here` was declared twice)."""
+    x = rand((3, 33000), rng=np.random.default_rng(1), low=-12.0, high=12.0)
+    k = zmlx.reduce(_two_sums_one_max, backend="metal-sim")
+    assert_close(k(x), rowwise(_two_sums_one_max, [x])(x), atol=1e-4, rtol=1e-5)
+    assert zmlx.reduce(_two_sums_one_max).source(x, backend="metal").count("max1_0_here =") == 1
+
+
 def _count_positive(x):
     return (x > 0).sum()
 

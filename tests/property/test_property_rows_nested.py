@@ -60,7 +60,11 @@ SMOOTH = [FLOAT_OPS[k].replace("{a}", "{0}") for k in
 SMOOTH2 = ["mx.maximum({0}, {1})", "mx.minimum({0}, {1})", "mx.logaddexp({0}, {1})"]
 # row reductions: (template, method form?)
 REDUCTIONS = ["mx.sum({0})", ".sum()", "mx.mean({0})", ".max()", ".min()", "mx.max({0})", "mx.min({0})",
-              "mx.var({0})", "mx.var({0}, ddof=1)", "mx.logsumexp({0})", ".mean()"]
+              "mx.var({0})", "mx.var({0}, ddof=1)", "mx.logsumexp({0})", ".mean()",
+              # logsumexp written out: a shift its value does not depend on (ir/shifts.py)
+              "(({0}).max() + mx.log(mx.exp(({0}) - ({0}).max()).sum()))"]
+# softmax written out (its max a shift the value does not depend on), besides mx.softmax
+WRITTEN_SOFTMAX = "(mx.exp(({0}) - ({0}).max()) / mx.exp(({0}) - ({0}).max()).sum())"
 # inputs only (exact in both the kernel and MLX), for discontinuous ops: FLOAT_OPS less the
 # ops whose result jumps where a 1-ulp difference of a computed operand (sin(x)) moves it
 INPUT_OPS = {k: v for k, v in FLOAT_OPS.items()
@@ -199,7 +203,7 @@ class Gen:
             if self.coin(0.25):  # an elementwise expression of the inputs alone, in FLOAT_OPS' brackets
                 return L(expr_text(self.draw, INPUT_OPS, BOOL_OPS, ["x", "y", "w", "0.5", "2.0"], 1, "a"))
             return L(self.pick(["x", "x", "w", "y"] + self.arrays * 3))
-        form = self.pick(["+", "-", "*", "/", "+", "-", "*", "neg", "call", "call2", "softmax"])
+        form = self.pick(["+", "-", "*", "/", "+", "-", "*", "neg", "call", "call2", "softmax", "written softmax"])
         if form == "/":  # an array over a per-row denominator, or anything over a positive array
             if self.coin(0.6):
                 return B("/", self.arr(depth - 1), self.pos(depth - 1))
@@ -213,6 +217,8 @@ class Gen:
             return ("neg", self.arr(depth - 1))
         if form == "softmax":
             return ("call", "mx.softmax({0})", self.arr(depth - 1))
+        if form == "written softmax":
+            return ("call", WRITTEN_SOFTMAX, self.arr(depth - 1))
         if form == "call2":
             return ("call", self.pick(SMOOTH2), self.arr(depth - 1), self.scal(depth - 1, True))
         return ("call", self.pick(SMOOTH), self.arr(depth - 1))
@@ -309,6 +315,7 @@ SHAPES_REACHED = {  # what the generator must produce (checked on the sample dra
     "var(ddof=1)": lambda u: u[0] == "call" and "ddof=1" in u[1],
     "a count": lambda u: u[0] == "gt",
     "softmax": lambda u: u[0] == "call" and u[1] == "mx.softmax({0})",
+    "softmax and logsumexp written out (an invariant shift)": lambda u: u[0] == "call" and "({0}).max()" in u[1],
     "a reduction of a named array": lambda u: _reduction(u) and any(v in ARRAYS for v in leaves(u)),
 }
 

@@ -286,8 +286,9 @@ class RowWriter(PositionReads, WholeRows):
         for r in group:
             if r in self.online:
                 m = accs[self.online[r][0]]
+                if f"{m}_here" not in local_max.values():  # one per maximum (two sums may share it)
+                    self.lines.append(f"  const {self.c.ctype(r.dtype)} {m}_here = {m};")
                 local_max[r] = f"{m}_here"
-                self.lines.append(f"  const {self.c.ctype(r.dtype)} {local_max[r]} = {m};")
         for r in sorted(group, key=lambda r: r in self.online):  # the maxima first: the sums rescale to them
             if r in self.online:
                 self.online_total(r, accs[r], accs[self.online[r][0]], local_max[r])
