@@ -24,7 +24,7 @@ from .ir.autodiff import jvp as ir_jvp, simplify, vjp as ir_vjp
 from .ir.build import cast
 from .ir.node import Node, toposort
 from .ir.passes import optimize, rewrite
-from .ir.shifts import invariant_shifts
+from .ir.shifts import derived_without_shifts
 from .ir.rows import per_row
 from .ir.program import Program
 
@@ -45,6 +45,7 @@ class Compiled:
         stats.record_compile(self.stat_key, time.perf_counter() - start)
         self.runs = stats.run_counter(self.stat_key)
         self.n_in = len(program.inputs)
+        self.detach = not getattr(self.runner, "eager", False)  # see kernel_inputs
         if autodiff == "mlx":
             self._call = self.runner
             return
@@ -68,9 +69,7 @@ class Compiled:
         for a JVP (MLX's CustomKernel has none: forward mode failed on CUDA); the function's own
         vjp/jvp/vmap rules give every derivative. A runner that evaluates its inputs on the host
         (metal-sim: its outputs are constants) reads them as they are."""
-        if getattr(self.runner, "eager", False):
-            return list(arrays)
-        return [mx.stop_gradient(a) for a in arrays]
+        return [mx.stop_gradient(a) for a in arrays] if self.detach else list(arrays)
 
     # ---- reverse mode --------------------------------------------------------------------
     @property
@@ -92,10 +91,9 @@ class Compiled:
         cots = [Node("input", (), o.dtype, _fresh(p, f"cotan{k}")) if k in picked else None
                 for k, o in enumerate(p.outputs)]
         float_inputs = [x for x in p.inputs if x.dtype.is_float]
-        outputs, shifted = invariant_shifts(p.outputs) if p.kind == "row" else (p.outputs, {})
+        lengths = dict(zip(p.inputs, p.lengths)) if p.lengths else None
         with _named(p):
-            grads = ir_vjp(outputs, cots, float_inputs, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
-        grads = unshifted(grads, shifted)
+            grads = derived_without_shifts(p.outputs, lambda outs: ir_vjp(outs, cots, float_inputs, lengths))
         grads = [None if g is None else cast(g, x.dtype) for g, x in zip(grads, float_inputs)]
         grads = simplify(grads)
         grads, saved = _reuse_outputs(p, grads, picked)
@@ -225,10 +223,9 @@ class Compiled:
     def forward_mode(self) -> tuple["Compiled", list, list]:
         p = self.program
         tans = {x: Node("input", (), x.dtype, _fresh(p, f"tan_{x.arg}")) for x in p.inputs if x.dtype.is_float}
-        outputs, shifted = invariant_shifts(p.outputs) if p.kind == "row" else (p.outputs, {})
+        lengths = dict(zip(p.inputs, p.lengths)) if p.lengths else None
         with _named(p):
-            outs = ir_jvp(outputs, tans, dict(zip(p.inputs, p.lengths)) if p.lengths else None)
-        outs = unshifted(outs, shifted)
+            outs = derived_without_shifts(p.outputs, lambda outs: ir_jvp(outs, tans, lengths))
         outs = simplify([None if t is None else cast(t, o.dtype) for t, o in zip(outs, p.outputs)])
         present = [t for t in outs if t is not None]
         used = {n for n in toposort(present) if n.op == "input"}
@@ -316,16 +313,6 @@ def _named(p: Program):
         yield
     except ZMLXGradientError as e:
         raise ZMLXGradientError(f"cannot differentiate kernel '{p.name}': {e.message}") from None
-
-
-def unshifted(nodes: list, shifted: dict) -> list:
-    """Derivatives built with invariant shifts behind stop_gradient (ir/shifts.py) with the shifts
-    themselves again (the same values: the saved forward outputs match them)."""
-    if not shifted:
-        return nodes
-    present = [n for n in nodes if n is not None]
-    it = iter(rewrite(present, lambda n: shifted.get(n, n)))
-    return [None if n is None else next(it) for n in nodes]
 
 
 def lead_shape(arrays: Sequence[mx.array]) -> tuple:

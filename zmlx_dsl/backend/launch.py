@@ -103,9 +103,13 @@ class Launcher:
         self.groups = [(deps, ks, Program(p.name, p.kind, tuple(p.inputs[i] for i in deps), p.params,
                                           tuple(p.outputs[k] for k in ks))) for deps, ks in groups.items()]
 
-    def __call__(self, arrays: Sequence[mx.array]) -> list[mx.array]:
+    def split(self, arrays: Sequence[mx.array]) -> tuple[list, list]:
+        """(inputs, params): the params as the (1,) arrays a kernel reads them from."""
         n_in = len(self.program.inputs)
-        inputs, params = list(arrays[:n_in]), [q.reshape((1,)) for q in arrays[n_in:]]
+        return list(arrays[:n_in]), [q.reshape((1,)) for q in arrays[n_in:]]
+
+    def __call__(self, arrays: Sequence[mx.array]) -> list[mx.array]:
+        inputs, params = self.split(arrays)
         if self.program.kind == "row":
             return self.rows(inputs, params)
         outs: list = [None] * len(self.program.outputs)
@@ -145,6 +149,11 @@ class Launcher:
                 lead, lengths, plan.modes, plan.row_index, self.kernel(p, plan),
                 [lead + (1 if self.row_flags[o] else n,) for o, n in zip(p.outputs, out_lengths)],
                 [o.dtype.mx for o in p.outputs], plan.grid, (plan.group_threads, 1, 1))
+        return self.launch_rows(launch, inputs, params)
+
+    @staticmethod
+    def launch_rows(launch: tuple, inputs: list, params: list) -> list[mx.array]:
+        """A row kernel launched as `launch` (what rows() or row_sum_launch() planned) on these arrays."""
         lead, lengths, modes, index, kernel, out_shapes, out_dtypes, grid, group = launch
         views = [plans.row_view(x, m, lead, n, i) for x, m, n, i in zip(inputs, modes, lengths, index)]
         return kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
@@ -154,20 +163,16 @@ class Launcher:
         """The outputs, those in `summed` summed over the rows (shape (1, ..., 1, D), see
         base.sum_rows): accumulated in float32 in the kernel, one row of partial sums per group then
         added up here, where plan.row_sum_plan allows; else written as rows and summed."""
-        n_in = len(self.program.inputs)
-        inputs, params = list(arrays[:n_in]), [q.reshape((1,)) for q in arrays[n_in:]]
+        inputs, params = self.split(arrays)
         key = (summed,) + tuple(x.shape for x in inputs)
         if key not in self.launches:  # once per shape signature, as rows()
             self.launches[key] = self.row_sum_launch(inputs, summed)
         launch = self.launches[key]
         if launch is None:
             return [sum_rows(o) if k in summed else o for k, o in enumerate(self.rows(inputs, params))]
-        lead, modes, index, lengths, kernel, out_shapes, out_dtypes, grid, group = launch
-        views = [plans.row_view(x, m, lead, n, i) for x, m, n, i in zip(inputs, modes, lengths, index)]
-        outs = kernel(inputs=views + params, output_shapes=out_shapes, output_dtypes=out_dtypes, grid=grid,
-                      threadgroup=group)
-        return [o.sum(axis=0).astype(p.dtype.mx).reshape((1,) * len(lead) + o.shape[-1:]) if k in summed else o
-                for k, (o, p) in enumerate(zip(outs, self.program.outputs))]
+        ones = (1,) * len(launch[0])  # the row grid's axes, kept
+        return [o.sum(axis=0).astype(p.dtype.mx).reshape(ones + o.shape[-1:]) if k in summed else o
+                for k, (o, p) in enumerate(zip(self.launch_rows(launch, inputs, params), self.program.outputs))]
 
     def row_sum_launch(self, inputs: list, summed: tuple[int, ...]):
         """What a launch summing `summed` in the kernel needs but the arrays, or None where it cannot."""
@@ -179,7 +184,7 @@ class Launcher:
         out_lengths = q.output_lengths() if q.lengths else [lengths[0]] * len(q.outputs)
         shapes = [(plan.groups * plan.rows_per_group, n) if k in summed else lead + (1 if self.row_flags[o] else n,)
                   for k, (o, n) in enumerate(zip(self.program.outputs, out_lengths))]
-        return (lead, plan.modes, plan.row_index, lengths, self.kernel(q, plan), shapes,
+        return (lead, lengths, plan.modes, plan.row_index, self.kernel(q, plan), shapes,
                 [o.dtype.mx for o in q.outputs], plan.grid, (plan.group_threads, 1, 1))
 
     def row_sum_variant(self, inputs: list, summed: tuple[int, ...]) -> Optional[tuple[Program, Plan]]:

@@ -9,9 +9,10 @@ so the saved forward outputs still match.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .node import Node, toposort
+from .passes import rewrite
 
 _SHIFT_OPS = ("max", "min")  # the reductions a body shifts a row by
 
@@ -25,9 +26,20 @@ def invariant_shifts(outputs: Sequence[Node]) -> tuple[list[Node], dict[Node, No
               and all(_dependence(outputs, m).get(o, FREE) == FREE for o in outputs)]
     if not shifts:
         return list(outputs), {}
-    from .passes import rewrite  # (passes imports the registry, which imports this package's nodes)
     stops = {m: Node("stop_gradient", (m,), m.dtype) for m in shifts}
     return rewrite(outputs, lambda n: stops.get(n, n)), {s: m for m, s in stops.items()}
+
+
+def derived_without_shifts(outputs: Sequence[Node], derive: Callable[[list[Node]], list]) -> list:
+    """derive(outputs) (a VJP or JVP: nodes or None) built with the invariant shifts behind
+    stop_gradient, with the shifts themselves again in the result (the same values)."""
+    stopped, shifted = invariant_shifts(outputs)
+    nodes = derive(stopped)
+    if not shifted:
+        return nodes
+    present = [n for n in nodes if n is not None]
+    it = iter(rewrite(present, lambda n: shifted.get(n, n)))
+    return [None if n is None else next(it) for n in nodes]
 
 
 FREE = ("free", 0)
