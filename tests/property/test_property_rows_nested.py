@@ -62,7 +62,10 @@ SMOOTH2 = ["mx.maximum({0}, {1})", "mx.minimum({0}, {1})", "mx.logaddexp({0}, {1
 REDUCTIONS = ["mx.sum({0})", ".sum()", "mx.mean({0})", ".max()", ".min()", "mx.max({0})", "mx.min({0})",
               "mx.var({0})", "mx.var({0}, ddof=1)", "mx.logsumexp({0})", ".mean()",
               # logsumexp written out: a shift its value does not depend on (ir/shifts.py)
-              "(({0}).max() + mx.log(mx.exp(({0}) - ({0}).max()).sum()))"]
+              "(({0}).max() + mx.log(mx.exp(({0}) - ({0}).max()).sum()))",
+              # an extremum of a computed value that saturates: many elements tie, and the
+              # derivative's tie test must see the same bits as the max (ir.rows.tie_operands)
+              "(mx.tanh(mx.clip({0}, -0.5, 0.5)) * 2.0).max()", "mx.min(mx.cosh(mx.clip({0}, -1.0, 1.0)) + 0.5)"]
 # softmax written out (its max a shift the value does not depend on), besides mx.softmax
 WRITTEN_SOFTMAX = "(mx.exp(({0}) - ({0}).max()) / mx.exp(({0}) - ({0}).max()).sum())"
 # inputs only (exact in both the kernel and MLX), for discontinuous ops: FLOAT_OPS less the
@@ -317,6 +320,7 @@ SHAPES_REACHED = {  # what the generator must produce (checked on the sample dra
     "softmax": lambda u: u[0] == "call" and u[1] == "mx.softmax({0})",
     "softmax and logsumexp written out (an invariant shift)": lambda u: u[0] == "call" and "({0}).max()" in u[1],
     "a reduction of a named array": lambda u: _reduction(u) and any(v in ARRAYS for v in leaves(u)),
+    "a tied extremum of a computed value": lambda u: u[0] == "call" and "mx.clip({0}, -" in u[1],
 }
 
 

@@ -11,7 +11,7 @@ from ..ir.build import const
 from ..ir.node import LEAF_OPS, Node, toposort
 from ..ir.passes import reciprocal_divisors
 from ..ir.positions import cuts
-from ..ir.rows import online_sums, pass_levels, per_row
+from ..ir.rows import online_sums, pass_levels, per_row, tie_operands
 from ..ir.program import Program
 from ..ir.registry import OPS
 from .c_expr import ATOM, SIMD64, Expr, RenderState, bare_argument, short_name
@@ -172,6 +172,8 @@ class RowWriter(PositionReads, WholeRows):
 
     def load_registers(self) -> None:
         """Read the row's full inputs once into registers (`<x>_r[k]`)."""
+        if not self.full:  # a row shared by every row (a grid of one row, say) is read where used
+            return
         for x in self.full:
             self.lines.append(f"  {self.vtype(x.dtype)} {x.arg}_r[{self.KV}];")
         self.vector_loop_head(self.plan.rowsize)
@@ -303,13 +305,17 @@ class RowWriter(PositionReads, WholeRows):
         (softmax's exp(x - max), read by its output) stays in registers from the pass computing it
         instead of being computed twice, as far as the register budget (MAX_REGISTER_ELEMENTS a
         thread, the row's inputs included) allows; not a value one op (or a cast) makes from the
-        row's inputs, which costs less to recompute than the registers. Maps each to their name."""
+        row's inputs, which costs less to recompute than the registers. A value a tie test compares
+        with its row's max or min (ir.rows.tie_operands) is kept whatever the budget: a second copy
+        may round differently and tie nothing. Maps each to their name."""
         users: dict[Node, list[Node]] = {}
         for n in toposort(self.p.outputs):
             for a in n.args:
                 users.setdefault(a, []).append(n)
         room = MAX_REGISTER_ELEMENTS // (self.KV * self.plan.vec) - max(1, len(self.full))
-        kept: dict[Node, str] = {}
+        ties = tie_operands(self.p.outputs)
+        kept: dict[Node, str] = {o: self.state.temp(f"{short_name(o.op)}_r") for o in toposort(list(ties))
+                                 if o in ties}
         for r in self.reductions:
             o = r.args[0] if r.op != "fold" and r.args else None
             if o is None or o in kept or len(kept) >= room or self.rows[o] or o.op in LEAF_OPS \

@@ -144,6 +144,8 @@ class Launcher:
             if min(lengths) == 0 or math.prod(lead) == 0:
                 return self.portable(inputs, params)
             _, plan = self.row_plan(inputs)
+            if plan.as_ops:
+                return self.portable(inputs, params)
             out_lengths = p.output_lengths() if p.lengths else [lengths[0]] * len(p.outputs)
             launch = self.launches[key] = (
                 lead, lengths, plan.modes, plan.row_index, self.kernel(p, plan),
@@ -215,9 +217,12 @@ class Launcher:
         return plans.row_plan(self.program, inputs, lead, lengths, self.renderer.register_budget)
 
     def portable(self, inputs, params):
+        """The launch as MLX ops: behind stop_gradient, as a kernel's outputs are (the custom
+        function around it gives every derivative; mx.jvp, which walks inside it, must not
+        differentiate these ops, some of which MLX cannot: cummax's forward mode)."""
         if self.fallback is None:
             self.fallback = portable.compile(self.program)
-        return self.fallback(inputs + [q.reshape(()) for q in params])
+        return self.fallback([mx.stop_gradient(x) for x in inputs] + [mx.stop_gradient(q.reshape(())) for q in params])
 
     def render(self, p: Program, plan: Plan) -> tuple[str, str]:
         """(header, body) of the kernel a plan describes."""
@@ -243,6 +248,9 @@ class Launcher:
         p = self.program
         if p.kind == "row":
             views, plan = self.row_plan(inputs)
+            if plan.as_ops:
+                return (f"// {p.name}: no kernel for these shapes; it runs as MLX ops (a value compared with its\n"
+                        f"// row's max or min is computed once only in a row held in registers)\n")
             p, plan = (self.row_sum_variant(inputs, summed) if summed else None) or (p, plan)
             groups = [(p, views, plan)]
         else:

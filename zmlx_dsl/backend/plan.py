@@ -11,7 +11,7 @@ import mlx.core as mx
 
 from ..ir.node import toposort
 from ..ir.registry import OPS
-from ..ir.rows import online_sums, pass_levels, per_row
+from ..ir.rows import online_sums, pass_levels, per_row, tie_operands
 from ..ir.program import Program
 from .metal_source import MAX_CONSTANT_ARRAY_SIZE
 
@@ -30,9 +30,12 @@ MAX_REGISTER_ELEMENTS = 32
 # Row kernels read in one pass: held in registers only up to this many elements a thread.
 ONE_PASS_REGISTER_ELEMENTS = 16
 # Row kernels summing outputs over the rows (a weight's gradient): at most this many groups, each
-# accumulating at least ROW_SUM_MIN_ROWS rows in registers before writing its partial sums (enough
-# groups to fill 132 SMs of 4 groups each; the partials are then ROW_SUM_GROUPS x D, not rows x D).
-ROW_SUM_GROUPS = 512
+# accumulating at least ROW_SUM_MIN_ROWS rows in registers before writing its partial sums (the
+# partials are then ROW_SUM_GROUPS x D, not rows x D). Two per SM of an H100/H200 (132 SMs): these
+# kernels fit 2-3 groups an SM, and a grid past the resident groups runs a second, partial wave
+# (benchmarks/variants.py on an H200: rmsnorm/layernorm backward at D=4096 fastest at 264 groups
+# in float32 and for layernorm in bfloat16, 229-279 us against 240-309 at 512).
+ROW_SUM_GROUPS = 264
 ROW_SUM_MIN_ROWS = 4
 
 
@@ -56,6 +59,7 @@ class Plan:
     lengths: tuple[int, ...] = ()     # rows: each input's row length (its own last axis)
     row_index: tuple[tuple[int, int], ...] = ()  # rows: per input, its row of grid row r, see row_index
     row_sums: tuple[int, ...] = ()    # rows: outputs summed over the rows (partial sums per group)
+    as_ops: bool = False              # rows: no faithful kernel for this launch, run as MLX ops (see row_plan)
     # threadgroups launched: a launch size, not what the kernel is specialised for, so not part
     # of its cache key (a new row count must not render and build the kernel again)
     groups: int = field(default=1, compare=False)
@@ -257,10 +261,13 @@ def row_plan(p: Program, inputs: Sequence[mx.array], lead: tuple, lengths: Seque
     cached = one_length and 0 < per_thread * max(1, len(full)) <= min(MAX_REGISTER_ELEMENTS, budget // threads)
     if cached and per_thread * max(1, len(full)) > ONE_PASS_REGISTER_ELEMENTS and one_pass(p, D):
         cached = False  # registers would save no re-read, and cost occupancy (logsumexp f32 of 32768: 50%)
+    # a tie test (max/min's derivative) compares a value with its row's extremum in a later pass:
+    # only a row held in registers computes the value once; else the launch runs as MLX ops
+    as_ops = not cached and bool(tie_operands(p.outputs))
     plan = Plan(modes, nrows * D >= WIDE_INDEX_ELEMENTS or any(math.prod(v.shape) >= WIDE_INDEX_ELEMENTS for v in views),
                 D, math.gcd(nrows, 256 // threads) if threads <= 32 and not whole else 1,
                 in_constant=tuple(x.size < MAX_CONSTANT_ARRAY_SIZE for x in views), vec=vec,
-                threads=threads, cached=cached, lengths=tuple(lengths), row_index=index)
+                threads=threads, cached=cached, lengths=tuple(lengths), row_index=index, as_ops=as_ops)
     return views, _launch(plan, nrows // plan.rows_per_group)
 
 

@@ -108,6 +108,8 @@ def jvp(outputs: Sequence[Node], tangents: dict[Node, Node],
                 # a tangent of one value per row (or a row of one) broadcast over a longer row
                 one = t if per_row([t], row)[t] else gather(t, const(0, dt.int32), 1)
                 contrib = one * cast(const(length[a], dt.int32), t.dtype)
+            elif op.jvp and op.reduction:
+                contrib = op.jvp(n.args, n, t, None if length is None else length[a])
             else:
                 contrib = op.jvp(n.args, n, t) if op.jvp else op.grad(n.args, n, t)[i]
             if contrib is None:

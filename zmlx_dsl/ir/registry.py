@@ -15,7 +15,7 @@ from ..errors import ZMLXGradientError
 from . import dtypes as dt
 from .build import apply, cast, where
 from .node import Node
-from .positions import at_adjoint, gather, scatter
+from .positions import at_adjoint, gather, index, scatter
 from .rows import per_row
 from . import scans
 from .table import BY_PY_NAME, OPS
@@ -39,7 +39,9 @@ class Op:
     grad: Optional[GradRule] = None
     keep_type_args: tuple[int, ...] = ()
     reduction: bool = False
-    jvp: Optional[GradRule] = None  # forward-mode rule (args, y, t_arg); only reductions need one
+    # forward-mode rule (args, y, t_arg), a reduction's with its operand's row length too (None where
+    # unknown); only reductions and row reads need one
+    jvp: Optional[Callable] = None
     identity: Optional[float] = None  # associative reductions: the combine's neutral element
     # The node carries a `Lambda` in `arg` ("fold"): `np` and `mx` are then called as
     # fn(node, run, *args), where run(lam, values) evaluates lam's body with its parameters bound
@@ -286,20 +288,18 @@ unary("stop_gradient", types=same, np=lambda x: x, mx=mx.stop_gradient, grad=_ze
 unary("sum", types=row_sum, np=lambda x: np.sum(x, axis=-1, keepdims=True), mx=lambda x: mx.sum(x, axis=-1, keepdims=True),
       grad=lambda a, y, g: (g,),
       reduction=True,
-      jvp=lambda a, y, t: apply("sum", t),
+      jvp=lambda a, y, t, n: apply("sum", t),
       identity=0.0)
 unary("max", types=row_reduce, np=_np_rowmax, mx=lambda x: mx.max(x, axis=-1, keepdims=True),
       grad=lambda a, y, g: (_tie_share(a[0], y, g),),
       reduction=True,
-      jvp=lambda a, y, t: _tie_mean(a[0], y, t),
+      jvp=lambda a, y, t, n: _first_tie(a[0], y, t, n),
       identity=-math.inf)
 unary("min", types=row_reduce, np=_np_rowmin, mx=lambda x: mx.min(x, axis=-1, keepdims=True),
       grad=lambda a, y, g: (_tie_share(a[0], y, g),),
       reduction=True,
-      jvp=lambda a, y, t: _tie_mean(a[0], y, t),
+      jvp=lambda a, y, t, n: _first_tie(a[0], y, t, n),
       identity=math.inf)
-
-
 
 
 # A sequential fold over the row (row kernels only): the `reduce`/`map_reduce` strings whose update
@@ -463,10 +463,19 @@ def _tie_share(x: Node, y: Node, g: Node) -> Node:
     return g * hit / apply("sum", hit)
 
 
-def _tie_mean(x: Node, y: Node, t: Node) -> Node:
-    """Tangent of max/min: the mean tangent over the tied extrema."""
-    hit = cast(apply("eq", x, y), t.dtype)
-    return apply("sum", t * hit) / apply("sum", hit)
+def _first_tie(x: Node, y: Node, t: Node, length: Optional[int]) -> Node:
+    """Tangent of max/min as MLX's: the tangent at the first arg-extremum (argmax's, so the first
+    NaN of a row with one). Where the row length is unknown (a string kernel), the mean tangent
+    over the tied extrema, which is the same wherever the extremum is unique."""
+    hit = apply("eq", x, y)
+    if x.dtype.is_float:
+        hit = apply("logical_or", hit, apply("isnan", x))
+    if length is None:
+        hit = cast(hit, t.dtype)
+        return apply("sum", t * hit) / apply("sum", hit)
+    pos = index(length)
+    first = apply("min", where(hit, pos, length))
+    return apply("sum", where(apply("eq", pos, first), t, 0.0))
 
 
 # The scalar constants a body may name (math.pi, mx.inf …).

@@ -85,3 +85,27 @@ def pass_levels(roots: Sequence[Node], passes: set, online: Mapping[Node, tuple]
         lv = max((level.get(a, 0) for a in n.args), default=0)
         level[n] = level[online[n][0]] if n in online else lv + 1 if n in passes else lv
     return level
+
+
+# Per-element ops a kernel repeats bit for bit in any pass (exact, or one rounding nothing can fuse).
+_REPEATABLE = frozenset({"cast", "neg", "abs"})
+_COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+
+
+def tie_operands(roots: Sequence[Node]) -> set[Node]:
+    """Per-element values compared with their own row max or min (a tie test: the derivative of
+    max/min, or `e == e.max()` written out) that a kernel could not repeat bit for bit in a later
+    pass: computed with rounding ops, which a compiler may fuse or vectorise differently in each
+    copy (then no element ties, and a tie count of 0 gives NaN). They must be computed once."""
+    rows = per_row(roots)
+    row_values = {n for n, r in rows.items() if r}
+    found: set[Node] = set()
+    for n in toposort(roots):
+        if n.op not in _COMPARISONS:
+            continue
+        for a, b in (n.args, n.args[::-1]):
+            if b.op in ("max", "min") and b.args and b.args[0] is a and not rows[a] and \
+                    any(not rows[w] and w.op not in LEAF_OPS and w.op not in _REPEATABLE
+                        for w in toposort([a], stop=row_values)):
+                found.add(a)
+    return found

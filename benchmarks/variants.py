@@ -1,0 +1,143 @@
+"""A/B experiments for issue 16 on the GPU, in one run: the row-sum grid of the backward kernels
+(ROW_SUM_GROUPS), and hand-edited variants of generated CUDA kernels (the rmsnorm forward's
+loads and barriers, gelu's fast erf division), each against the generated kernel and MLX.
+Usage (device machine): source .mlx-cuda/activate && python3 benchmarks/variants.py
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu  # noqa: E402
+
+import zmlx_dsl as zmlx  # noqa: E402
+from zmlx_dsl.backend import plan as plans  # noqa: E402
+
+_REAL = mx.fast.cuda_kernel
+EDIT = {"name": "", "fn": None}
+
+
+def _factory(**kw):
+    """mx.fast.cuda_kernel with the current edit applied to the body (and a name of its own)."""
+    if EDIT["fn"] is not None:
+        body = EDIT["fn"](kw["source"])
+        if body == kw["source"]:
+            print(f"  [edit {EDIT['name']} changed nothing]", flush=True)
+        kw["source"] = body
+        kw["name"] = kw["name"] + "_" + EDIT["name"]
+    return _REAL(**kw)
+
+
+mx.fast.cuda_kernel = _factory
+
+
+def early_eps(body: str) -> str:
+    """The parameter's load at the top, off the path between the reduction and the write."""
+    if "eps[0]" not in body:
+        return body
+    body = body.replace("eps[0]", "eps_early")
+    return re.sub(r"(\n  const uint32_t row = blockIdx.x;\n)", r"\1  const float eps_early = eps[0];\n", body, count=1)
+
+
+def early_w(body: str) -> str:
+    """The shared weight row loaded into registers before the reduction, not in the write pass."""
+    head = re.search(r"  for \(int k = 0; k < (\d+); \+\+k\) \{\n    const uint32_t v = lid \+ k \* (\d+);\n"
+                     r"    if \(v < (\d+)\) \{\n", body)
+    load = re.search(r"zmlx_vec<([^>]+)> w_c;\n\s*w_c = \*\(const zmlx_vec<[^>]+>\*\)\(w \+ v \* (\d+)\);", body)
+    if not head or not load:
+        return body
+    kv, t, nv = head.groups()
+    vt, n = load.groups()
+    pre = (f"  zmlx_vec<{vt}> w_pre[{kv}];\n  for (int k = 0; k < {kv}; ++k) {{\n    const uint32_t v = lid + k * {t};\n"
+           f"    if (v < {nv}) w_pre[k] = *(const zmlx_vec<{vt}>*)(w + v * {n});\n  }}\n")
+    body = body[:head.start()] + pre + body[head.start():]
+    return body.replace(load.group(0), f"zmlx_vec<{vt}> w_c = w_pre[k];")
+
+
+def no_last_barrier(body: str) -> str:
+    """Without the barrier after the last block reduction's read of the scratch (nothing reuses it)."""
+    hits = list(re.finditer(r"zmlx_scratch\[lane\] : [^;]+\);\n  __syncthreads\(\);\n", body))
+    if not hits:
+        return body
+    h = hits[-1]
+    return body[:h.start()] + h.group(0).replace("  __syncthreads();\n", "") + body[h.end():]
+
+
+def all_three(body: str) -> str:
+    return no_last_barrier(early_w(early_eps(body)))
+
+
+def fast_div(body: str) -> str:
+    return body.replace("const float r = x * p / q;", "const float r = __fdividef(x * p, q);")
+
+
+def main() -> None:
+    print("device_info:", mx.device_info(), flush=True)
+    total = 1 << 26
+    vjp_of = lambda f: mx.compile(lambda c, *a: mx.vjp(f, list(a), [c])[1])  # noqa: E731
+    lines = []
+
+    # 1. the backward's row-sum grid
+    D = 4096
+    x32 = mx.random.normal((16384, D))
+    for dtype in (mx.float32, mx.bfloat16):
+        name = str(dtype).split(".")[-1]
+        x, c = x32.astype(dtype), mx.random.normal(x32.shape).astype(dtype)
+        w, b = mx.random.normal((D,)).astype(dtype), mx.random.normal((D,)).astype(dtype)
+        for label, body, call, base in (
+                ("bwd rmsnorm", gpu.rmsnorm_body, lambda k: (lambda f=vjp_of(lambda z, g: k(z, g, 1e-5)): f(c, x, w)),
+                 lambda f=vjp_of(lambda z, g: mx.fast.rms_norm(z, g, 1e-5)): f(c, x, w)),
+                ("bwd layernorm", gpu.layernorm_body,
+                 lambda k: (lambda f=vjp_of(lambda z, g, h: k(z, g, h, 1e-5)): f(c, x, w, b)),
+                 lambda f=vjp_of(lambda z, g, h: mx.fast.layer_norm(z, g, h, 1e-5)): f(c, x, w, b))):
+            ts = []
+            for groups in (264, 396, 512, 792, 1056, 1584):
+                plans.ROW_SUM_GROUPS = groups
+                ts.append((groups, gpu.timed(call(zmlx.map_reduce(body)))))
+            plans.ROW_SUM_GROUPS = 512
+            t0 = gpu.timed(base)
+            lines.append(f"| {label} D={D} | {name} | MLX {t0 * 1e6:.1f} | " +
+                         " | ".join(f"{g}: {t * 1e6:.1f}" for g, t in ts) + " |")
+            print(lines[-1], flush=True)
+
+    # 2. rmsnorm forward variants
+    for D, dtype in ((1024, mx.bfloat16), (4096, mx.bfloat16), (4096, mx.float32), (1024, mx.float32)):
+        x = mx.random.normal((total // D, D)).astype(dtype)
+        w = mx.random.normal((D,)).astype(dtype)
+        res = []
+        for vname, fn in (("as is", None), ("eps", early_eps), ("w", early_w), ("barrier", no_last_barrier),
+                          ("all", all_three)):
+            EDIT["name"], EDIT["fn"] = vname.replace(" ", "_"), fn
+            k = zmlx.map_reduce(gpu.rmsnorm_body)
+            res.append((vname, gpu.timed(k, x, w, 1e-5)))
+            err = mx.abs(k(x, w, 1e-5).astype(mx.float32) - mx.fast.rms_norm(x, w, 1e-5).astype(mx.float32)).max().item()
+            res[-1] += (err,)
+        EDIT["fn"] = None
+        t0 = gpu.timed(lambda: mx.fast.rms_norm(x, w, 1e-5))
+        lines.append(f"| rmsnorm D={D} | {str(dtype).split('.')[-1]} | MLX {t0 * 1e6:.1f} | " +
+                     " | ".join(f"{v}: {t * 1e6:.1f} (err {e:.1e})" for v, t, e in res) + " |")
+        print(lines[-1], flush=True)
+
+    # 3. gelu 16-bit with the fast erf's division as __fdividef
+    for dtype in (mx.bfloat16, mx.float16):
+        x = mx.random.normal((total,)).astype(dtype)
+        res = []
+        for vname, fn in (("as is", None), ("fdividef", fast_div)):
+            EDIT["name"], EDIT["fn"] = vname.replace(" ", "_"), fn
+            k = zmlx.elementwise(gpu.gelu_body)
+            res.append((vname, gpu.timed(k, x)))
+        EDIT["fn"] = None
+        t0 = gpu.timed(mx.compile(gpu.gelu_body), x)
+        tc = gpu.timed(gpu.copy, x)
+        lines.append(f"| gelu | {str(dtype).split('.')[-1]} | compiled {t0 * 1e6:.1f} | copy {tc * 1e6:.1f} | " +
+                     " | ".join(f"{v}: {t * 1e6:.1f}" for v, t in res) + " |")
+        print(lines[-1], flush=True)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
