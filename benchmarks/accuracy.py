@@ -12,7 +12,7 @@ domain (exhaustive), or 2^20 float32 values (uniform plus log-spaced magnitudes)
 metal-sim's `fast::exp2` is the C library's exp2: the Metal GPU's own fast exp2 (a few float32 ulps)
 and CUDA's exp2f (2 ulps) add that much to the float32 rows, nothing visible at 16 bits.
 
-Run: python benchmarks/accuracy.py [--quick]  (prints a Markdown table for benchmarks/RESULTS.md)
+Run: python benchmarks/accuracy.py [--quick] [--backend=cuda]  (prints a Markdown table for benchmarks/RESULTS.md)
 """
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import zmlx_dsl as zmlx  # noqa: E402
 
 QUICK = "--quick" in sys.argv
+# --backend cuda: the generated CUDA on the GPU (its exp2f and __fdividef), instead of metal-sim
+BACKEND = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--backend=")), "metal-sim")
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 MANTISSA = {"float32": (23, -126), "float16": (10, -14), "bfloat16": (7, -126)}  # bits, min exponent
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -165,12 +167,12 @@ def rows() -> list[tuple]:
                 R = 8 if QUICK else 64
                 x = np.concatenate([rng.standard_normal((R, 4096)), 10 * rng.standard_normal((R, 4096))])
                 x = to64(mx.array(x.astype(np.float32)).astype(dtype))
-                fast = zmlx.map_reduce(softmax, backend="metal-sim", fast_math=True)
-                slow = zmlx.map_reduce(softmax, backend="metal-sim", fast_math=False)
+                fast = zmlx.map_reduce(softmax, backend=BACKEND, fast_math=True)
+                slow = zmlx.map_reduce(softmax, backend=BACKEND, fast_math=False)
             else:
                 x = domain(op, all_values(name), name)
-                fast = zmlx.elementwise(BODIES[op], backend="metal-sim", fast_math=True)
-                slow = zmlx.elementwise(BODIES[op], backend="metal-sim", fast_math=False)
+                fast = zmlx.elementwise(BODIES[op], backend=BACKEND, fast_math=True)
+                slow = zmlx.elementwise(BODIES[op], backend=BACKEND, fast_math=False)
             ref = reference(op, x, dtype)
             results = [measure(k, x, ref, dtype, name) for k in (fast, slow, MLX_OWN[op])]
             out.append((op, name, x.size, *results))
@@ -185,7 +187,7 @@ def main() -> None:
                             cwd=Path(__file__).parent).stdout.strip()
     table = rows()
     print(f"{datetime.date.today()} · {platform.machine()} {platform.processor() or platform.system()} · "
-          f"metal-sim (CPU) · commit {commit}\n")
+          f"{BACKEND} · commit {commit}\n")
     print("| op | dtype | inputs | fast max abs | fast max ulp | precise max abs | precise max ulp | "
           "MLX max abs | MLX max ulp |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -1,7 +1,8 @@
 """A/B experiments for issue 16 on the GPU, in one run: the row-sum grid of the backward kernels
 (ROW_SUM_GROUPS), and hand-edited variants of generated CUDA kernels (the rmsnorm forward's
 loads and barriers, gelu's fast erf division), each against the generated kernel and MLX.
-Usage (device machine): source .mlx-cuda/activate && python3 benchmarks/variants.py
+Usage (device machine): source .mlx-cuda/activate && python3 benchmarks/variants.py [groups] [rmsnorm] [gelu]
+(the sections to run; all by default)
 """
 from __future__ import annotations
 
@@ -24,10 +25,10 @@ EDIT = {"name": "", "fn": None}
 def _factory(**kw):
     """mx.fast.cuda_kernel with the current edit applied to the body (and a name of its own)."""
     if EDIT["fn"] is not None:
-        body = EDIT["fn"](kw["source"])
-        if body == kw["source"]:
+        body, header = EDIT["fn"](kw["source"]), EDIT["fn"](kw.get("header", ""))
+        if body == kw["source"] and header == kw.get("header", ""):
             print(f"  [edit {EDIT['name']} changed nothing]", flush=True)
-        kw["source"] = body
+        kw["source"], kw["header"] = body, header
         kw["name"] = kw["name"] + "_" + EDIT["name"]
     return _REAL(**kw)
 
@@ -72,6 +73,7 @@ def all_three(body: str) -> str:
 
 
 def fast_div(body: str) -> str:
+    """The fast erf's rational divided with CUDA's __fdividef (2 ulp) instead of an IEEE division."""
     return body.replace("const float r = x * p / q;", "const float r = __fdividef(x * p, q);")
 
 
@@ -81,10 +83,11 @@ def main() -> None:
     vjp_of = lambda f: mx.compile(lambda c, *a: mx.vjp(f, list(a), [c])[1])  # noqa: E731
     lines = []
 
+    sections = set(sys.argv[1:]) or {"groups", "rmsnorm", "gelu"}
     # 1. the backward's row-sum grid
     D = 4096
     x32 = mx.random.normal((16384, D))
-    for dtype in (mx.float32, mx.bfloat16):
+    for dtype in (mx.float32, mx.bfloat16) if "groups" in sections else ():
         name = str(dtype).split(".")[-1]
         x, c = x32.astype(dtype), mx.random.normal(x32.shape).astype(dtype)
         w, b = mx.random.normal((D,)).astype(dtype), mx.random.normal((D,)).astype(dtype)
@@ -105,7 +108,8 @@ def main() -> None:
             print(lines[-1], flush=True)
 
     # 2. rmsnorm forward variants
-    for D, dtype in ((1024, mx.bfloat16), (4096, mx.bfloat16), (4096, mx.float32), (1024, mx.float32)):
+    for D, dtype in ((1024, mx.bfloat16), (4096, mx.bfloat16), (4096, mx.float32), (1024, mx.float32)) \
+            if "rmsnorm" in sections else ():
         x = mx.random.normal((total // D, D)).astype(dtype)
         w = mx.random.normal((D,)).astype(dtype)
         res = []
@@ -123,7 +127,7 @@ def main() -> None:
         print(lines[-1], flush=True)
 
     # 3. gelu 16-bit with the fast erf's division as __fdividef
-    for dtype in (mx.bfloat16, mx.float16):
+    for dtype in (mx.bfloat16, mx.float16) if "gelu" in sections else ():
         x = mx.random.normal((total,)).astype(dtype)
         res = []
         for vname, fn in (("as is", None), ("fdividef", fast_div)):

@@ -26,6 +26,7 @@ using std::max;
 using std::min;
 inline float rsqrt(float v) { return 1.0f / std::sqrt(v); }
 inline float erfinvf(float v) { return v; }  // CUDA's math library (not in C++'s)
+inline float __fdividef(float a, float b) { return a / b; }  // CUDA's fast division intrinsic
 
 struct __half {
   float f;

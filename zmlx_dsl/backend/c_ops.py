@@ -246,7 +246,15 @@ FMOD_FLOAT = Helper("zmlx_fmod", """\
 
 # ---- the fast path (fast_math): cheaper float transcendentals, accurate well within 16-bit outputs ----
 # Measured against float64 in benchmarks/accuracy.py (RESULTS.md); {exp2} is the backend's fast
-# exp2 (Metal `fast::exp2`, CUDA `exp2f`).
+# exp2 (Metal `fast::exp2`, CUDA `exp2f`), {fdiv} its fast division of a by b.
+
+FAST_DIV = Helper("zmlx_fast_div", """\
+{q} float zmlx_fast_div(float a, float b) {{
+  // a / b within 2 ulp for |b| < 2^126: the rational fits' last step (CUDA's IEEE division is a
+  // Newton iteration with a slow path: 4-5% of a 16-bit gelu on an H200, benchmarks/variants.py)
+  return {fdiv};
+}}
+""")
 
 FAST_EXP = Helper("zmlx_fast_exp", """\
 {q} float zmlx_fast_exp(float x) {{
@@ -281,7 +289,7 @@ FAST_TANH = Helper("zmlx_fast_tanh", """\
   q = fma(q, x2, 1.18534705686654e-04f);
   q = fma(q, x2, 2.26843463243900e-03f);
   q = fma(q, x2, 4.89352518554385e-03f);
-  return fabs(x) > 7.90531110f ? copysign(1.0f, x) : x * p / q;
+  return fabs(x) > 7.90531110f ? copysign(1.0f, x) : zmlx_fast_div(x * p, q);
 }}
 """)
 
@@ -300,7 +308,7 @@ FAST_ERF = Helper("zmlx_fast_erf", """\
   q = fma(q, x2, 1.00537091e-01f);
   q = fma(q, x2, 4.77815539e-01f);
   q = fma(q, x2, 1.0f);
-  const float r = x * p / q;
+  const float r = zmlx_fast_div(x * p, q);
   return fabs(x) > 3.9f || fabs(r) > 1.0f ? copysign(1.0f, x) : r;
 }}
 """)
@@ -313,7 +321,8 @@ FAST_SPELLINGS: dict[str, Spelling] = {
 }
 """The spellings a renderer uses instead under fast_math (every other op is spelled as usual)."""
 
-_HELPER_DEPS = {"zmlx_logaddexp": ("zmlx_log1p",)}
+_HELPER_DEPS = {"zmlx_logaddexp": ("zmlx_log1p",), "zmlx_fast_tanh": ("zmlx_fast_div",),
+                "zmlx_fast_erf": ("zmlx_fast_div",)}
 
 
 def helper_deps(name: str) -> tuple[str, ...]:
@@ -322,5 +331,5 @@ def helper_deps(name: str) -> tuple[str, ...]:
 
 
 HELPERS: dict[str, Helper] = {h.name: h for h in (ERF, ERFINV, SIGMOID, LOG1P, EXPM1, LOGADDEXP, FLOORDIV_INT,
-                                                   MOD_INT, FMOD_FLOAT, FMAX, FMIN, POW_INT, FAST_EXP,
+                                                   MOD_INT, FMOD_FLOAT, FMAX, FMIN, POW_INT, FAST_DIV, FAST_EXP,
                                                    FAST_SIGMOID, FAST_TANH, FAST_ERF)}

@@ -48,6 +48,7 @@ class CStyle:
     uint = "uint"                   # 32-bit unsigned index type
     vector_struct = False           # fast path through an aligned 16-byte struct (else scalar accesses)
     fast_exp2 = "exp2"              # the exp2 the fast_math helpers call (c_ops.FAST_SPELLINGS)
+    fast_divide = "a / b"           # their division of a by b (Metal: its `/`; CUDA: __fdividef)
     fast_math = False               # whether exp, erf, tanh, sigmoid take the fast spellings
 
     def fast(self) -> "CStyle":
@@ -161,7 +162,7 @@ class CStyle:
             for dep in helper_deps(name):
                 emit(dep)
             done.add(name)
-            out.append(HELPERS[name].code.format(q=self.fn_qual, exp2=self.fast_exp2))
+            out.append(HELPERS[name].code.format(q=self.fn_qual, exp2=self.fast_exp2, fdiv=self.fast_divide))
         for name in sorted(names):
             emit(name)
         return "\n".join(out)

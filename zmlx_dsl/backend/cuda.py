@@ -25,6 +25,7 @@ class CUDARenderer(CStyle):
     spellings = {**SPELLINGS, **{op: Spelling(f"{op}({{0}})") for op in ("expm1", "log1p", "erf")},
                  "erfinv": Spelling("erfinvf({0})")}
     fast_exp2 = "exp2f"
+    fast_divide = "__fdividef(a, b)"
     fn_qual = "__device__ inline"
     constant_ptr = ""
     device_ptr = ""
