@@ -72,6 +72,31 @@ def all_three(body: str) -> str:
     return no_last_barrier(early_w(early_eps(body)))
 
 
+def prefetch(body: str) -> str:
+    """A grid-stride row loop with the next row's held inputs loaded while this row is computed
+    (software pipelining: twice the registers for the held rows)."""
+    m = re.search(r"(  for \(uint32_t group = blockIdx.x; group < ngroups; group \+= gridDim.x\) \{\n"
+                  r"    const uint32_t row = group;\n)((?:    zmlx_vec<[^\n]+_r\[\d+\];\n)+)"
+                  r"(    for \(int k = 0; k < \d+; \+\+k\) \{\n(?:      [^\n]*\n)+?    \}\n)", body)
+    end = body.rfind("    __syncthreads();\n  }\n")
+    if not m or end < m.end():
+        return body
+    head, decls, loads = m.groups()
+    names = re.findall(r"(\w+)_r\[(\d+)\];", decls)
+    ndecls, nloads = decls, loads
+    for n, _ in names:
+        ndecls = ndecls.replace(f" {n}_r[", f" next_{n}_r[")
+        nloads = nloads.replace(f"{n}_r[k] =", f"next_{n}_r[k] =")
+    indent = lambda t: "".join("  " + line + "\n" for line in t.splitlines())  # noqa: E731
+    dedent = lambda t: "".join(line[2:] + "\n" for line in t.splitlines())  # noqa: E731
+    pre = (dedent(decls) + "  if (blockIdx.x < ngroups) {\n    const uint32_t row = blockIdx.x;\n" + dedent(indent(loads)) +
+           "  }\n")
+    inner = (head + ndecls + "    if (group + gridDim.x < ngroups) {\n      const uint32_t row = group + gridDim.x;\n" +
+             indent(nloads) + "    }\n")
+    copy = "".join(f"    for (int k = 0; k < {k}; ++k) {n}_r[k] = next_{n}_r[k];\n" for n, k in names)
+    return body[:m.start()] + pre + inner + body[m.end():end] + copy + body[end:]
+
+
 def fast_div(body: str) -> str:
     """The fast erf's rational divided with CUDA's __fdividef (2 ulp) instead of an IEEE division."""
     return body.replace("const float r = x * p / q;", "const float r = __fdividef(x * p, q);")
@@ -83,7 +108,27 @@ def main() -> None:
     vjp_of = lambda f: mx.compile(lambda c, *a: mx.vjp(f, list(a), [c])[1])  # noqa: E731
     lines = []
 
-    sections = set(sys.argv[1:]) or {"groups", "rmsnorm", "gelu"}
+    sections = set(sys.argv[1:]) or {"groups", "rmsnorm", "gelu", "prefetch"}
+    if "prefetch" in sections:  # the backward with the next row's loads in flight, at two grid sizes
+        D = 4096
+        x32 = mx.random.normal((16384, D))
+        for dtype in (mx.float32, mx.bfloat16):
+            x, c = x32.astype(dtype), mx.random.normal(x32.shape).astype(dtype)
+            w, b = mx.random.normal((D,)).astype(dtype), mx.random.normal((D,)).astype(dtype)
+            for label, body, call in (
+                    ("bwd rmsnorm", gpu.rmsnorm_body, lambda k: (lambda f=vjp_of(lambda z, g: k(z, g, 1e-5)): f(c, x, w))),
+                    ("bwd layernorm", gpu.layernorm_body,
+                     lambda k: (lambda f=vjp_of(lambda z, g, h: k(z, g, h, 1e-5)): f(c, x, w, b)))):
+                res = []
+                for groups in (264, 396):
+                    for vname, fn in (("as is", None), ("prefetch", prefetch)):
+                        EDIT["name"], EDIT["fn"] = vname.replace(" ", "_") + str(groups), fn
+                        plans.ROW_SUM_GROUPS = groups
+                        res.append((f"{vname} {groups}", gpu.timed(call(zmlx.map_reduce(body)))))
+                EDIT["fn"], plans.ROW_SUM_GROUPS = None, 264
+                lines.append(f"| {label} D={D} | {str(dtype).split('.')[-1]} | " +
+                             " | ".join(f"{v}: {t * 1e6:.1f}" for v, t in res) + " |")
+                print(lines[-1], flush=True)
     # 1. the backward's row-sum grid
     D = 4096
     x32 = mx.random.normal((16384, D))

@@ -43,7 +43,7 @@ namespace mlx::core::cu {
 
 namespace cg = cooperative_groups;
 
-__global__ void rmsnorm_vjp_de3db6617b00_89e5af13(
+__global__ void rmsnorm_vjp_de3db6617b00_d509564f(
     const float* x,
     const __grid_constant__ Shape x_shape,
     const __grid_constant__ int x_ndim,
@@ -57,7 +57,7 @@ __global__ void rmsnorm_vjp_de3db6617b00_89e5af13(
   const uint32_t lid = threadIdx.x;
   const uint32_t lane = lid % 32;
   const uint32_t warp = lid / 32;
-  __shared__ float zmlx_scratch[32];
+  __shared__ float zmlx_scratch[64];
   float out1_sum[2][4] = {};
   uint32_t nrows = 1;
   for (int d = 0; d < x_ndim - 1; ++d) nrows *= x_shape[d];
@@ -87,14 +87,11 @@ __global__ void rmsnorm_vjp_de3db6617b00_89e5af13(
       }
     }
     sum1_0 = zmlx_simd_sum(sum1_0);
-    if (lane == 0) zmlx_scratch[warp] = sum1_0;
+    sum1_1 = zmlx_simd_sum(sum1_1);
+    if (lane == 0) { zmlx_scratch[warp] = sum1_0; zmlx_scratch[32 + warp] = sum1_1; }
     __syncthreads();
     sum1_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
-    __syncthreads();
-    sum1_1 = zmlx_simd_sum(sum1_1);
-    if (lane == 0) zmlx_scratch[warp] = sum1_1;
-    __syncthreads();
-    sum1_1 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
+    sum1_1 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[32 + lane] : 0.0f);
     __syncthreads();
     const float row_add_0 = sum1_0 / 1024.0f + eps[0];
     const float row_rsqrt_1 = rsqrt(row_add_0);

@@ -7,7 +7,7 @@ template <typename T> inline T zmlx_simd_min(T v) { return simd_min(v); }
 inline float zmlx_simd_max(float v) { return simd_any(isnan(v)) ? NAN : simd_max(v); }
 inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min(v); }
 
-[[kernel]] void custom_kernel_rmsnorm_vjp_de3db6617b00_893f01bc_float_float_float_floatc_float_float(
+[[kernel]] void custom_kernel_rmsnorm_vjp_de3db6617b00_95a09ca8_float_float_float_floatc_float_float(
   const device float* x [[buffer(0)]],
   const constant int* x_shape [[buffer(1)]],
   const constant int& x_ndim [[buffer(2)]],
@@ -24,7 +24,7 @@ inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min
   const uint lid = thread_position_in_threadgroup.x;
   const uint lane = lid % 32;
   const uint warp = lid / 32;
-  threadgroup float zmlx_scratch[32];
+  threadgroup float zmlx_scratch[64];
   float out1_sum[2][4] = {};
   uint nrows = 1;
   for (int d = 0; d < x_ndim - 1; ++d) nrows *= x_shape[d];
@@ -54,14 +54,11 @@ inline float zmlx_simd_min(float v) { return simd_any(isnan(v)) ? NAN : simd_min
       }
     }
     sum1_0 = zmlx_simd_sum(sum1_0);
-    if (lane == 0) zmlx_scratch[warp] = sum1_0;
+    sum1_1 = zmlx_simd_sum(sum1_1);
+    if (lane == 0) { zmlx_scratch[warp] = sum1_0; zmlx_scratch[32 + warp] = sum1_1; }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     sum1_0 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    sum1_1 = zmlx_simd_sum(sum1_1);
-    if (lane == 0) zmlx_scratch[warp] = sum1_1;
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    sum1_1 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[lane] : 0.0f);
+    sum1_1 = zmlx_simd_sum(lane < 4 ? zmlx_scratch[32 + lane] : 0.0f);
     threadgroup_barrier(mem_flags::mem_threadgroup);
     const float row_add_0 = sum1_0 / 1024.0f + eps[0];
     const float row_rsqrt_1 = rsqrt(row_add_0);

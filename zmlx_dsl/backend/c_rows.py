@@ -64,6 +64,7 @@ class RowWriter(PositionReads, WholeRows):
         self.position_shift: dict[str, int] = {}  # position name -> its offset from the vector's start
         self.kept: dict[Node, str] = {}   # per-element values kept in registers for later passes
         self.kept_now: set[Node] = set()  # those whose registers hold them already
+        self.scratch_slices: dict = {}    # per dtype: how many reductions exchange through its scratch at once
         self.space = {x: c.space(plan, i) for i, x in enumerate(p.inputs)}
 
     def per_thread(self, extent: int) -> int:
@@ -86,6 +87,8 @@ class RowWriter(PositionReads, WholeRows):
                     self.whole_row(n)
             self.reduce_level(lv, [r for r in self.reductions if level[r] == lv])
         self.outputs()
+        self.top = [t.format(**{f"scratch_{d.name}": 32 * self.scratch_slices.get(d, 1) for d in dt.ALL})
+                    if "{scratch_" in t else t for t in self.top]
         body = self.top + self.lines
         if plan.grid_stride:  # the next row's writes to shared memory wait for this row's reads
             shared = any(t.startswith(f"  {c.shared} ") for t in self.top)
@@ -111,8 +114,8 @@ class RowWriter(PositionReads, WholeRows):
         if plan.threads > 32:  # several simdgroups: partial results meet in shared memory, in their own type
             self.top += [f"  const {u} lane = lid % 32;", f"  const {u} warp = lid / 32;"]
             exchanged = {r.dtype for r in self.reductions if r.op != "fold"} | {n.dtype for n in self.whole if n.op != "argsort"}
-            for d in sorted(exchanged, key=lambda d: d.name):
-                self.top.append(f"  {c.shared} {c.ctype(d)} {scratch_name(d)}[32];")
+            for d in sorted(exchanged, key=lambda d: d.name):  # sized once the passes are rendered
+                self.top.append(f"  {c.shared} {c.ctype(d)} {scratch_name(d)}[{{scratch_{d.name}}}];")
         for k in plan.row_sums:  # this thread's columns of the rows its group sums, across the row loop
             self.top.append(f"  {c.ctype(self.p.outputs[k].dtype)} {self.row_sum(k)}[{self.KV}][{plan.vec}] = {{}};")
         group = c.index(c.group_id, idx)
@@ -291,11 +294,11 @@ class RowWriter(PositionReads, WholeRows):
                 if f"{m}_here" not in local_max.values():  # one per maximum (two sums may share it)
                     self.lines.append(f"  const {self.c.ctype(r.dtype)} {m}_here = {m};")
                 local_max[r] = f"{m}_here"
-        for r in sorted(group, key=lambda r: r in self.online):  # the maxima first: the sums rescale to them
+        # the pass's reductions over the group together (the maxima too: the online sums rescale to them)
+        self.lines.extend(self.block_reduce([r for r in group if r not in self.online], accs))
+        for r in group:
             if r in self.online:
                 self.online_total(r, accs[r], accs[self.online[r][0]], local_max[r])
-            else:
-                self.lines.extend(self.block_reduce(r, accs[r]))
             self.names[r] = accs[r]
         for j, r in enumerate(r for r in reductions if r.op == "fold"):
             self.serial_fold(r, f"fold{lv}_{j}")
@@ -355,7 +358,7 @@ class RowWriter(PositionReads, WholeRows):
         c, L = self.c, self.lines
         exp = c.spellings["exp"].template("f")
         L.append(f"  {acc} = {m} == -INFINITY ? 0.0f : {acc} * {exp.format(f'{here} - {m}')};")
-        L.extend(self.block_reduce(r, acc))
+        L.extend(self.block_reduce([r], {r: acc}))
         self.bind_per_row(self.frontier([r.args[0]]))
         L.append(f"  if (isinf({m})) {{  // the sum's own pass: no rescaling to an infinite maximum")
         start = len(L)
@@ -364,7 +367,7 @@ class RowWriter(PositionReads, WholeRows):
         def tail(vals: dict, ind: str) -> None:
             L.append(f"{ind}{acc} = {self.combine(r, acc, vals[r.args[0]])};")
         self.element_loop([r.args[0] for r in [r]], self.length[r.args[0]], tail)
-        L.extend(self.block_reduce(r, acc))
+        L.extend(self.block_reduce([r], {r: acc}))
         L[start + 1:] = ["  " + line for line in L[start + 1:]]
         L.append("  }")
 
@@ -390,17 +393,24 @@ class RowWriter(PositionReads, WholeRows):
             v = f"({v})"
         return template.format(acc, v)
 
-    def block_reduce(self, r: Node, acc: str) -> list[str]:
-        """Reduce acc over the threadgroup: within each simdgroup, then across them via shared memory."""
-        f, threads, c = f"zmlx_simd_{r.op}", self.plan.threads, self.c  # simd_helpers define them
-        lines = [f"  {acc} = {f}({acc});"]
-        if threads <= 32:
+    def block_reduce(self, rs: list[Node], accs: dict[Node, str]) -> list[str]:
+        """Reduce each accumulator accs[r] over the threadgroup: within each simdgroup, then across
+        them through shared memory, all of them between one pair of barriers (a slice of 32 of their
+        dtype's scratch each: rmsnorm's backward sums two per row)."""
+        threads, c = self.plan.threads, self.c
+        lines = [f"  {accs[r]} = zmlx_simd_{r.op}({accs[r]});" for r in rs]  # simd_helpers define them
+        if threads <= 32 or not rs:
             return lines
-        scratch = scratch_name(r.dtype)
-        return lines + [f"  if (lane == 0) {scratch}[warp] = {acc};",
-                        f"  {c.barrier}",
-                        f"  {acc} = {f}(lane < {threads // 32} ? {scratch}[lane] : {self.identity(r)});",
-                        f"  {c.barrier}"]
+        slot: dict[Node, str] = {}
+        for r in rs:
+            k = sum(q.dtype == r.dtype for q in slot)
+            slot[r] = f"{k * 32} + " if k else ""
+            self.scratch_slices[r.dtype] = max(self.scratch_slices.get(r.dtype, 1), k + 1)
+        lines += [f"  if (lane == 0) {{ " + " ".join(f"{scratch_name(r.dtype)}[{slot[r]}warp] = {accs[r]};" for r in rs) + " }"
+                  if len(rs) > 1 else f"  if (lane == 0) {scratch_name(rs[0].dtype)}[warp] = {accs[rs[0]]};", f"  {c.barrier}"]
+        lines += [f"  {accs[r]} = zmlx_simd_{r.op}(lane < {threads // 32} ? {scratch_name(r.dtype)}[{slot[r]}lane] : "
+                  f"{self.identity(r)});" for r in rs]
+        return lines + [f"  {c.barrier}"]
 
     def serial_fold(self, r: Node, name: str) -> None:
         """A fold (a non-associative `reduce` update): thread 0 of the row runs
